@@ -1,0 +1,120 @@
+//! `POST /api/login`, `GET /api/login/refresh` and the access-token guard of `/api/v3`.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+use crate::auth::TokenUse;
+
+/// Login credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Login {
+    /// Admin username.
+    pub username: Option<String>,
+    /// Admin password.
+    pub password: Option<String>,
+}
+
+/// Tokens issued on login.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// Access token (10 min by default).
+    pub access_token: String,
+    /// Refresh token (24 h by default).
+    pub refresh_token: String,
+}
+
+/// A fresh access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessToken {
+    /// Access token.
+    pub access_token: String,
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Log in with username and password.
+#[utoipa::path(post, path = "/api/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+pub async fn login(State(state): State<AppState>, request: Request) -> ApiResult<Json<TokenPair>> {
+    let auth = state
+        .auth
+        .clone()
+        .ok_or_else(|| ApiError::status(axum::http::StatusCode::NOT_FOUND))?;
+    let credentials = super::json::json_bytes(request, &())
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Login>(&bytes).ok())
+        .and_then(|l| Some((l.username?, l.password?)));
+    let delay = std::time::Duration::from_millis(state.config.auth.login_failure_delay_ms);
+    let Some((username, password)) = credentials else {
+        tokio::time::sleep(delay).await;
+        return Err(ApiError::bad_request(
+            "Bad Request",
+            "Missing authorization credentials",
+        ));
+    };
+    if !auth.check_credentials(&username, &password) {
+        tracing::warn!(%username, "failed login");
+        tokio::time::sleep(delay).await;
+        return Err(ApiError::unauthorized(
+            "Invalid authorization credentials: invalid username or password",
+        ));
+    }
+    Ok(Json(TokenPair {
+        access_token: auth.issue(TokenUse::Access),
+        refresh_token: auth.issue(TokenUse::Refresh),
+    }))
+}
+
+/// Exchange a refresh token for a new access token.
+#[utoipa::path(get, path = "/api/login/refresh", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = AccessToken), (status = 401, body = super::error::ErrorBody)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<AccessToken>> {
+    let auth = state
+        .auth
+        .clone()
+        .ok_or_else(|| ApiError::status(axum::http::StatusCode::NOT_FOUND))?;
+    let token =
+        bearer(&headers).ok_or_else(|| ApiError::unauthorized("Missing or invalid JWT token"))?;
+    auth.verify(token, TokenUse::Refresh)
+        .map_err(|_| ApiError::unauthorized("Missing or invalid JWT token"))?;
+    Ok(Json(AccessToken {
+        access_token: auth.issue(TokenUse::Access),
+    }))
+}
+
+/// True when auth is off or the request carries a valid access token.
+pub fn has_access(state: &AppState, headers: &HeaderMap) -> bool {
+    match &state.auth {
+        None => true,
+        Some(auth) => bearer(headers).is_some_and(|t| auth.verify(t, TokenUse::Access).is_ok()),
+    }
+}
+
+/// Middleware guarding `/api/v3`.
+pub async fn require_access(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if has_access(&state, request.headers()) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::unauthorized("Missing or invalid JWT token"))
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP API: router, shared state and middleware. Handlers live in the submodules.
+
+pub mod about;
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod metadata;
+pub mod openapi;
+pub mod process;
+pub mod skills;
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower::ServiceExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::process::Registry;
+use crate::store::Store;
+use error::ApiError;
+
+/// Identity of this server instance, shown by `GET /api`.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Persistent id.
+    pub id: String,
+    /// Persistent name.
+    pub name: String,
+    /// When this process started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The processes.
+    pub registry: Arc<Registry>,
+    /// The store (system metadata is read and written directly).
+    pub store: Arc<Store>,
+    /// Token issuer and checker; `None` when auth is off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Prometheus families.
+    pub metrics: Arc<Metrics>,
+    /// ffmpeg capabilities, refreshed by `/api/v3/skills/reload`.
+    pub skills: Arc<skills::SkillsCache>,
+    /// Who we are.
+    pub instance: Arc<Instance>,
+}
+
+/// Builds the whole router.
+pub fn router(state: AppState) -> Router {
+    let v3 = Router::new()
+        .route("/process", get(process::list).post(process::create))
+        .route(
+            "/process/{id}",
+            get(process::get_one)
+                .put(process::update)
+                .delete(process::delete),
+        )
+        .route("/process/{id}/command", put(process::command))
+        .route("/process/{id}/config", get(process::config))
+        .route("/process/{id}/state", get(process::state))
+        .route("/process/{id}/report", get(process::report))
+        .route("/process/{id}/probe", get(process::probe))
+        .route("/process/{id}/metadata", get(metadata::process_all))
+        .route(
+            "/process/{id}/metadata/{key}",
+            get(metadata::process_get).put(metadata::process_put),
+        )
+        .route("/metadata", get(metadata::system_all))
+        .route(
+            "/metadata/{key}",
+            get(metadata::system_get).put(metadata::system_put),
+        )
+        .route("/skills", get(skills::get))
+        .route("/skills/reload", get(skills::reload))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_access,
+        ));
+
+    let mut api = Router::new()
+        .route("/api", get(about::about))
+        .nest("/api/v3", v3)
+        .merge(openapi::swagger());
+    if state.auth.is_some() {
+        api = api
+            .route("/api/login", post(auth::login))
+            .route("/api/login/refresh", get(auth::refresh));
+    }
+
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(prometheus))
+        .merge(api)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.http.max_body_bytes,
+        ))
+        .layer(cors(&state.config))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+        ])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+        .max_age(std::time::Duration::from_secs(86400))
+}
+
+/// Unknown routes: JSON 404 under `/api`, files of the public directory everywhere else.
+async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    let response = if path == "/api" || path.starts_with("/api/") {
+        ApiError::status(StatusCode::NOT_FOUND).into_response()
+    } else {
+        let files = ServeDir::new(state.config.storage.public_path())
+            .append_index_html_on_directories(true)
+            .not_found_service(tower::service_fn(|_| async {
+                Ok::<_, std::convert::Infallible>(
+                    ApiError::status(StatusCode::NOT_FOUND).into_response(),
+                )
+            }));
+        match files.oneshot(req).await {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        }
+    };
+    state
+        .metrics
+        .http_request("-", "fallback", response.status().as_u16());
+    response
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state.registry),
+    )
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_request(&method, &route, response.status().as_u16());
+    response
+}

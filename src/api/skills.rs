@@ -1,0 +1,70 @@
+//! `GET /api/v3/skills[/reload]`: what the ffmpeg binary can do.
+
+use std::path::PathBuf;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use tokio::sync::RwLock;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::AppState;
+use crate::skills::{detect, Skills};
+
+/// The last detection result; detection runs ffmpeg seven times, so it is cached.
+pub struct SkillsCache {
+    binary: PathBuf,
+    current: RwLock<Option<Result<Skills, String>>>,
+}
+
+impl SkillsCache {
+    /// A cache for `binary`; nothing is detected until first asked.
+    pub fn new(binary: PathBuf) -> SkillsCache {
+        SkillsCache {
+            binary,
+            current: RwLock::new(None),
+        }
+    }
+
+    /// Runs detection now and keeps the result.
+    pub async fn reload(&self) -> Result<Skills, String> {
+        let result = detect(&self.binary).await.map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "ffmpeg skills detection failed");
+        }
+        *self.current.write().await = Some(result.clone());
+        result
+    }
+
+    /// The cached result, detecting on first use.
+    pub async fn get(&self) -> Result<Skills, String> {
+        if let Some(result) = self.current.read().await.as_ref() {
+            return result.clone();
+        }
+        self.reload().await
+    }
+}
+
+fn answer(result: Result<Skills, String>) -> ApiResult<Json<Skills>> {
+    result.map(Json).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "FFmpeg is not available",
+            e,
+        )
+    })
+}
+
+/// ffmpeg version, codecs, filters, formats, protocols and hardware acceleration.
+#[utoipa::path(get, path = "/api/v3/skills", tag = "skills", security(("bearer" = [])),
+    responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>) -> ApiResult<Json<Skills>> {
+    answer(state.skills.get().await)
+}
+
+/// Detect the skills again.
+#[utoipa::path(get, path = "/api/v3/skills/reload", tag = "skills", security(("bearer" = [])),
+    responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
+pub async fn reload(State(state): State<AppState>) -> ApiResult<Json<Skills>> {
+    answer(state.skills.reload().await)
+}

@@ -1,0 +1,197 @@
+//! Admin credentials and the HS256 JWTs of the datarhei login flow.
+//!
+//! Tokens carry `iss`, `sub`, `usefor` (`access` or `refresh`), `iat`, `exp`, `exi` (the validity
+//! in seconds, which restreamer-ui schedules its refresh by) and a random `jti`.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::config::AuthConfig;
+
+/// Issuer written into every token; datarhei clients know this name.
+pub const ISSUER: &str = "datarhei-core";
+
+/// What a token may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUse {
+    /// API calls.
+    Access,
+    /// Only `GET /api/login/refresh`.
+    Refresh,
+}
+
+/// The claims of a streamcore JWT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the username.
+    pub sub: String,
+    /// Token kind.
+    pub usefor: TokenUse,
+    /// Issued at, unix seconds.
+    pub iat: u64,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    /// Validity in seconds.
+    pub exi: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Bad signature, wrong algorithm, malformed, or expired.
+    #[error("invalid or expired token")]
+    Invalid,
+    /// A valid token of the wrong kind (e.g. a refresh token used for access).
+    #[error("token is not valid for this use")]
+    WrongUse,
+}
+
+/// Issues and checks tokens; absent when auth is off.
+pub struct Authenticator {
+    username: String,
+    password: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_seconds: u64,
+    refresh_seconds: u64,
+}
+
+impl Authenticator {
+    /// Builds the authenticator when auth is enabled. The HMAC key mixes in the credentials so
+    /// that changing the password invalidates every token issued before.
+    pub fn new(config: &AuthConfig, secret: &str) -> Option<Authenticator> {
+        if !config.enabled() {
+            return None;
+        }
+        let key = format!("{}{}{}", config.username, config.password, secret);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        Some(Authenticator {
+            username: config.username.clone(),
+            password: config.password.clone(),
+            encoding: EncodingKey::from_secret(key.as_bytes()),
+            decoding: DecodingKey::from_secret(key.as_bytes()),
+            validation,
+            access_seconds: config.access_token_seconds,
+            refresh_seconds: config.refresh_token_seconds,
+        })
+    }
+
+    /// Compares credentials in constant time.
+    pub fn check_credentials(&self, username: &str, password: &str) -> bool {
+        let user_ok = self.username.as_bytes().ct_eq(username.as_bytes());
+        let pass_ok = self.password.as_bytes().ct_eq(password.as_bytes());
+        (user_ok & pass_ok).into()
+    }
+
+    /// Issues a token for the admin user.
+    pub fn issue(&self, usefor: TokenUse) -> String {
+        let validity = match usefor {
+            TokenUse::Access => self.access_seconds,
+            TokenUse::Refresh => self.refresh_seconds,
+        };
+        let iat = now();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: self.username.clone(),
+            usefor,
+            iat,
+            exp: iat + validity,
+            exi: validity,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail")
+    }
+
+    /// Verifies signature, algorithm, issuer, expiry and use.
+    pub fn verify(&self, token: &str, usefor: TokenUse) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.usefor != usefor {
+            return Err(TokenError::WrongUse);
+        }
+        Ok(data.claims)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        let config = AuthConfig {
+            username: "admin".into(),
+            password: "pw".into(),
+            ..Default::default()
+        };
+        Authenticator::new(&config, "s").unwrap()
+    }
+
+    #[test]
+    fn disabled_without_credentials() {
+        assert!(Authenticator::new(&AuthConfig::default(), "s").is_none());
+    }
+
+    #[test]
+    fn access_and_refresh_are_not_interchangeable() {
+        let a = auth();
+        let access = a.issue(TokenUse::Access);
+        let claims = a.verify(&access, TokenUse::Access).unwrap();
+        assert_eq!(claims.exi, 600);
+        assert_eq!(claims.exp - claims.iat, 600);
+        assert_eq!(
+            a.verify(&access, TokenUse::Refresh).err(),
+            Some(TokenError::WrongUse)
+        );
+        let refresh = a.issue(TokenUse::Refresh);
+        assert_eq!(
+            a.verify(&refresh, TokenUse::Access).err(),
+            Some(TokenError::WrongUse)
+        );
+    }
+
+    #[test]
+    fn alg_none_and_foreign_keys_are_refused() {
+        let a = auth();
+        let token = a.issue(TokenUse::Access);
+        let payload = token.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert_eq!(
+            a.verify(&none, TokenUse::Access).err(),
+            Some(TokenError::Invalid)
+        );
+        let other = Authenticator::new(
+            &AuthConfig {
+                username: "admin".into(),
+                password: "other".into(),
+                ..Default::default()
+            },
+            "s",
+        )
+        .unwrap();
+        assert_eq!(
+            other.verify(&token, TokenUse::Access).err(),
+            Some(TokenError::Invalid)
+        );
+        assert!(a.check_credentials("admin", "pw"));
+        assert!(!a.check_credentials("admin", "pw2"));
+    }
+}

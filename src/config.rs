@@ -1,0 +1,419 @@
+//! Server configuration: a TOML or JSON file, overridden by `STREAMCORE_*` environment variables.
+//!
+//! Every key has a default so that a bare `streamcore` starts. The precedence is
+//! defaults < config file < environment < command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Where state lives on disk.
+    pub storage: StorageConfig,
+    /// Login and JWT settings.
+    pub auth: AuthConfig,
+    /// The FFmpeg binary and its process limits.
+    pub ffmpeg: FfmpegConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The demo process created on first start.
+    pub demo: DemoConfig,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on (`STREAMCORE_HTTP_ADDRESS`).
+    pub address: String,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Allowed CORS origins; `*` allows all.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            address: "0.0.0.0:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            cors_origins: vec!["*".into()],
+        }
+    }
+}
+
+/// On-disk state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for the database and generated files (`STREAMCORE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// SQLite database path; relative paths are inside `data_dir`.
+    pub database: PathBuf,
+    /// Directory served at `/` and substituted for `{diskfs}`; relative paths are inside `data_dir`.
+    pub public_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database: PathBuf::from("streamcore.db"),
+            public_dir: PathBuf::from("public"),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Absolute path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(&self.database)
+    }
+
+    /// Path of the public (disk) file tree.
+    pub fn public_path(&self) -> PathBuf {
+        self.data_dir.join(&self.public_dir)
+    }
+}
+
+/// Login and token settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Admin username (`STREAMCORE_AUTH_USERNAME`); auth is on when username and password are set.
+    pub username: String,
+    /// Admin password (`STREAMCORE_AUTH_PASSWORD`).
+    pub password: String,
+    /// JWT signing secret (`STREAMCORE_JWT_SECRET`); generated and kept in `<data_dir>/jwt_secret` when empty.
+    pub jwt_secret: String,
+    /// Lifetime of access tokens in seconds.
+    pub access_token_seconds: u64,
+    /// Lifetime of refresh tokens in seconds.
+    pub refresh_token_seconds: u64,
+    /// Delay before answering a failed login, in milliseconds (slows password guessing).
+    pub login_failure_delay_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            username: String::new(),
+            password: String::new(),
+            jwt_secret: String::new(),
+            access_token_seconds: 600,
+            refresh_token_seconds: 86400,
+            login_failure_delay_ms: 5000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Auth is enforced only when both credentials are configured.
+    pub fn enabled(&self) -> bool {
+        !self.username.is_empty() && !self.password.is_empty()
+    }
+}
+
+/// FFmpeg settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FfmpegConfig {
+    /// Binary name or path (`STREAMCORE_FFMPEG_BINARY`); names are looked up in `PATH`.
+    pub binary: String,
+    /// Most processes with order `start` at once; 0 is unlimited.
+    pub max_processes: usize,
+    /// Log lines kept per run in the process report.
+    pub log_max_lines: usize,
+    /// Earlier runs kept in the process report.
+    pub log_max_history: usize,
+    /// Seconds between SIGINT and SIGKILL when stopping a process.
+    pub kill_timeout_seconds: u64,
+}
+
+impl Default for FfmpegConfig {
+    fn default() -> Self {
+        Self {
+            binary: "ffmpeg".into(),
+            max_processes: 0,
+            log_max_lines: 50,
+            log_max_history: 3,
+            kill_timeout_seconds: 5,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `streamcore=debug` (`STREAMCORE_LOG`).
+    pub level: String,
+    /// `text` or `json` (`STREAMCORE_LOG_FORMAT`).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The demo process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Create the `demo` process on the first start of an empty database (`STREAMCORE_DEMO`).
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The `STREAMCORE_*` variables that override file keys, with the key each one sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("STREAMCORE_HTTP_ADDRESS", "http.address"),
+    ("STREAMCORE_HTTP_MAX_BODY_BYTES", "http.max_body_bytes"),
+    ("STREAMCORE_HTTP_CORS_ORIGINS", "http.cors_origins"),
+    ("STREAMCORE_DATA_DIR", "storage.data_dir"),
+    ("STREAMCORE_DATABASE", "storage.database"),
+    ("STREAMCORE_PUBLIC_DIR", "storage.public_dir"),
+    ("STREAMCORE_AUTH_USERNAME", "auth.username"),
+    ("STREAMCORE_AUTH_PASSWORD", "auth.password"),
+    ("STREAMCORE_JWT_SECRET", "auth.jwt_secret"),
+    (
+        "STREAMCORE_AUTH_ACCESS_TOKEN_SECONDS",
+        "auth.access_token_seconds",
+    ),
+    (
+        "STREAMCORE_AUTH_REFRESH_TOKEN_SECONDS",
+        "auth.refresh_token_seconds",
+    ),
+    (
+        "STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS",
+        "auth.login_failure_delay_ms",
+    ),
+    ("STREAMCORE_FFMPEG_BINARY", "ffmpeg.binary"),
+    ("STREAMCORE_FFMPEG_MAX_PROCESSES", "ffmpeg.max_processes"),
+    ("STREAMCORE_FFMPEG_LOG_MAX_LINES", "ffmpeg.log_max_lines"),
+    (
+        "STREAMCORE_FFMPEG_LOG_MAX_HISTORY",
+        "ffmpeg.log_max_history",
+    ),
+    (
+        "STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS",
+        "ffmpeg.kill_timeout_seconds",
+    ),
+    ("STREAMCORE_LOG", "log.level"),
+    ("STREAMCORE_LOG_FORMAT", "log.format"),
+    ("STREAMCORE_DEMO", "demo.enabled"),
+];
+
+impl Config {
+    /// Reads `path` (TOML, or JSON when it ends in `.json`) or the defaults when `path` is
+    /// `None`, then applies the variables of [`ENV_OVERRIDES`] taken from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let mut tree = match path {
+            Some(path) => read_tree(path)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        // Checked against the schema before the overrides so a typo in the file is reported as such.
+        serde_json::from_value::<Config>(tree.clone())
+            .with_context(|| format!("invalid configuration file {}", display(path)))?;
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = env(var) {
+                set_key(&mut tree, key, &value);
+            }
+        }
+        let config: Config = serde_json::from_value(tree)
+            .context("invalid value in a STREAMCORE_* environment variable")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.http
+            .address
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("http.address {:?} is not host:port", self.http.address))?;
+        if self.ffmpeg.binary.trim().is_empty() {
+            anyhow::bail!("ffmpeg.binary must not be empty");
+        }
+        if self.http.max_body_bytes == 0 {
+            anyhow::bail!("http.max_body_bytes must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn display(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn read_tree(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    } else {
+        let value: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        Ok(serde_json::to_value(value)?)
+    }
+}
+
+/// Sets a dotted key from an environment string, typed by the shape the schema expects.
+fn set_key(tree: &mut serde_json::Value, key: &str, raw: &str) {
+    let (section, field) = key.split_once('.').expect("override keys are dotted");
+    let value = typed_value(key, raw);
+    if !tree.is_object() {
+        *tree = serde_json::Value::Object(Default::default());
+    }
+    let section = tree
+        .as_object_mut()
+        .expect("object")
+        .entry(section)
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let Some(obj) = section.as_object_mut() {
+        obj.insert(field.to_string(), value);
+    }
+}
+
+fn typed_value(key: &str, raw: &str) -> serde_json::Value {
+    match key {
+        "http.cors_origins" => serde_json::Value::Array(
+            raw.split(',')
+                .map(|s| serde_json::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ),
+        "demo.enabled" => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
+            "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
+            _ => serde_json::Value::String(raw.to_string()),
+        },
+        _ => match raw.trim().parse::<u64>() {
+            Ok(n)
+                if !key.ends_with("password")
+                    && !key.ends_with("secret")
+                    && !key.ends_with("username") =>
+            {
+                serde_json::Value::from(n)
+            }
+            _ => serde_json::Value::String(raw.to_string()),
+        },
+    }
+}
+
+/// Returns the configured JWT secret, or reads (creating once) `<data_dir>/jwt_secret` so that
+/// tokens survive restarts.
+pub fn ensure_jwt_secret(config: &Config) -> anyhow::Result<String> {
+    if !config.auth.jwt_secret.is_empty() {
+        return Ok(config.auth.jwt_secret.clone());
+    }
+    let path = config.storage.data_dir.join("jwt_secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_string();
+        if !secret.is_empty() {
+            return Ok(secret);
+        }
+    }
+    use rand::distributions::{Alphanumeric, DistString};
+    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_start_bare() {
+        let config = Config::load(None, |_| None).unwrap();
+        assert_eq!(config.http.address, "0.0.0.0:8080");
+        assert!(!config.auth.enabled());
+        assert_eq!(config.ffmpeg.log_max_lines, 50);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\naddress = \"127.0.0.1:1\"\n[auth]\nusername = \"a\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), |k| match k {
+            "STREAMCORE_HTTP_ADDRESS" => Some("127.0.0.1:2".into()),
+            "STREAMCORE_AUTH_PASSWORD" => Some("1234".into()),
+            "STREAMCORE_DEMO" => Some("false".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.http.address, "127.0.0.1:2");
+        assert_eq!(config.auth.password, "1234");
+        assert!(config.auth.enabled());
+        assert!(!config.demo.enabled);
+    }
+
+    #[test]
+    fn unknown_key_and_bad_address_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"http":{"adress":"x"}}"#).unwrap();
+        assert!(Config::load(Some(&path), |_| None).is_err());
+        assert!(Config::load(None, |k| (k == "STREAMCORE_HTTP_ADDRESS")
+            .then(|| "nope".into()))
+        .is_err());
+    }
+
+    #[test]
+    fn jwt_secret_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        let first = ensure_jwt_secret(&config).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(ensure_jwt_secret(&config).unwrap(), first);
+    }
+}

@@ -1,0 +1,17 @@
+//! streamcore: FFmpeg processes under a datarhei-Core-compatible REST API.
+//!
+//! Requests flow one way: HTTP ([`api`]) → process registry ([`process`]) → store ([`store`]) and
+//! supervisors; nothing below the API reaches back up.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod process;
+pub mod skills;
+pub mod store;
+
+mod demo;
+mod server;
+
+pub use server::{run, Server};

@@ -1,0 +1,80 @@
+//! The `streamcore` command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use streamcore::config::{Config, LogFormat};
+
+/// streamcore: FFmpeg processes under a datarhei-Core-compatible REST API, served over WebRTC.
+///
+/// Configuration comes from an optional TOML or JSON file (keys in docs/configuration.md),
+/// overridden by environment variables: STREAMCORE_HTTP_ADDRESS (default 0.0.0.0:8080),
+/// STREAMCORE_DATA_DIR (default ./data: SQLite database, JWT secret, public files),
+/// STREAMCORE_AUTH_USERNAME and STREAMCORE_AUTH_PASSWORD (auth is on when both are set),
+/// STREAMCORE_JWT_SECRET (generated and kept in the data dir when unset),
+/// STREAMCORE_FFMPEG_BINARY (default ffmpeg), STREAMCORE_LOG (e.g. info, streamcore=debug),
+/// STREAMCORE_LOG_FORMAT (text|json), STREAMCORE_DEMO (create the demo process on first start).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML, or JSON when it ends in .json).
+    #[arg(long, short, env = "STREAMCORE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server (the default).
+    Serve,
+    /// Print the effective configuration as TOML and exit.
+    Config,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), |name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("streamcore: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config) = cli.command {
+        match toml::to_string_pretty(&config) {
+            Ok(text) => {
+                print!("{text}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("streamcore: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    init_tracing(&config);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(streamcore::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("streamcore: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,12 @@
+//! FFmpeg processes: definitions, supervision, progress and reports.
+
+pub mod config;
+pub mod placeholder;
+pub mod probe;
+pub mod progress;
+pub mod registry;
+pub mod report;
+pub mod runner;
+pub mod sampler;
+
+pub use registry::{ProcessCommand, Registry, RegistryError};

@@ -1,0 +1,563 @@
+//! The set of processes: validation, persistence, and their supervisors.
+//!
+//! Mutations are serialised by one async lock so that a stop that waits for ffmpeg cannot
+//! interleave with another change; reads go through a plain `RwLock` and never wait on ffmpeg.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::config::{short_id, Order, ProcessConfig};
+use super::placeholder;
+use super::progress::IoRef;
+use super::runner::{Runner, Spec};
+use crate::store::{ProcessRecord, Store, StoreError};
+
+/// Settings the registry applies to every process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// ffmpeg binary name or path.
+    pub binary: String,
+    /// Most processes with order start; 0 is unlimited.
+    pub max_processes: usize,
+    /// The directory `{diskfs}` stands for.
+    pub disk_dir: PathBuf,
+    /// Log lines kept per run.
+    pub log_max_lines: usize,
+    /// Earlier runs kept.
+    pub log_max_history: usize,
+    /// SIGINT → SIGKILL delay.
+    pub kill_timeout: Duration,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No process with that id.
+    #[error("unknown process")]
+    NotFound,
+    /// The id is taken.
+    #[error("process already exists")]
+    Duplicate,
+    /// The definition is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many processes would run.
+    #[error("max. number of running processes ({0}) reached")]
+    MaxProcesses(usize),
+    /// The ffmpeg binary cannot be run.
+    #[error("{0}")]
+    Binary(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate => RegistryError::Duplicate,
+            StoreError::NotFound => RegistryError::NotFound,
+            other => RegistryError::Store(other),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// A process: its stored definition and its supervisor.
+pub struct Entry {
+    /// What is stored.
+    pub record: ProcessRecord,
+    /// Why the stored definition cannot run, if it cannot.
+    pub invalid: Option<String>,
+    runner: Arc<Runner>,
+    outputs: Vec<String>,
+}
+
+impl Entry {
+    /// The supervisor.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+}
+
+/// A process command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessCommand {
+    /// Order start.
+    Start,
+    /// Order stop.
+    Stop,
+    /// Stop and start again.
+    Restart,
+    /// Rebuild from the stored definition.
+    Reload,
+}
+
+/// All processes.
+pub struct Registry {
+    store: Arc<Store>,
+    settings: Settings,
+    entries: RwLock<BTreeMap<String, Arc<Entry>>>,
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Loads every stored process and starts those whose order is start.
+    pub fn boot(store: Arc<Store>, settings: Settings) -> Result<Registry> {
+        let registry = Registry {
+            store,
+            settings,
+            entries: RwLock::new(BTreeMap::new()),
+            write: tokio::sync::Mutex::new(()),
+        };
+        let records = registry.store.processes()?;
+        // Two passes so that `#id:output=` references to processes stored later still resolve.
+        for pass in 0..2 {
+            for record in &records {
+                let entry = registry.build(record.clone(), None);
+                if pass == 1 || entry.invalid.is_none() {
+                    registry.put(entry);
+                }
+            }
+        }
+        for entry in registry.list() {
+            if entry.record.order == Order::Start {
+                if let Some(why) = &entry.invalid {
+                    tracing::warn!(id = %entry.record.config.id, %why, "stored process is invalid; not started");
+                } else {
+                    entry.runner.start();
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Entry>>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, entry: Entry) -> Arc<Entry> {
+        let entry = Arc::new(entry);
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.record.config.id.clone(), entry.clone());
+        entry
+    }
+
+    fn remove(&self, id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Every process, ordered by id.
+    pub fn list(&self) -> Vec<Arc<Entry>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// One process.
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.read().get(id).cloned()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Fills in generated ids: the process id when absent, io ids when empty (unique per list).
+    pub fn assign_ids(config: &mut ProcessConfig) {
+        if config.id.is_empty() {
+            config.id = short_id();
+        }
+        for list in [&mut config.input, &mut config.output] {
+            for io in list.iter_mut() {
+                if io.id.trim().is_empty() {
+                    io.id = short_id();
+                }
+            }
+        }
+    }
+
+    /// Adds a process (ids already assigned); starts it when `autostart`.
+    pub async fn create(&self, config: ProcessConfig) -> Result<ProcessConfig> {
+        let _guard = self.write.lock().await;
+        let config = normalise(config);
+        let now = chrono::Utc::now().timestamp();
+        let order = if config.autostart {
+            Order::Start
+        } else {
+            Order::Stop
+        };
+        let record = ProcessRecord {
+            config,
+            order,
+            created_at: now,
+            updated_at: now,
+        };
+        let entry = self.build(record, None);
+        if let Some(why) = entry.invalid {
+            return Err(RegistryError::Invalid(why));
+        }
+        if self.get(&entry.record.config.id).is_some() {
+            return Err(RegistryError::Duplicate);
+        }
+        if order == Order::Start {
+            self.check_capacity(None)?;
+        }
+        self.store.insert_process(&entry.record)?;
+        let entry = self.put(entry);
+        if order == Order::Start {
+            entry.runner.start();
+        }
+        Ok(entry.record.config.clone())
+    }
+
+    /// Replaces the definition of `id` (possibly renaming it); order, metadata and report history
+    /// carry over, and the process runs again if its order is start.
+    pub async fn update(&self, id: &str, config: ProcessConfig) -> Result<ProcessConfig> {
+        let _guard = self.write.lock().await;
+        let old = self.get(id).ok_or(RegistryError::NotFound)?;
+        let config = normalise(config);
+        let now = chrono::Utc::now().timestamp();
+        let record = ProcessRecord {
+            config,
+            order: old.record.order,
+            created_at: now,
+            updated_at: now,
+        };
+        let entry = self.build(record, Some(id));
+        if let Some(why) = entry.invalid {
+            return Err(RegistryError::Invalid(why));
+        }
+        let new_id = entry.record.config.id.clone();
+        if new_id != id && self.get(&new_id).is_some() {
+            return Err(RegistryError::Duplicate);
+        }
+        self.store.replace_process(id, &entry.record)?;
+        old.runner.shutdown().await;
+        entry.runner.adopt_history(&old.runner);
+        self.remove(id);
+        let entry = self.put(entry);
+        if entry.record.order == Order::Start {
+            entry.runner.start();
+        }
+        Ok(entry.record.config.clone())
+    }
+
+    /// Stops and deletes a process.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let entry = self.get(id).ok_or(RegistryError::NotFound)?;
+        entry.runner.stop().await;
+        self.store.delete_process(id)?;
+        entry.runner.shutdown().await;
+        self.remove(id);
+        Ok(())
+    }
+
+    /// Runs a command; the new order is persisted before it takes effect.
+    pub async fn command(&self, id: &str, command: ProcessCommand) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let entry = self.get(id).ok_or(RegistryError::NotFound)?;
+        match command {
+            ProcessCommand::Start => {
+                if let Some(why) = &entry.invalid {
+                    return Err(RegistryError::Invalid(format!(
+                        "invalid process definition: {why}"
+                    )));
+                }
+                self.check_binary()?;
+                if entry.record.order != Order::Start {
+                    self.check_capacity(Some(id))?;
+                    self.set_order(&entry, Order::Start)?;
+                }
+                self.get(id).expect("just stored").runner.start();
+            }
+            ProcessCommand::Stop => {
+                if entry.record.order != Order::Stop {
+                    self.set_order(&entry, Order::Stop)?;
+                }
+                entry.runner.stop().await;
+            }
+            ProcessCommand::Restart => entry.runner.restart(),
+            ProcessCommand::Reload => {
+                let fresh = self.build(entry.record.clone(), Some(id));
+                if let Some(why) = fresh.invalid {
+                    return Err(RegistryError::Invalid(why));
+                }
+                entry.runner.shutdown().await;
+                let fresh = self.put(fresh);
+                if fresh.record.order == Order::Start {
+                    fresh.runner.start();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_order(&self, entry: &Entry, order: Order) -> Result<()> {
+        self.store.set_order(&entry.record.config.id, order)?;
+        let mut record = entry.record.clone();
+        record.order = order;
+        self.put(Entry {
+            record,
+            invalid: entry.invalid.clone(),
+            runner: entry.runner.clone(),
+            outputs: entry.outputs.clone(),
+        });
+        Ok(())
+    }
+
+    fn check_capacity(&self, except: Option<&str>) -> Result<()> {
+        let max = self.settings.max_processes;
+        if max == 0 {
+            return Ok(());
+        }
+        let running = self
+            .read()
+            .values()
+            .filter(|e| {
+                e.record.order == Order::Start && Some(e.record.config.id.as_str()) != except
+            })
+            .count();
+        if running >= max {
+            return Err(RegistryError::MaxProcesses(max));
+        }
+        Ok(())
+    }
+
+    fn check_binary(&self) -> Result<()> {
+        let path = resolve_binary(&self.settings.binary);
+        if is_executable(&path) {
+            Ok(())
+        } else {
+            Err(RegistryError::Binary(format!(
+                "ffmpeg binary {} is missing or not executable",
+                path.display()
+            )))
+        }
+    }
+
+    /// Process metadata (all keys).
+    pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, Value>> {
+        self.get(id).ok_or(RegistryError::NotFound)?;
+        Ok(self.store.process_metadata(id)?)
+    }
+
+    /// Sets or (with `None`) deletes a process metadata key.
+    pub async fn set_metadata(&self, id: &str, key: &str, value: Option<&Value>) -> Result<()> {
+        let _guard = self.write.lock().await;
+        self.get(id).ok_or(RegistryError::NotFound)?;
+        Ok(self.store.set_process_metadata(id, key, value)?)
+    }
+
+    /// Stops every process without changing its order, so the next boot starts them again.
+    pub async fn shutdown(&self) {
+        let _guard = self.write.lock().await;
+        for entry in self.list() {
+            entry.runner.shutdown().await;
+        }
+    }
+
+    /// The resolved argv for a probe: global options and inputs only.
+    pub fn probe_command(&self, id: &str) -> Option<(PathBuf, Vec<String>)> {
+        let entry = self.get(id)?;
+        let resolved = self.resolve(&entry.record.config, Some(id)).ok()?;
+        Some((resolve_binary(&self.settings.binary), resolved.probe_argv))
+    }
+
+    fn build(&self, record: ProcessRecord, replacing: Option<&str>) -> Entry {
+        let resolved = self.resolve(&record.config, replacing);
+        let (spec, outputs, invalid) = match resolved {
+            Ok(r) => (
+                self.spec(&record.config, r.argv, r.inputs, r.outputs.clone()),
+                r.outputs,
+                None,
+            ),
+            Err(why) => (
+                self.spec(&record.config, Vec::new(), Vec::new(), Vec::new()),
+                Vec::new(),
+                Some(why),
+            ),
+        };
+        Entry {
+            record,
+            invalid,
+            runner: Arc::new(Runner::new(spec)),
+            outputs: outputs.into_iter().map(|o| o.address).collect(),
+        }
+    }
+
+    fn spec(
+        &self,
+        config: &ProcessConfig,
+        argv: Vec<String>,
+        inputs: Vec<IoRef>,
+        outputs: Vec<IoRef>,
+    ) -> Spec {
+        Spec {
+            binary: resolve_binary(&self.settings.binary),
+            argv,
+            inputs,
+            outputs,
+            reconnect: config.reconnect,
+            reconnect_delay: Duration::from_secs(config.reconnect_delay_seconds),
+            stale_timeout: (config.stale_timeout_seconds > 0)
+                .then(|| Duration::from_secs(config.stale_timeout_seconds)),
+            limits: config.limits.clone(),
+            kill_timeout: self.settings.kill_timeout,
+            log_max_lines: self.settings.log_max_lines,
+            log_max_history: self.settings.log_max_history,
+        }
+    }
+
+    /// Validates a definition and resolves placeholders and input references into an argv.
+    fn resolve(
+        &self,
+        config: &ProcessConfig,
+        replacing: Option<&str>,
+    ) -> std::result::Result<Resolved, String> {
+        let id = config.id.trim();
+        if id.is_empty() {
+            return Err("an empty ID is not allowed".into());
+        }
+        if config.input.is_empty() || config.output.is_empty() {
+            return Err("at least one input and one output need to be defined".into());
+        }
+        let disk = self.settings.disk_dir.to_string_lossy().into_owned();
+        let global = [("diskfs", disk.as_str()), ("fs:disk", disk.as_str())];
+        let mut argv: Vec<String> = config
+            .options
+            .iter()
+            .map(|o| placeholder::replace(o, &global))
+            .collect();
+        let mut probe_argv = argv.clone();
+        let mut inputs = Vec::new();
+        let mut outputs = Vec::new();
+        for (kind, list) in [("input", &config.input), ("output", &config.output)] {
+            let mut seen = HashSet::new();
+            for io in list {
+                let base = [("processid", id), ("reference", config.reference.as_str())];
+                let io_id = placeholder::replace(io.id.trim(), &base);
+                if io_id.is_empty() {
+                    return Err(format!("an {kind} ID must not be empty"));
+                }
+                if !seen.insert(io_id.clone()) {
+                    return Err(format!("the {kind} ID '{io_id}' is already in use"));
+                }
+                let io_name = if kind == "input" {
+                    "inputid"
+                } else {
+                    "outputid"
+                };
+                let values = [
+                    ("processid", id),
+                    ("reference", config.reference.as_str()),
+                    (io_name, io_id.as_str()),
+                    ("diskfs", disk.as_str()),
+                    ("fs:disk", disk.as_str()),
+                ];
+                let mut address = placeholder::replace(io.address.trim(), &values);
+                if address.is_empty() {
+                    return Err(format!("the address of {kind} '{io_id}' must not be empty"));
+                }
+                let options: Vec<String> = io
+                    .options
+                    .iter()
+                    .map(|o| placeholder::replace(o, &values))
+                    .collect();
+                if kind == "input" {
+                    if let Some(reference) = address.strip_prefix('#') {
+                        address = self.resolve_reference(id, reference, replacing)?;
+                    }
+                    argv.extend(options.iter().cloned());
+                    argv.extend(["-i".to_string(), address.clone()]);
+                    probe_argv.extend(options);
+                    probe_argv.extend(["-i".to_string(), address.clone()]);
+                    inputs.push(IoRef { id: io_id, address });
+                } else {
+                    argv.extend(options);
+                    argv.push(address.clone());
+                    outputs.push(IoRef { id: io_id, address });
+                }
+            }
+        }
+        Ok(Resolved {
+            argv,
+            probe_argv,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// `#<processid>:output=<outputid>` → that process's resolved output address.
+    fn resolve_reference(
+        &self,
+        own: &str,
+        reference: &str,
+        replacing: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let (pid, oid) = reference
+            .rsplit_once(":output=")
+            .ok_or_else(|| format!("invalid input reference '#{reference}'"))?;
+        if pid == own || Some(pid) == replacing {
+            return Err("a process cannot reference itself".into());
+        }
+        let entries = self.read();
+        let other = entries
+            .get(pid)
+            .ok_or_else(|| format!("unknown referenced process '{pid}'"))?;
+        let index = other
+            .record
+            .config
+            .output
+            .iter()
+            .position(|o| o.id == oid)
+            .ok_or_else(|| format!("unknown output '{oid}' of process '{pid}'"))?;
+        other
+            .outputs
+            .get(index)
+            .cloned()
+            .ok_or_else(|| format!("process '{pid}' is invalid"))
+    }
+}
+
+struct Resolved {
+    argv: Vec<String>,
+    probe_argv: Vec<String>,
+    inputs: Vec<IoRef>,
+    outputs: Vec<IoRef>,
+}
+
+fn normalise(mut config: ProcessConfig) -> ProcessConfig {
+    config.id = config.id.trim().to_string();
+    config.kind = "ffmpeg".into();
+    config
+}
+
+/// Resolves a binary name through `PATH`; paths are returned as they are.
+pub fn resolve_binary(name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| is_executable(candidate))
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,138 @@
+//! Wiring: open the store, boot the registry, serve HTTP, shut down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Instance};
+use crate::auth::Authenticator;
+use crate::config::{ensure_jwt_secret, Config};
+use crate::metrics::Metrics;
+use crate::process::registry::{resolve_binary, Settings};
+use crate::process::Registry;
+use crate::store::Store;
+
+/// A bound, booted server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Prepares the data directory, opens the store, starts stored processes and binds.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let data_dir = &config.storage.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let public = config.storage.public_path();
+        std::fs::create_dir_all(&public)
+            .with_context(|| format!("cannot create public directory {}", public.display()))?;
+        let disk_dir = public.canonicalize()?;
+        let secret = ensure_jwt_secret(&config)?;
+        let auth = Authenticator::new(&config.auth, &secret).map(Arc::new);
+        let instance = load_instance(data_dir)?;
+
+        let db = config.storage.database_path();
+        let store = Arc::new(
+            Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?,
+        );
+        let binary = resolve_binary(&config.ffmpeg.binary);
+        if !binary.is_file() {
+            tracing::error!(binary = %binary.display(), "ffmpeg binary not found; processes will fail to start");
+        }
+        let settings = Settings {
+            binary: config.ffmpeg.binary.clone(),
+            max_processes: config.ffmpeg.max_processes,
+            disk_dir,
+            log_max_lines: config.ffmpeg.log_max_lines,
+            log_max_history: config.ffmpeg.log_max_history,
+            kill_timeout: Duration::from_secs(config.ffmpeg.kill_timeout_seconds),
+        };
+        if config.demo.enabled {
+            crate::demo::seed(&store).context("cannot create the demo process")?;
+        }
+        let registry = Arc::new(Registry::boot(store.clone(), settings)?);
+        let listener = TcpListener::bind(&config.http.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.address))?;
+        let state = AppState {
+            registry,
+            store,
+            auth,
+            skills: Arc::new(api::skills::SkillsCache::new(binary)),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            instance: Arc::new(instance),
+        };
+        Ok(Server { listener, state })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops every process without changing its order.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let registry = self.state.registry.clone();
+        tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
+        axum::serve(self.listener, api::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        registry.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    server.serve(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// The persistent id and name of this instance, created on first start.
+fn load_instance(data_dir: &std::path::Path) -> anyhow::Result<Instance> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Stored {
+        id: String,
+        name: String,
+    }
+    let path = data_dir.join("instance.json");
+    let stored = match std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Stored>(&b).ok())
+    {
+        Some(stored) => stored,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let stored = Stored {
+                name: format!("streamcore-{}", &id[..8]),
+                id,
+            };
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&stored)?)?;
+            std::fs::rename(&tmp, &path)?;
+            stored
+        }
+    };
+    Ok(Instance {
+        id: stored.id,
+        name: stored.name,
+        started_at: chrono::Utc::now(),
+    })
+}

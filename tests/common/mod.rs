@@ -1,0 +1,262 @@
+//! Test harness: runs the real `streamcore` binary on a private data directory and talks to it
+//! over real HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// A running server.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Data directory (kept across restarts of the same test).
+    pub data_dir: PathBuf,
+    /// Everything the server printed to stderr.
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// Bearer token sent with every request made through [`TestServer::request`].
+    pub token: Option<String>,
+    /// HTTP client.
+    pub http: Client,
+    env: Vec<(String, String)>,
+}
+
+/// Admin credentials used by tests that turn auth on.
+pub const USER: &str = "admin";
+/// Admin password used by tests that turn auth on.
+pub const PASS: &str = "secret-pw";
+
+impl TestServer {
+    /// Starts a server with auth off.
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `STREAMCORE_*` variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        Self::start_in(&dir, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await
+    }
+
+    /// Starts a server with auth on.
+    pub async fn start_with_auth(extra: &[(&str, &str)]) -> TestServer {
+        let mut env = vec![("STREAMCORE_AUTH_USERNAME", USER), ("STREAMCORE_AUTH_PASSWORD", PASS)];
+        env.extend_from_slice(extra);
+        Self::start_with(&env).await
+    }
+
+    async fn start_in(dir: &Path, env: Vec<(String, String)>) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamcore"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
+            .env("STREAMCORE_DATA_DIR", dir)
+            .env("STREAMCORE_DEMO", "false")
+            .env("STREAMCORE_LOG", "info")
+            .env("STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS", "2")
+            .env("STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS", "300");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn streamcore");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let re = regex::Regex::new(r"streamcore listening address=(\S+)").unwrap();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(c) = re.captures(&strip_ansi(&line)) {
+                    let _ = tx.send(c[1].to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        TestServer {
+            child,
+            base: format!("http://{addr}"),
+            data_dir: dir.to_path_buf(),
+            log,
+            token: None,
+            http: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            env,
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown handling at all).
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Starts a new server on the same data directory and settings.
+    pub async fn restart_after_kill(mut self) -> TestServer {
+        self.kill9();
+        let env = std::mem::take(&mut self.env);
+        let dir = self.data_dir.clone();
+        TestServer::start_in(&dir, env).await
+    }
+
+    /// Server pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Logs in and keeps the access token for later requests.
+    pub async fn login(&mut self) -> Value {
+        let res = self
+            .http
+            .post(self.url("/api/login"))
+            .json(&json!({"username": USER, "password": PASS}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        self.token = Some(body["access_token"].as_str().unwrap().to_string());
+        body
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the stored token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends a request and returns status and JSON body (`Null` when the body is not JSON).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.request(method, path);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        decode(req.send().await.unwrap()).await
+    }
+
+    /// GET returning status and JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// Creates a process and asserts 200.
+    pub async fn create(&self, config: Value) -> Value {
+        let (status, body) = self.call(Method::POST, "/api/v3/process", Some(config)).await;
+        assert_eq!(status, StatusCode::OK, "create failed: {body}");
+        body
+    }
+
+    /// Runs a process command and returns the status.
+    pub async fn command(&self, id: &str, command: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/api/v3/process/{id}/command"),
+            Some(json!({ "command": command })),
+        )
+        .await
+    }
+
+    /// The state of a process.
+    pub async fn state(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v3/process/{id}/state")).await;
+        assert_eq!(status, StatusCode::OK, "state: {body}");
+        body
+    }
+
+    /// Polls the process state until `pred` holds; panics with the last state after `timeout`.
+    /// The API has no push channel for state, so polling it is how a client observes changes.
+    pub async fn wait_state(&self, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state(id).await;
+            if pred(&state) {
+                return state;
+            }
+            if Instant::now() > deadline {
+                let report = self.get(&format!("/api/v3/process/{id}/report")).await.1;
+                panic!("timed out waiting on {id}; state: {state:#}\nreport: {report:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Pids of the server's ffmpeg children.
+    pub fn ffmpeg_children(&self) -> Vec<i32> {
+        children_of(self.pid() as i32)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn decode(res: Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts the datarhei error shape with the given status.
+pub fn assert_error(status: StatusCode, body: &Value, expected: u16) {
+    assert_eq!(status.as_u16(), expected, "body: {body}");
+    assert_eq!(body["code"], json!(expected), "body: {body}");
+    assert!(body["message"].is_string(), "body: {body}");
+    assert!(body["details"].is_array(), "body: {body}");
+}
+
+/// Direct children of `pid`, from `/proc`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) && fields[0] != "Z" {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// A testsrc → null-output process definition.
+pub fn testsrc_process(id: &str) -> Value {
+    json!({
+        "id": id,
+        "options": ["-loglevel", "level+info"],
+        "input": [{"id": "in", "address": "testsrc=size=320x240:rate=25", "options": ["-re", "-f", "lavfi"]}],
+        "output": [{"id": "out", "address": "-", "options": ["-f", "null"]}],
+        "autostart": true
+    })
+}
+
+fn strip_ansi(s: &str) -> String {
+    let re = regex::Regex::new(r"\x1b\[[0-9;]*m").unwrap();
+    re.replace_all(s, "").into_owned()
+}
