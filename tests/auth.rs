@@ -43,8 +43,14 @@ async fn login_pair(srv: &TestServer) -> (String, String) {
     .await;
     assert_eq!(status, StatusCode::OK, "login: {body}");
     (
-        body["access_token"].as_str().expect("access_token").to_string(),
-        body["refresh_token"].as_str().expect("refresh_token").to_string(),
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string(),
+        body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_string(),
     )
 }
 
@@ -204,10 +210,7 @@ async fn unusable_login_bodies_are_400_after_the_failure_delay() {
                 .contains("Missing authorization credentials"),
             "{what}: {body}"
         );
-        assert!(
-            took >= FAILURE_DELAY,
-            "{what}: answered after {took:?}"
-        );
+        assert!(took >= FAILURE_DELAY, "{what}: answered after {took:?}");
     }
 }
 
@@ -292,11 +295,7 @@ async fn forged_and_misused_tokens_are_401() {
         &jsonwebtoken::EncodingKey::from_secret(b"a-completely-different-secret"),
     )
     .unwrap();
-    assert_eq!(
-        jwt_parts(&foreign).1,
-        claims,
-        "same claims, other key"
-    );
+    assert_eq!(jwt_parts(&foreign).1, claims, "same claims, other key");
 
     let cases: Vec<(&str, String)> = vec![
         ("garbage", "garbage".into()),
@@ -335,8 +334,7 @@ async fn forged_and_misused_tokens_are_401() {
 
 #[tokio::test]
 async fn expired_access_token_is_401() {
-    let srv =
-        TestServer::start_with_auth(&[("STREAMCORE_AUTH_ACCESS_TOKEN_SECONDS", "1")]).await;
+    let srv = TestServer::start_with_auth(&[("STREAMCORE_AUTH_ACCESS_TOKEN_SECONDS", "1")]).await;
     let (access, _) = login_pair(&srv).await;
     let (_, claims) = jwt_parts(&access);
     assert_eq!(claims["exi"], json!(1));

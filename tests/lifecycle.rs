@@ -23,7 +23,11 @@ fn log_text(report: &Value) -> String {
 }
 
 fn kill9(pid: i32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
 
 #[tokio::test]
@@ -57,7 +61,9 @@ async fn login_create_run_stop_restart_delete() {
 
     // Start again, then restart: the run moves into the history and a new child runs.
     assert_eq!(server.command("life", "start").await.0, StatusCode::OK);
-    server.wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    server
+        .wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
     let before = server.get("/api/v3/process/life/report").await.1;
     let old_pid = server.ffmpeg_children();
     assert_eq!(server.command("life", "restart").await.0, StatusCode::OK);
@@ -70,13 +76,20 @@ async fn login_create_run_stop_restart_delete() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_ne!(new_pid, old_pid, "restart must spawn a new ffmpeg");
-    server.wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    server
+        .wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
     let after = server.get("/api/v3/process/life/report").await.1;
     assert_eq!(history_len(&after), history_len(&before) + 1);
 
-    let (status, body) = server.call(Method::DELETE, "/api/v3/process/life", None).await;
+    let (status, body) = server
+        .call(Method::DELETE, "/api/v3/process/life", None)
+        .await;
     assert_eq!((status, body), (StatusCode::OK, json!("OK")));
-    assert_eq!(server.get("/api/v3/process/life").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get("/api/v3/process/life").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert!(server.ffmpeg_children().is_empty());
 }
 
@@ -89,7 +102,9 @@ async fn killed_child_reconnects_only_when_asked() {
     server.create(with).await;
     server.create(testsrc_process("without")).await;
     for id in ["with", "without"] {
-        server.wait_state(id, Duration::from_secs(20), |s| s["exec"] == "running").await;
+        server
+            .wait_state(id, Duration::from_secs(20), |s| s["exec"] == "running")
+            .await;
     }
     let children = server.ffmpeg_children();
     assert_eq!(children.len(), 2);
@@ -101,7 +116,11 @@ async fn killed_child_reconnects_only_when_asked() {
         .wait_state("with", Duration::from_secs(10), |s| s["exec"] == "killed")
         .await;
     assert!(killed["reconnect_seconds"].as_i64().unwrap() >= 0);
-    let state = server.wait_state("without", Duration::from_secs(10), |s| s["exec"] == "killed").await;
+    let state = server
+        .wait_state("without", Duration::from_secs(10), |s| {
+            s["exec"] == "killed"
+        })
+        .await;
     assert_eq!(state["reconnect_seconds"], -1);
     server
         .wait_state("with", Duration::from_secs(10), |s| s["exec"] == "running")
@@ -122,7 +141,11 @@ async fn killed_child_reconnects_only_when_asked() {
 async fn stale_process_is_restarted() {
     let server = TestServer::start().await;
     // A UDP input nobody sends to: ffmpeg runs but never makes frame progress.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     server
         .create(json!({
             "id": "stale",
@@ -139,7 +162,10 @@ async fn stale_process_is_restarted() {
         if history_len(&report) >= 1 && log_text(&report).contains("stale") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no stale restart: {report:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stale restart: {report:#}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let state = server.state("stale").await;
@@ -160,11 +186,16 @@ async fn exceeded_memory_limit_restarts() {
         if history_len(&report) >= 1 && log_text(&report).contains("limits are exceeded") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "limit never tripped: {report:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "limit never tripped: {report:#}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let state = server
-        .wait_state("limited", Duration::from_secs(10), |s| s["exec"] == "running")
+        .wait_state("limited", Duration::from_secs(10), |s| {
+            s["exec"] == "running"
+        })
         .await;
     assert_eq!(state["order"], "start");
 }
@@ -180,15 +211,37 @@ async fn everything_survives_sigkill_of_the_server() {
     let mut stopped = testsrc_process("stopped");
     stopped["webrtc"] = json!({"enabled": true, "force_transcode": true});
     server.create(stopped).await;
-    server.wait_state("stopped", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    server
+        .wait_state("stopped", Duration::from_secs(20), |s| {
+            s["exec"] == "running"
+        })
+        .await;
     assert_eq!(server.command("stopped", "stop").await.0, StatusCode::OK);
     let (status, _) = server
-        .call(Method::PUT, "/api/v3/process/idle/metadata/ui", Some(json!({"a": [1, 2]})))
+        .call(
+            Method::PUT,
+            "/api/v3/process/idle/metadata/ui",
+            Some(json!({"a": [1, 2]})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(server.call(Method::PUT, "/api/v3/metadata/sys", Some(json!("v"))).await.0, StatusCode::OK);
-    let configs_before: Vec<Value> = server.get("/api/v3/process?filter=config").await.1.as_array().unwrap().clone();
-    server.wait_state("runs", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    assert_eq!(
+        server
+            .call(Method::PUT, "/api/v3/metadata/sys", Some(json!("v")))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let configs_before: Vec<Value> = server
+        .get("/api/v3/process?filter=config")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone();
+    server
+        .wait_state("runs", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
     let old_children = server.ffmpeg_children();
 
     let server = server.restart_after_kill().await;
@@ -196,7 +249,9 @@ async fn everything_survives_sigkill_of_the_server() {
     for pid in old_children {
         let gone = (0..100).any(|_| {
             let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ");
             if alive {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -204,17 +259,31 @@ async fn everything_survives_sigkill_of_the_server() {
         });
         assert!(gone, "orphaned ffmpeg {pid}");
     }
-    let configs_after: Vec<Value> = server.get("/api/v3/process?filter=config").await.1.as_array().unwrap().clone();
+    let configs_after: Vec<Value> = server
+        .get("/api/v3/process?filter=config")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(configs_before, configs_after);
-    assert_eq!(server.get("/api/v3/process/idle/metadata/ui").await.1, json!({"a": [1, 2]}));
+    assert_eq!(
+        server.get("/api/v3/process/idle/metadata/ui").await.1,
+        json!({"a": [1, 2]})
+    );
     assert_eq!(server.get("/api/v3/metadata/sys").await.1, json!("v"));
-    server.wait_state("runs", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    server
+        .wait_state("runs", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
     for id in ["idle", "stopped"] {
         let state = server.state(id).await;
         assert_eq!(state["order"], "stop", "{id}");
         assert_eq!(state["exec"], "finished", "{id}");
     }
-    assert_eq!(server.get("/api/v3/process/stopped/config").await.1["webrtc"]["force_transcode"], true);
+    assert_eq!(
+        server.get("/api/v3/process/stopped/config").await.1["webrtc"]["force_transcode"],
+        true
+    );
 }
 
 #[tokio::test]
@@ -223,21 +292,39 @@ async fn update_renames_and_keeps_order_metadata_and_history() {
     server.create(testsrc_process("old")).await;
     // Progress means the run has logged its prelude, so it has something to hand to the history.
     server
-        .wait_state("old", Duration::from_secs(20), |s| s["progress"]["frame"].as_u64() > Some(0))
+        .wait_state("old", Duration::from_secs(20), |s| {
+            s["progress"]["frame"].as_u64() > Some(0)
+        })
         .await;
     server
-        .call(Method::PUT, "/api/v3/process/old/metadata/k", Some(json!(1)))
+        .call(
+            Method::PUT,
+            "/api/v3/process/old/metadata/k",
+            Some(json!(1)),
+        )
         .await;
     // Partial body: only the id and reference change; inputs and outputs stay.
     let (status, body) = server
-        .call(Method::PUT, "/api/v3/process/old", Some(json!({"id": "new", "reference": "r"})))
+        .call(
+            Method::PUT,
+            "/api/v3/process/old",
+            Some(json!({"id": "new", "reference": "r"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["input"][0]["address"], "testsrc=size=320x240:rate=25");
-    assert_eq!(server.get("/api/v3/process/old").await.0, StatusCode::NOT_FOUND);
-    let state = server.wait_state("new", Duration::from_secs(20), |s| s["exec"] == "running").await;
+    assert_eq!(
+        server.get("/api/v3/process/old").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let state = server
+        .wait_state("new", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
     assert_eq!(state["order"], "start");
-    assert_eq!(server.get("/api/v3/process/new/metadata/k").await.1, json!(1));
+    assert_eq!(
+        server.get("/api/v3/process/new/metadata/k").await.1,
+        json!(1)
+    );
     let report = server.get("/api/v3/process/new/report").await.1;
     assert_eq!(history_len(&report), 1);
     assert_eq!(server.ffmpeg_children().len(), 1);
@@ -250,8 +337,28 @@ async fn placeholders_references_and_probe() {
     // A real file to probe: two seconds of H.264 + AAC.
     let file = dir.join("clip.mp4");
     let made = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi"])
-        .args(["-i", "sine=sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "aac", "-y"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            "-y",
+        ])
         .arg(&file)
         .status()
         .unwrap();
@@ -267,9 +374,15 @@ async fn placeholders_references_and_probe() {
     let disk = dir.canonicalize().unwrap().to_string_lossy().into_owned();
     let command: Vec<String> = serde_json::from_value(state["command"].clone()).unwrap();
     assert!(command.contains(&format!("{disk}/clip.mp4")), "{command:?}");
-    assert!(command.contains(&format!("{disk}/src-cam-o1.mp4")), "{command:?}");
+    assert!(
+        command.contains(&format!("{disk}/src-cam-o1.mp4")),
+        "{command:?}"
+    );
     // The stored config keeps the raw placeholders.
-    assert_eq!(server.get("/api/v3/process/src/config").await.1["output"][0]["address"], "{diskfs}/{processid}-{reference}-{outputid}.mp4");
+    assert_eq!(
+        server.get("/api/v3/process/src/config").await.1["output"][0]["address"],
+        "{diskfs}/{processid}-{reference}-{outputid}.mp4"
+    );
 
     // An input referencing another process's output resolves to that address.
     server
@@ -280,14 +393,20 @@ async fn placeholders_references_and_probe() {
         }))
         .await;
     let command = server.state("copy").await["command"].clone();
-    assert!(command.as_array().unwrap().contains(&json!(format!("{disk}/src-cam-o1.mp4"))));
+    assert!(command
+        .as_array()
+        .unwrap()
+        .contains(&json!(format!("{disk}/src-cam-o1.mp4"))));
 
     let probe = server.get("/api/v3/process/src/probe").await.1;
     let streams = probe["streams"].as_array().unwrap();
     assert_eq!(streams.len(), 2, "{probe:#}");
     let video = streams.iter().find(|s| s["type"] == "video").unwrap();
     assert_eq!(video["codec"], "h264");
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(160), Some(120)));
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(160), Some(120))
+    );
     let audio = streams.iter().find(|s| s["type"] == "audio").unwrap();
     assert_eq!(audio["sampling_hz"], 48000);
 }
@@ -298,11 +417,32 @@ async fn skills_come_from_the_real_ffmpeg() {
     let (status, skills) = server.get("/api/v3/skills").await;
     assert_eq!(status, StatusCode::OK);
     let version = skills["ffmpeg"]["version"].as_str().unwrap();
-    assert!(regex::Regex::new(r"^\d+\.\d+\.\d+$").unwrap().is_match(version), "{version}");
-    let h264 = skills["codecs"]["video"].as_array().unwrap().iter().find(|c| c["id"] == "h264").unwrap();
-    assert!(h264["encoders"].as_array().unwrap().contains(&json!("libx264")));
-    assert!(skills["protocols"]["input"].as_array().unwrap().iter().any(|p| p["id"] == "udp"));
-    assert!(skills["formats"]["muxers"].as_array().unwrap().iter().any(|f| f["id"] == "hls"));
+    assert!(
+        regex::Regex::new(r"^\d+\.\d+\.\d+$")
+            .unwrap()
+            .is_match(version),
+        "{version}"
+    );
+    let h264 = skills["codecs"]["video"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "h264")
+        .unwrap();
+    assert!(h264["encoders"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("libx264")));
+    assert!(skills["protocols"]["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == "udp"));
+    assert!(skills["formats"]["muxers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["id"] == "hls"));
     assert!(skills["hwaccels"].is_array());
     assert_eq!(server.get("/api/v3/skills/reload").await.0, StatusCode::OK);
 }
@@ -311,9 +451,25 @@ async fn skills_come_from_the_real_ffmpeg() {
 async fn metrics_count_processes_by_state() {
     let server = TestServer::start().await;
     server.create(testsrc_process("m")).await;
-    server.wait_state("m", Duration::from_secs(20), |s| s["exec"] == "running").await;
-    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("streamcore_processes{state=\"running\"} 1"), "{text}");
-    assert!(text.contains("streamcore_process_memory_bytes{id=\"m\"}"), "{text}");
+    server
+        .wait_state("m", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("streamcore_processes{state=\"running\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("streamcore_process_memory_bytes{id=\"m\"}"),
+        "{text}"
+    );
     assert!(text.contains("streamcore_http_requests_total{"), "{text}");
 }

@@ -206,7 +206,7 @@ pub async fn create(
             "",
         ));
     }
-    Registry::assign_ids(&mut config);
+    Registry::assign_io_ids(&mut config);
     Ok(Json(state.registry.create(config).await?))
 }
 
@@ -256,7 +256,7 @@ pub async fn update(
             "Supported process types are: ffmpeg",
         ));
     }
-    Registry::assign_ids(&mut config);
+    Registry::assign_io_ids(&mut config);
     match state.registry.update(&id, config).await {
         Ok(config) => Ok(Json(config)),
         Err(RegistryError::NotFound) => Err(ApiError::not_found("Process not found", id)),

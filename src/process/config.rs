@@ -15,6 +15,11 @@ where
     Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
 }
 
+/// `null` asks for a generated id, like an absent one.
+fn nullable_id<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(de)?.unwrap_or_else(short_id))
+}
+
 /// `null` means the only process type there is.
 fn nullable_ffmpeg<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(de)?.unwrap_or_else(ffmpeg))
@@ -36,8 +41,9 @@ fn ffmpeg() -> String {
 /// A process definition (datarhei `ProcessConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessConfig {
-    /// Unique id; generated when empty on create.
-    #[serde(default, deserialize_with = "nullable")]
+    /// Unique id; generated when absent or `null`. An explicit empty id stays empty and is
+    /// refused by validation, so a client never gets an id it did not ask for by mistake.
+    #[serde(default = "short_id", deserialize_with = "nullable_id")]
     pub id: String,
     /// Always `ffmpeg`.
     #[serde(

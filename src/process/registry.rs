@@ -172,11 +172,8 @@ impl Registry {
         &self.settings
     }
 
-    /// Fills in generated ids: the process id when absent, io ids when empty (unique per list).
-    pub fn assign_ids(config: &mut ProcessConfig) {
-        if config.id.is_empty() {
-            config.id = short_id();
-        }
+    /// Gives inputs and outputs with an empty id a generated one.
+    pub fn assign_io_ids(config: &mut ProcessConfig) {
         for list in [&mut config.input, &mut config.output] {
             for io in list.iter_mut() {
                 if io.id.trim().is_empty() {

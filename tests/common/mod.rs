@@ -42,12 +42,21 @@ impl TestServer {
     /// Starts a server with extra `STREAMCORE_*` variables.
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        Self::start_in(&dir, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await
+        Self::start_in(
+            &dir,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .await
     }
 
     /// Starts a server with auth on.
     pub async fn start_with_auth(extra: &[(&str, &str)]) -> TestServer {
-        let mut env = vec![("STREAMCORE_AUTH_USERNAME", USER), ("STREAMCORE_AUTH_PASSWORD", PASS)];
+        let mut env = vec![
+            ("STREAMCORE_AUTH_USERNAME", USER),
+            ("STREAMCORE_AUTH_PASSWORD", PASS),
+        ];
         env.extend_from_slice(extra);
         Self::start_with(&env).await
     }
@@ -84,7 +93,10 @@ impl TestServer {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "server did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         TestServer {
@@ -93,7 +105,10 @@ impl TestServer {
             data_dir: dir.to_path_buf(),
             log,
             token: None,
-            http: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             env,
         }
     }
@@ -147,7 +162,12 @@ impl TestServer {
     }
 
     /// Sends a request and returns status and JSON body (`Null` when the body is not JSON).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req.json(&body);
@@ -162,7 +182,9 @@ impl TestServer {
 
     /// Creates a process and asserts 200.
     pub async fn create(&self, config: Value) -> Value {
-        let (status, body) = self.call(Method::POST, "/api/v3/process", Some(config)).await;
+        let (status, body) = self
+            .call(Method::POST, "/api/v3/process", Some(config))
+            .await;
         assert_eq!(status, StatusCode::OK, "create failed: {body}");
         body
     }
@@ -186,7 +208,12 @@ impl TestServer {
 
     /// Polls the process state until `pred` holds; panics with the last state after `timeout`.
     /// The API has no push channel for state, so polling it is how a client observes changes.
-    pub async fn wait_state(&self, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_state(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.state(id).await;
@@ -233,10 +260,16 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: u16) {
 pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command name: state, ppid, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) && fields[0] != "Z" {
             out.push(child);
