@@ -639,7 +639,8 @@ impl Parser {
     ///
     /// Stock FFmpeg only reports totals, so: every output video stream gets the total frame
     /// count as frames and packets (and the total fps as fps/pps), the i-th output video stream
-    /// gets the i-th `q=` value, and the first output stream carries the total size and bitrate.
+    /// gets the i-th `q=` value, and the first output stream carries the size and bitrate
+    /// (FFmpeg's size is that of output file 0).
     /// Input stream counters stay 0. Streams are listed only once the prelude is done.
     pub fn progress(&self) -> Progress {
         let st = &self.stats;
@@ -667,8 +668,12 @@ impl Parser {
             .iter()
             .map(|s| io_entry(s, &self.inputs, &pre.in_files, &pre.decoders))
             .collect();
+        // Output headers are printed as muxers get ready (not in file order), while the stats
+        // line lists q values in file/stream order and its size is that of output file 0.
+        let mut outs: Vec<&StreamInfo> = pre.out_streams.iter().collect();
+        outs.sort_by_key(|s| (s.file, s.index));
         let mut video_no = 0;
-        for (i, s) in pre.out_streams.iter().enumerate() {
+        for (i, s) in outs.into_iter().enumerate() {
             let mut io = io_entry(s, &self.outputs, &pre.out_files, &pre.encoders);
             if s.kind == "video" {
                 (io.frame, io.packet, io.fps, io.pps) = (st.frame, st.frame, fps, fps);
@@ -797,18 +802,25 @@ frame=    1 fps=0.0 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   
 video:16kB audio:26kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 53.719635%
 ";
 
-    const TRANSCODE_TAGGED: &str = "[info] Input #0, lavfi, from 'testsrc=size=320x240:rate=25':
+    const MULTI_OUTPUT_TAGGED: &str = "[info] Input #0, lavfi, from 'testsrc=size=320x240:rate=25':
 [info]   Duration: N/A, start: 0.000000, bitrate: N/A
 [info]   Stream #0:0: Video: rawvideo (RGB[24] / 0x18424752), rgb24, 320x240 [SAR 1:1 DAR 4:3], 25 tbr, 25 tbn
-[info] Input #1, lavfi, from 'sine=frequency=440:sample_rate=48000':
-[info]   Duration: N/A, start: 0.000000, bitrate: 768 kb/s
-[info]   Stream #1:0: Audio: pcm_s16le, 48000 Hz, mono, s16, 768 kb/s
+[info] Input #1, lavfi, from 'sine':
+[info]   Duration: N/A, start: 0.000000, bitrate: 705 kb/s
+[info]   Stream #1:0: Audio: pcm_s16le, 44100 Hz, mono, s16, 705 kb/s
 [info] Stream mapping:
 [info]   Stream #0:0 -> #0:0 (rawvideo (native) -> h264 (libx264))
 [info]   Stream #1:0 -> #0:1 (pcm_s16le (native) -> aac (native))
-[info] Press [q] to stop, [?] for help
-[libx264 @ 0x560a284bba40] [info] using SAR=1/1
-[info] Output #0, mpegts, to '/tmp/x2.ts':
+[info]   Stream #0:0 -> #1:0 (rawvideo (native) -> mpeg4 (native))
+[info] Output #1, null, to 'pipe:':
+[info]   Metadata:
+[info]     encoder         : Lavf59.27.100
+[info]   Stream #1:0: Video: mpeg4, yuv420p(tv, progressive), 320x240 [SAR 1:1 DAR 4:3], q=2-31, 200 kb/s, 25 fps, 25 tbn
+[info]     Metadata:
+[info]       encoder         : Lavc59.37.100 mpeg4
+[info]     Side data:
+[info]       cpb: bitrate max/min/avg: 0/0/200000 buffer size: 0 vbv_delay: N/A
+[info] Output #0, mpegts, to '/tmp/o1.ts':
 [info]   Metadata:
 [info]     encoder         : Lavf59.27.100
 [info]   Stream #0:0: Video: h264, yuv444p(tv, progressive), 320x240 [SAR 1:1 DAR 4:3], q=2-31, 25 fps, 90k tbn
@@ -816,11 +828,27 @@ video:16kB audio:26kB subtitle:0kB other streams:0kB global headers:0kB muxing o
 [info]       encoder         : Lavc59.37.100 libx264
 [info]     Side data:
 [info]       cpb: bitrate max/min/avg: 0/0/0 buffer size: 0 vbv_delay: N/A
-[info]   Stream #0:1: Audio: aac (LC), 48000 Hz, mono, fltp, 69 kb/s
+[info]   Stream #0:1: Audio: aac (LC), 44100 Hz, mono, fltp, 69 kb/s
 [info]     Metadata:
 [info]       encoder         : Lavc59.37.100 aac
-[info] frame=    1 fps=0.0 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   0x    \r[info] frame=   13 fps=0.0 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   0x    \r[info] frame=   26 fps= 25 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   0x    \r[info] frame=   39 fps= 26 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   0x    \r[info] frame=   51 fps= 25 q=28.0 size=       6kB time=00:00:00.06 bitrate= 775.5kbits/s speed=0.0314x    \r[info] frame=   64 fps= 25 q=28.0 size=      14kB time=00:00:00.59 bitrate= 193.9kbits/s speed=0.235x    \r[info] frame=   75 fps= 25 q=-1.0 Lsize=      64kB time=00:00:03.00 bitrate= 173.0kbits/s speed=0.983x    
-[info] video:16kB audio:26kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 53.719635%
+[info] frame=    1 fps=0.0 q=0.0 q=4.7 size=       0kB time=00:00:00.04 bitrate=   0.0kbits/s speed=5.98x    \r[info] frame=   25 fps=0.0 q=-1.0 Lq=1.6 size=      24kB time=00:00:01.02 bitrate= 192.8kbits/s speed=16.4x    
+[info] video:54kB audio:9kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: unknown
+";
+
+    const FILTER_COMPLEX: &str = "Input #0, lavfi, from 'testsrc=size=320x240:rate=25':
+  Duration: N/A, start: 0.000000, bitrate: N/A
+  Stream #0:0: Video: rawvideo (RGB[24] / 0x18424752), rgb24, 320x240 [SAR 1:1 DAR 4:3], 25 tbr, 25 tbn
+Input #1, lavfi, from 'testsrc2=size=160x120:rate=25':
+  Duration: N/A, start: 0.000000, bitrate: N/A
+  Stream #1:0: Video: rawvideo (I420 / 0x30323449), yuv420p, 160x120 [SAR 1:1 DAR 4:3], 25 tbr, 25 tbn
+Stream mapping:
+  Stream #0:0 (rawvideo) -> overlay
+  Stream #1:0 (rawvideo) -> overlay
+  overlay:default -> Stream #0:0 (libx264)
+Output #0, mpegts, to '/tmp/fc.ts':
+  Stream #0:0: Video: h264, yuv420p(tv, progressive), 320x240 [SAR 1:1 DAR 4:3], q=2-31, 25 fps, 90k tbn
+frame=    1 fps=0.0 q=0.0 size=       0kB time=00:00:00.00 bitrate=N/A speed=   0x    \rframe=   25 fps=0.0 q=-1.0 Lsize=      30kB time=00:00:00.88 bitrate= 275.2kbits/s speed=20.9x    
+video:22kB audio:0kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 31.537090%
 ";
 
     const COPY_TWO_OUTPUTS: &str = "Input #0, mpegts, from '/tmp/x.ts':
@@ -918,13 +946,19 @@ At least one output file must be specified
             .count()
     }
 
-    fn check_transcode(text: &str, stats_lines: usize) {
+    /// Feeds the lines before the first stats line, checking that they complete the prelude.
+    fn feed_prelude(p: &mut Parser, text: &str) -> usize {
+        let end = text.find("frame=").unwrap();
+        let end = text[..end].rfind('\n').unwrap() + 1;
+        assert!(progress_lines(&feed(p, &text[..end], 0.0)) == 0 && p.prelude_done());
+        end
+    }
+
+    #[test]
+    fn transcode() {
         let mut p = Parser::new(refs(2, "in"), refs(1, "out"));
-        let prelude_end = text.find("frame=").unwrap();
-        feed(&mut p, &text[..prelude_end], 0.0);
-        assert!(p.prelude_done(), "all mapped outputs were printed");
-        let kinds = feed(&mut p, &text[prelude_end..], 0.5);
-        assert_eq!(progress_lines(&kinds), stats_lines);
+        let end = feed_prelude(&mut p, TRANSCODE);
+        assert_eq!(progress_lines(&feed(&mut p, &TRANSCODE[end..], 0.5)), 8);
         let pr = p.progress();
         assert_eq!(
             (pr.frame, pr.packet, pr.size_kb, pr.time, pr.q),
@@ -974,9 +1008,48 @@ At least one output file must be specified
     }
 
     #[test]
-    fn transcode_plain_and_level_tagged() {
-        check_transcode(TRANSCODE, 8);
-        check_transcode(TRANSCODE_TAGGED, 7);
+    fn level_tagged_outputs_out_of_order() {
+        let mut p = Parser::new(refs(2, "in"), refs(2, "out"));
+        let end = feed_prelude(&mut p, MULTI_OUTPUT_TAGGED);
+        let kinds = feed(&mut p, &MULTI_OUTPUT_TAGGED[end..], 1.0);
+        let advanced = LineKind::Progress {
+            frames_advanced: true,
+        };
+        assert_eq!(kinds, [advanced, advanced, LineKind::Log]);
+        let pr = p.progress();
+        assert_eq!((pr.frame, pr.size_kb, pr.q, pr.speed), (25, 24, -1.0, 16.4));
+        assert_eq!(pr.inputs[1].sampling_hz, 44100);
+        let outs = pr.outputs.iter().map(|o| {
+            (
+                o.id.as_str(),
+                o.stream,
+                o.coder.as_str(),
+                o.q,
+                o.frame,
+                o.size_kb,
+            )
+        });
+        assert_eq!(
+            outs.collect::<Vec<_>>(),
+            [
+                ("out0", 0, "libx264", Some(-1.0), 25, 24),
+                ("out0", 1, "aac", None, 0, 0),
+                ("out1", 0, "mpeg4", Some(1.6), 25, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn filter_complex_mapping() {
+        let mut p = Parser::new(refs(2, "in"), refs(1, "out"));
+        let end = feed_prelude(&mut p, FILTER_COMPLEX);
+        feed(&mut p, &FILTER_COMPLEX[end..], 1.0);
+        let pr = p.progress();
+        assert_eq!(
+            (pr.inputs.len(), pr.inputs[1].pix_fmt.as_str()),
+            (2, "yuv420p")
+        );
+        assert_eq!((pr.outputs[0].coder.as_str(), pr.frame), ("libx264", 25));
     }
 
     #[test]
@@ -1156,7 +1229,8 @@ At least one output file must be specified
         );
 
         // Two inputs with level tags; lavfi prints no fps, so tbr is used.
-        let prelude = &TRANSCODE_TAGGED[..TRANSCODE_TAGGED.find("[info] Stream mapping").unwrap()];
+        let prelude =
+            &MULTI_OUTPUT_TAGGED[..MULTI_OUTPUT_TAGGED.find("[info] Stream mapping").unwrap()];
         let two = parse_probe(prelude);
         let s: Vec<_> = two
             .streams
@@ -1164,7 +1238,7 @@ At least one output file must be specified
             .map(|s| (s.index, s.r#type.as_str(), s.fps, !s.url.is_empty()))
             .collect();
         assert_eq!(s, [(0, "video", 25.0, true), (1, "audio", 0.0, true)]);
-        assert_eq!(two.streams[1].bitrate_kbps, 768.0);
+        assert_eq!(two.streams[1].bitrate_kbps, 705.0);
     }
 
     #[test]
@@ -1192,6 +1266,8 @@ At least one output file must be specified
         );
         let probe = serde_json::to_value(Probe::default()).unwrap();
         assert_eq!(probe, serde_json::json!({"streams": [], "log": []}));
+        let schema = serde_json::to_string(&<ProgressIo as utoipa::PartialSchema>::schema());
+        assert!(schema.unwrap().contains("\"avstream\""));
         let io = serde_json::to_value(ProbeIo::default()).unwrap();
         assert_eq!(io.as_object().unwrap().len(), 17);
         assert!(io.get("type").is_some());
