@@ -24,6 +24,81 @@ pub struct Config {
     pub log: LogConfig,
     /// The demo process created on first start.
     pub demo: DemoConfig,
+    /// WebRTC egress.
+    pub webrtc: WebRtcConfig,
+}
+
+/// WebRTC egress settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcConfig {
+    /// Start the media engine (GStreamer); without it `webrtc.enabled` processes get no legs.
+    pub enabled: bool,
+    /// Loopback UDP range for FFmpeg's RTP legs (pairs: video even, audio odd).
+    pub rtp_port_min: u16,
+    /// Upper end of that range.
+    pub rtp_port_max: u16,
+    /// rtpjitterbuffer latency on the legs, in ms.
+    pub jitter_latency_ms: u32,
+    /// Packets a viewer's queue holds before dropping the oldest.
+    pub viewer_queue_buffers: u32,
+    /// Viewers per stream; more get 503.
+    pub max_viewers_per_stream: usize,
+    /// Viewers in all; more get 503.
+    pub max_viewers_total: usize,
+    /// Viewers that have not connected after this many seconds are removed.
+    pub connect_timeout_seconds: u64,
+    /// Longest ICE gathering before a POST answers 504, in ms.
+    pub gather_timeout_ms: u64,
+    /// Lowest UDP port for viewers' ICE; 0 lets the OS choose.
+    pub ice_port_min: u16,
+    /// Highest UDP port for viewers' ICE.
+    pub ice_port_max: u16,
+    /// Public address advertised instead of private host candidates (1:1 NAT); empty for none.
+    pub public_ip: String,
+    /// Local addresses to gather candidates on; empty for all.
+    pub interfaces: Vec<String>,
+    /// STUN server, `host:port`; empty for none.
+    pub stun_server: String,
+    /// TURN servers, `host:port` (UDP), announced to viewers and used by the server.
+    pub turn_servers: Vec<String>,
+    /// TURN REST shared secret: viewers get time-limited credentials derived from it.
+    pub turn_secret: String,
+    /// Static TURN username (when no shared secret is set).
+    pub turn_username: String,
+    /// Static TURN password.
+    pub turn_password: String,
+    /// Lifetime of TURN REST credentials, in seconds.
+    pub turn_credential_seconds: u64,
+    /// Default lifetime of viewer tokens, in seconds.
+    pub viewer_token_seconds: u64,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rtp_port_min: 40000,
+            rtp_port_max: 40999,
+            jitter_latency_ms: 200,
+            viewer_queue_buffers: 64,
+            max_viewers_per_stream: 200,
+            max_viewers_total: 500,
+            connect_timeout_seconds: 10,
+            gather_timeout_ms: 5000,
+            ice_port_min: 0,
+            ice_port_max: 0,
+            public_ip: String::new(),
+            interfaces: Vec::new(),
+            stun_server: String::new(),
+            turn_servers: Vec::new(),
+            turn_secret: String::new(),
+            turn_username: String::new(),
+            turn_password: String::new(),
+            turn_credential_seconds: 86400,
+            viewer_token_seconds: 3600,
+        }
+    }
 }
 
 /// HTTP listener settings.
@@ -228,6 +303,36 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_LOG", "log.level"),
     ("STREAMCORE_LOG_FORMAT", "log.format"),
     ("STREAMCORE_DEMO", "demo.enabled"),
+    ("STREAMCORE_WEBRTC_ENABLED", "webrtc.enabled"),
+    ("STREAMCORE_WEBRTC_RTP_PORT_MIN", "webrtc.rtp_port_min"),
+    ("STREAMCORE_WEBRTC_RTP_PORT_MAX", "webrtc.rtp_port_max"),
+    (
+        "STREAMCORE_WEBRTC_JITTER_LATENCY_MS",
+        "webrtc.jitter_latency_ms",
+    ),
+    (
+        "STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM",
+        "webrtc.max_viewers_per_stream",
+    ),
+    (
+        "STREAMCORE_WEBRTC_MAX_VIEWERS_TOTAL",
+        "webrtc.max_viewers_total",
+    ),
+    (
+        "STREAMCORE_WEBRTC_CONNECT_TIMEOUT_SECONDS",
+        "webrtc.connect_timeout_seconds",
+    ),
+    (
+        "STREAMCORE_WEBRTC_GATHER_TIMEOUT_MS",
+        "webrtc.gather_timeout_ms",
+    ),
+    ("STREAMCORE_WEBRTC_ICE_PORT_MIN", "webrtc.ice_port_min"),
+    ("STREAMCORE_WEBRTC_ICE_PORT_MAX", "webrtc.ice_port_max"),
+    ("STREAMCORE_WEBRTC_PUBLIC_IP", "webrtc.public_ip"),
+    ("STREAMCORE_WEBRTC_INTERFACES", "webrtc.interfaces"),
+    ("STREAMCORE_WEBRTC_STUN_SERVER", "webrtc.stun_server"),
+    ("STREAMCORE_WEBRTC_TURN_SERVERS", "webrtc.turn_servers"),
+    ("STREAMCORE_WEBRTC_TURN_SECRET", "webrtc.turn_secret"),
 ];
 
 impl Config {
@@ -262,6 +367,27 @@ impl Config {
             .with_context(|| format!("http.address {:?} is not host:port", self.http.address))?;
         if self.ffmpeg.binary.trim().is_empty() {
             anyhow::bail!("ffmpeg.binary must not be empty");
+        }
+        if !self.webrtc.public_ip.is_empty() {
+            self.webrtc
+                .public_ip
+                .parse::<std::net::IpAddr>()
+                .with_context(|| {
+                    format!(
+                        "webrtc.public_ip {:?} is not an IP address",
+                        self.webrtc.public_ip
+                    )
+                })?;
+        }
+        for ip in &self.webrtc.interfaces {
+            ip.parse::<std::net::IpAddr>()
+                .with_context(|| format!("webrtc.interfaces: {ip:?} is not an IP address"))?;
+        }
+        if self.webrtc.rtp_port_min >= self.webrtc.rtp_port_max {
+            anyhow::bail!("webrtc.rtp_port_min must be below webrtc.rtp_port_max");
+        }
+        if self.webrtc.ice_port_min > self.webrtc.ice_port_max {
+            anyhow::bail!("webrtc.ice_port_min must not exceed webrtc.ice_port_max");
         }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be positive");
@@ -305,13 +431,15 @@ fn set_key(tree: &mut serde_json::Value, key: &str, raw: &str) {
 
 fn typed_value(key: &str, raw: &str) -> serde_json::Value {
     match key {
-        "http.cors_origins" => serde_json::Value::Array(
-            raw.split(',')
-                .map(|s| serde_json::Value::String(s.trim().to_string()))
-                .filter(|v| v.as_str() != Some(""))
-                .collect(),
-        ),
-        "demo.enabled" => match raw.trim().to_ascii_lowercase().as_str() {
+        "http.cors_origins" | "webrtc.interfaces" | "webrtc.turn_servers" => {
+            serde_json::Value::Array(
+                raw.split(',')
+                    .map(|s| serde_json::Value::String(s.trim().to_string()))
+                    .filter(|v| v.as_str() != Some(""))
+                    .collect(),
+            )
+        }
+        "demo.enabled" | "webrtc.enabled" => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
             "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
             _ => serde_json::Value::String(raw.to_string()),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod process;
 pub mod skills;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, Instance};
 use crate::auth::Authenticator;
 use crate::config::{ensure_jwt_secret, Config};
+use crate::media::{IceConfig, Media, MediaConfig};
 use crate::metrics::Metrics;
 use crate::process::registry::{resolve_binary, Settings};
 use crate::process::Registry;
@@ -53,12 +54,20 @@ impl Server {
         if config.demo.enabled {
             crate::demo::seed(&store).context("cannot create the demo process")?;
         }
-        let registry = Arc::new(Registry::boot(store.clone(), settings)?);
+        let media = if config.webrtc.enabled {
+            let media = Media::start(media_config(&config), data_dir.join("webrtc"))
+                .context("cannot start the WebRTC media engine (set webrtc.enabled = false to run without it)")?;
+            Some(Arc::new(media))
+        } else {
+            None
+        };
+        let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
         let listener = TcpListener::bind(&config.http.address)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.address))?;
         let state = AppState {
             registry,
+            media,
             store,
             auth,
             skills: Arc::new(api::skills::SkillsCache::new(binary)),
@@ -86,6 +95,34 @@ impl Server {
             .await?;
         registry.shutdown().await;
         Ok(())
+    }
+}
+
+fn media_config(config: &Config) -> MediaConfig {
+    let w = &config.webrtc;
+    let turn_servers = w
+        .turn_servers
+        .iter()
+        .filter(|_| !w.turn_username.is_empty())
+        .map(|host| format!("turn://{}:{}@{host}", w.turn_username, w.turn_password))
+        .collect();
+    MediaConfig {
+        jitter_latency_ms: w.jitter_latency_ms,
+        viewer_queue_buffers: w.viewer_queue_buffers,
+        max_viewers_per_stream: w.max_viewers_per_stream,
+        max_viewers_total: w.max_viewers_total,
+        connect_timeout: Duration::from_secs(w.connect_timeout_seconds),
+        rtp_port_min: w.rtp_port_min,
+        rtp_port_max: w.rtp_port_max,
+        ice: IceConfig {
+            min_port: w.ice_port_min,
+            max_port: w.ice_port_max,
+            public_ip: w.public_ip.parse().ok(),
+            interfaces: w.interfaces.iter().filter_map(|i| i.parse().ok()).collect(),
+            stun_server: (!w.stun_server.is_empty()).then(|| format!("stun://{}", w.stun_server)),
+            turn_servers,
+            gather_timeout: Duration::from_millis(w.gather_timeout_ms),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ pub mod metadata;
 pub mod openapi;
 pub mod process;
 pub mod skills;
+pub mod whep;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Instance {
 pub struct AppState {
     /// The processes.
     pub registry: Arc<Registry>,
+    /// The WebRTC media engine; `None` when it is off.
+    pub media: Option<Arc<crate::media::Media>>,
     /// The store (system metadata is read and written directly).
     pub store: Arc<Store>,
     /// Token issuer and checker; `None` when auth is off.
@@ -103,8 +106,17 @@ pub fn router(state: AppState) -> Router {
             .route("/api/login/refresh", get(auth::refresh));
     }
 
+    let whep = Router::new()
+        .route("/whep/{id}", post(whep::post))
+        .route("/whep/{id}/{resource}", axum::routing::delete(whep::delete))
+        .route("/api/v3/whep/{id}", post(whep::post))
+        .route(
+            "/api/v3/whep/{id}/{resource}",
+            axum::routing::delete(whep::delete),
+        );
     Router::new()
         .route("/ping", get(|| async { "pong" }))
+        .merge(whep)
         .route("/metrics", get(prometheus))
         .merge(api)
         .route_layer(middleware::from_fn_with_state(

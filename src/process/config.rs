@@ -155,15 +155,36 @@ pub struct Limits {
     pub waitfor_seconds: u64,
 }
 
-/// Per-process WebRTC settings; stored now, given meaning by the media pipeline.
+/// Per-process WebRTC settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WebRtcSettings {
-    /// Serve this process over WHEP.
+    /// Serve this process over WHEP: two RTP legs are appended to the FFmpeg command.
     #[serde(default, deserialize_with = "nullable")]
     pub enabled: bool,
     /// Always re-encode to browser-safe H.264 + Opus.
     #[serde(default, deserialize_with = "nullable")]
     pub force_transcode: bool,
+    /// FFmpeg `-map` of the video leg; empty picks FFmpeg's best video stream across the inputs,
+    /// `none` leaves the leg out (audio-only sources).
+    #[serde(default, deserialize_with = "nullable")]
+    pub video_map: String,
+    /// FFmpeg `-map` of the audio leg; empty picks the best audio stream, `none` leaves it out.
+    #[serde(default, deserialize_with = "nullable")]
+    pub audio_map: String,
+    /// Who may watch: `public` (anyone) or `token` (an admin or viewer token).
+    #[serde(default, deserialize_with = "nullable")]
+    pub access: Access,
+}
+
+/// Viewer access to a WebRTC stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Anyone may watch.
+    #[default]
+    Public,
+    /// A bearer token is required.
+    Token,
 }
 
 /// The user's intent for a process (persisted).

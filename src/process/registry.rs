@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::config::{short_id, Order, ProcessConfig};
+use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{Runner, Spec};
+use crate::media::{Media, Stream};
 use crate::store::{ProcessRecord, Store, StoreError};
 
 /// Settings the registry applies to every process.
@@ -76,12 +77,18 @@ pub struct Entry {
     pub invalid: Option<String>,
     runner: Arc<Runner>,
     outputs: Vec<String>,
+    stream: Option<Arc<Stream>>,
 }
 
 impl Entry {
     /// The supervisor.
     pub fn runner(&self) -> &Runner {
         &self.runner
+    }
+
+    /// The WebRTC stream, when the process has WebRTC enabled.
+    pub fn stream(&self) -> Option<&Arc<Stream>> {
+        self.stream.as_ref()
     }
 }
 
@@ -101,6 +108,7 @@ pub enum ProcessCommand {
 /// All processes.
 pub struct Registry {
     store: Arc<Store>,
+    media: Option<Arc<Media>>,
     settings: Settings,
     entries: RwLock<BTreeMap<String, Arc<Entry>>>,
     write: tokio::sync::Mutex<()>,
@@ -108,9 +116,14 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every stored process and starts those whose order is start.
-    pub fn boot(store: Arc<Store>, settings: Settings) -> Result<Registry> {
+    pub fn boot(
+        store: Arc<Store>,
+        settings: Settings,
+        media: Option<Arc<Media>>,
+    ) -> Result<Registry> {
         let registry = Registry {
             store,
+            media,
             settings,
             entries: RwLock::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
@@ -257,6 +270,7 @@ impl Registry {
         self.store.delete_process(id)?;
         entry.runner.shutdown().await;
         self.remove(id);
+        close_viewers(entry.stream.clone()).await;
         Ok(())
     }
 
@@ -283,6 +297,7 @@ impl Registry {
                     self.set_order(&entry, Order::Stop)?;
                 }
                 entry.runner.stop().await;
+                close_viewers(entry.stream.clone()).await;
             }
             ProcessCommand::Restart => entry.runner.restart(),
             ProcessCommand::Reload => {
@@ -309,6 +324,7 @@ impl Registry {
             invalid: entry.invalid.clone(),
             runner: entry.runner.clone(),
             outputs: entry.outputs.clone(),
+            stream: entry.stream.clone(),
         });
         Ok(())
     }
@@ -372,24 +388,68 @@ impl Registry {
     }
 
     fn build(&self, record: ProcessRecord, replacing: Option<&str>) -> Entry {
-        let resolved = self.resolve(&record.config, replacing);
-        let (spec, outputs, invalid) = match resolved {
-            Ok(r) => (
-                self.spec(&record.config, r.argv, r.inputs, r.outputs.clone()),
-                r.outputs,
-                None,
-            ),
-            Err(why) => (
-                self.spec(&record.config, Vec::new(), Vec::new(), Vec::new()),
-                Vec::new(),
-                Some(why),
-            ),
+        let mut invalid = None;
+        let mut resolved = self
+            .resolve(&record.config, replacing)
+            .unwrap_or_else(|why| {
+                invalid = Some(why);
+                Resolved::default()
+            });
+        let stream = match self.stream_for(&record.config, replacing) {
+            Ok(stream) => stream,
+            Err(why) => {
+                invalid.get_or_insert(why);
+                None
+            }
         };
+        if let (Some(stream), None) = (&stream, &invalid) {
+            resolved
+                .argv
+                .extend(webrtc_legs(&record.config.webrtc, stream));
+        }
+        let outputs = resolved.outputs.iter().map(|o| o.address.clone()).collect();
+        let spec = self.spec(
+            &record.config,
+            resolved.argv,
+            resolved.inputs,
+            resolved.outputs,
+        );
         Entry {
             record,
             invalid,
             runner: Arc::new(Runner::new(spec)),
-            outputs: outputs.into_iter().map(|o| o.address).collect(),
+            outputs,
+            stream,
+        }
+    }
+
+    /// The stream of a WebRTC-enabled process: the one it (or the process it replaces) has, or a
+    /// new one. Keeping it across updates keeps its ports, so viewers survive FFmpeg restarts.
+    fn stream_for(
+        &self,
+        config: &ProcessConfig,
+        replacing: Option<&str>,
+    ) -> std::result::Result<Option<Arc<Stream>>, String> {
+        if !config.webrtc.enabled {
+            return Ok(None);
+        }
+        let Some(media) = &self.media else {
+            tracing::warn!(id = %config.id, "webrtc.enabled, but the media engine is off");
+            return Ok(None);
+        };
+        let existing = [Some(config.id.as_str()), replacing]
+            .into_iter()
+            .flatten()
+            .find_map(|id| self.get(id).and_then(|e| e.stream.clone()));
+        match existing {
+            Some(stream) => Ok(Some(stream)),
+            None => media
+                .create_stream(&config.id)
+                .map(|s| Some(Arc::new(s)))
+                .ok_or_else(|| {
+                    "no free RTP port pair for the WebRTC legs (webrtc.rtp_port_min/max)"
+                        .to_string()
+                }),
         }
     }
 
@@ -527,11 +587,63 @@ impl Registry {
     }
 }
 
+#[derive(Default)]
 struct Resolved {
     argv: Vec<String>,
     probe_argv: Vec<String>,
     inputs: Vec<IoRef>,
     outputs: Vec<IoRef>,
+}
+
+/// The two RTP legs FFmpeg sends to the stream, plus the SDP file that describes them. SSRCs are
+/// fixed per stream so a restarted FFmpeg continues the same RTP sources.
+fn webrtc_legs(settings: &WebRtcSettings, stream: &Stream) -> Vec<String> {
+    let (video, audio) = stream.ports();
+    let mut args = vec![
+        "-sdp_file".to_string(),
+        stream.sdp_path().to_string_lossy().into_owned(),
+    ];
+    let legs = [
+        (&settings.video_map, ["-an", "-c:v"], video, 96),
+        (&settings.audio_map, ["-vn", "-c:a"], audio, 97),
+    ];
+    for (map, [drop_other, codec], port, pt) in legs {
+        if map.trim() == "none" {
+            continue;
+        }
+        if !map.trim().is_empty() {
+            args.extend(["-map".to_string(), map.trim().to_string()]);
+        }
+        let ssrc = 0x5c00_0000u32 | u32::from(port);
+        for arg in [
+            drop_other,
+            "-sn",
+            "-dn",
+            codec,
+            "copy",
+            "-f",
+            "rtp",
+            "-rtpflags",
+            "skip_rtcp",
+        ] {
+            args.push(arg.to_string());
+        }
+        args.extend([
+            "-ssrc".to_string(),
+            ssrc.to_string(),
+            "-payload_type".to_string(),
+            pt.to_string(),
+            format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
+        ]);
+    }
+    args
+}
+
+/// Closes a stream's viewers off the async runtime (teardown waits on GStreamer).
+async fn close_viewers(stream: Option<Arc<Stream>>) {
+    if let Some(stream) = stream {
+        let _ = tokio::task::spawn_blocking(move || stream.close_viewers()).await;
+    }
 }
 
 fn normalise(mut config: ProcessConfig) -> ProcessConfig {

@@ -71,6 +71,12 @@ impl TestServer {
             .env("STREAMCORE_LOG", "info")
             .env("STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS", "2")
             .env("STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS", "300");
+        // GStreamer debugging of the server from the test's environment.
+        for var in ["GST_DEBUG", "GST_DEBUG_FILE", "GST_DEBUG_NO_COLOR"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
+        }
         for (k, v) in &env {
             cmd.env(k, v);
         }

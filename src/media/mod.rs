@@ -1,0 +1,174 @@
+//! The media path: GStreamer pipelines that take FFmpeg's RTP legs and serve them to WebRTC viewers.
+//!
+//! [`Media`] owns the GStreamer setup, the UDP port range and the viewer budget; every
+//! WebRTC-enabled process gets one [`Stream`].
+
+mod keyframe;
+pub mod ports;
+pub mod sdp;
+pub mod stream;
+pub mod viewer;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+pub use stream::{AddError, SessionInfo, Stream, StreamInfo, TrackInfo};
+
+/// ICE settings for every viewer.
+#[derive(Debug, Clone, Default)]
+pub struct IceConfig {
+    /// Lowest UDP port for ICE; 0 leaves the choice to the OS.
+    pub min_port: u16,
+    /// Highest UDP port for ICE.
+    pub max_port: u16,
+    /// Address advertised instead of private host addresses (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// Local addresses to gather host candidates on; empty means all.
+    pub interfaces: Vec<IpAddr>,
+    /// `stun://host:port` for server-reflexive candidates.
+    pub stun_server: Option<String>,
+    /// `turn://user:pass@host:port` URIs for relay candidates.
+    pub turn_servers: Vec<String>,
+    /// Longest wait for ICE gathering before a POST fails with 504.
+    pub gather_timeout: Duration,
+}
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// rtpjitterbuffer latency of the RTP legs.
+    pub jitter_latency_ms: u32,
+    /// Buffers a viewer's queue holds before it drops the oldest.
+    pub viewer_queue_buffers: u32,
+    /// Viewers per stream.
+    pub max_viewers_per_stream: usize,
+    /// Viewers in all.
+    pub max_viewers_total: usize,
+    /// A viewer that has not connected after this long is removed.
+    pub connect_timeout: Duration,
+    /// Loopback port range for FFmpeg's RTP legs.
+    pub rtp_port_min: u16,
+    /// Upper end of that range.
+    pub rtp_port_max: u16,
+    /// ICE settings.
+    pub ice: IceConfig,
+}
+
+pub(crate) struct Shared {
+    config: MediaConfig,
+    viewers: AtomicUsize,
+}
+
+impl Shared {
+    fn reserve_viewer(&self) -> bool {
+        let max = self.config.max_viewers_total;
+        self.viewers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_viewer(&self) {
+        let _ = self
+            .viewers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+}
+
+/// The media engine.
+pub struct Media {
+    shared: Arc<Shared>,
+    ports: ports::PortAllocator,
+    sdp_dir: PathBuf,
+}
+
+/// GStreamer elements the media path cannot work without.
+const REQUIRED: &[&str] = &[
+    "udpsrc",
+    "rtpjitterbuffer",
+    "tee",
+    "queue",
+    "capssetter",
+    "webrtcbin",
+    "rtph264depay",
+    "rtph264pay",
+    "h264parse",
+    "rtpopusdepay",
+    "rtpopuspay",
+    "dtlsdec",
+    "nicesrc",
+];
+
+impl Media {
+    /// Initialises GStreamer, checks the plugins, and prepares what the first viewer would
+    /// otherwise wait for. SDP files go to `sdp_dir`.
+    pub fn start(config: MediaConfig, sdp_dir: PathBuf) -> anyhow::Result<Media> {
+        gst::init().context("cannot initialise GStreamer")?;
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|name| gst::ElementFactory::find(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "GStreamer elements missing: {} (install the GStreamer plugins)",
+                missing.join(", ")
+            );
+        }
+        // An uninitialised GnuTLS backend can crash libnice's STUN code later.
+        let _ = gio::TlsBackend::default();
+        // The first dtlsdec generates the process-wide DTLS certificate (an RSA key: slow).
+        let dtls = gst::ElementFactory::make("dtlsdec")
+            .build()
+            .context("dtlsdec")?;
+        let _pem: Option<String> = dtls.property("pem");
+        std::fs::create_dir_all(&sdp_dir)
+            .with_context(|| format!("cannot create {}", sdp_dir.display()))?;
+        Ok(Media {
+            ports: ports::PortAllocator::new(config.rtp_port_min, config.rtp_port_max),
+            shared: Arc::new(Shared {
+                config,
+                viewers: AtomicUsize::new(0),
+            }),
+            sdp_dir,
+        })
+    }
+
+    /// A stream for a process: allocates its port pair and SDP path. `None` when the range is full.
+    pub fn create_stream(&self, process_id: &str) -> Option<Stream> {
+        let ports = self.ports.allocate()?;
+        let file: String = process_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.sdp_dir.join(format!("{file}-{}.sdp", ports.video()));
+        let _ = std::fs::remove_file(&path);
+        Some(Stream::new(process_id, ports, path, self.shared.clone()))
+    }
+
+    /// Viewers attached across all streams.
+    pub fn viewers(&self) -> usize {
+        self.shared.viewers.load(Ordering::Acquire)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &MediaConfig {
+        &self.shared.config
+    }
+}

@@ -1,0 +1,441 @@
+//! SDP in and out of the media path, always through gstreamer-sdp: the description FFmpeg writes
+//! for its RTP legs, the viewers' offers, and the answers we send back.
+
+use std::net::IpAddr;
+
+use gstreamer as gst;
+use gstreamer_sdp::{SDPMediaRef, SDPMessage};
+
+/// Kind of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Video.
+    Video,
+    /// Audio.
+    Audio,
+}
+
+impl Kind {
+    fn parse(media: &str) -> Option<Kind> {
+        match media {
+            "video" => Some(Kind::Video),
+            "audio" => Some(Kind::Audio),
+            _ => None,
+        }
+    }
+
+    /// The SDP media name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
+/// Why an SDP was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    /// Not parseable, or without usable media.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// More than one video or audio track.
+    #[error("the offer has more than one {0} track")]
+    TooManyTracks(&'static str),
+}
+
+/// One RTP leg FFmpeg sends to us, as its SDP file describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTrack {
+    /// Video or audio.
+    pub kind: Kind,
+    /// Local UDP port FFmpeg sends to.
+    pub port: u16,
+    /// RTP caps (media, payload, clock-rate, encoding-name and fmtp parameters).
+    pub caps: gst::Caps,
+}
+
+impl SourceTrack {
+    /// Upper-case encoding name, e.g. `H264`, `OPUS`.
+    pub fn encoding(&self) -> String {
+        caps_str(&self.caps, "encoding-name").to_ascii_uppercase()
+    }
+
+    /// Whether browsers can play this codec as it is (H.264 in packetization-mode 1, VP8, VP9,
+    /// Opus, G.711).
+    pub fn browser_playable(&self) -> bool {
+        match self.encoding().as_str() {
+            "H264" => caps_str(&self.caps, "packetization-mode") == "1",
+            "VP8" | "VP9" | "OPUS" | "PCMU" | "PCMA" => true,
+            _ => false,
+        }
+    }
+}
+
+fn caps_str(caps: &gst::Caps, field: &str) -> String {
+    caps.structure(0)
+        .and_then(|s| s.get::<String>(field).ok())
+        .unwrap_or_default()
+}
+
+fn caps_i32(caps: &gst::Caps, field: &str) -> i32 {
+    caps.structure(0)
+        .and_then(|s| s.get::<i32>(field).ok())
+        .unwrap_or(0)
+}
+
+fn parse(text: &str) -> Result<SDPMessage, SdpError> {
+    if text.trim().is_empty() {
+        return Err(SdpError::Malformed("empty body".into()));
+    }
+    if !text.trim_start().starts_with("v=") {
+        return Err(SdpError::Malformed("an SDP starts with a v= line".into()));
+    }
+    SDPMessage::parse_buffer(text.as_bytes()).map_err(|e| SdpError::Malformed(e.to_string()))
+}
+
+/// Parses the SDP FFmpeg wrote with `-sdp_file`.
+pub fn parse_source(text: &str) -> Result<Vec<SourceTrack>, SdpError> {
+    let message = parse(text)?;
+    let mut tracks = Vec::new();
+    for media in message.medias() {
+        let Some(kind) = media.media().and_then(Kind::parse) else {
+            continue;
+        };
+        let Some(pt) = media.format(0).and_then(|f| f.parse::<i32>().ok()) else {
+            return Err(SdpError::Malformed(
+                "a media line without a payload type".into(),
+            ));
+        };
+        let caps = rtp_caps(media, pt)
+            .ok_or_else(|| SdpError::Malformed(format!("no rtpmap for payload {pt}")))?;
+        let port =
+            u16::try_from(media.port()).map_err(|_| SdpError::Malformed("bad port".into()))?;
+        tracks.push(SourceTrack { kind, port, caps });
+    }
+    if tracks.is_empty() {
+        return Err(SdpError::Malformed("no audio or video".into()));
+    }
+    Ok(tracks)
+}
+
+/// One media section of a viewer's offer.
+#[derive(Debug, Clone)]
+pub struct OfferTrack {
+    /// Video or audio.
+    pub kind: Kind,
+    /// Payload types with their caps, in the viewer's order of preference.
+    pub formats: Vec<(u8, gst::Caps)>,
+}
+
+/// A parsed viewer offer.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// The whole message, handed to webrtcbin.
+    pub message: SDPMessage,
+    /// Its video and audio sections.
+    pub tracks: Vec<OfferTrack>,
+}
+
+impl Offer {
+    /// The section of the given kind, if offered.
+    pub fn track(&self, kind: Kind) -> Option<&OfferTrack> {
+        self.tracks.iter().find(|t| t.kind == kind)
+    }
+
+    /// Encoding names the viewer can receive, for error messages.
+    pub fn codec_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tracks
+            .iter()
+            .flat_map(|t| {
+                t.formats
+                    .iter()
+                    .map(|(_, c)| caps_str(c, "encoding-name").to_ascii_uppercase())
+            })
+            .filter(|n| {
+                !matches!(
+                    n.as_str(),
+                    "RTX" | "RED" | "ULPFEC" | "FLEXFEC-03" | "TELEPHONE-EVENT" | "CN" | ""
+                )
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Parses a viewer's offer; more than one video or audio section is refused.
+pub fn parse_offer(text: &str) -> Result<Offer, SdpError> {
+    let message = parse(text)?;
+    let mut tracks: Vec<OfferTrack> = Vec::new();
+    for media in message.medias() {
+        let Some(kind) = media.media().and_then(Kind::parse) else {
+            continue;
+        };
+        // Port 0 rejects a section, unless it is bundle-only (max-bundle offers do that).
+        if media.port() == 0 && media.attribute_val("bundle-only").is_none() {
+            continue;
+        }
+        if tracks.iter().any(|t| t.kind == kind) {
+            return Err(SdpError::TooManyTracks(kind.as_str()));
+        }
+        tracks.push(OfferTrack {
+            kind,
+            formats: formats(media),
+        });
+    }
+    if tracks.is_empty() {
+        return Err(SdpError::Malformed(
+            "the offer has no audio or video section".into(),
+        ));
+    }
+    if message
+        .medias()
+        .any(|m| m.attribute_val("ice-ufrag").is_none())
+        && message.attribute_val("ice-ufrag").is_none()
+    {
+        return Err(SdpError::Malformed(
+            "the offer has no ICE credentials".into(),
+        ));
+    }
+    Ok(Offer { message, tracks })
+}
+
+fn formats(media: &SDPMediaRef) -> Vec<(u8, gst::Caps)> {
+    media
+        .formats()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| rtp_caps(media, pt as i32).map(|caps| (pt, caps)))
+        .collect()
+}
+
+/// The RTP caps of one payload type. gstreamer-sdp names them `application/x-unknown`; RTP
+/// elements only take `application/x-rtp`, and encoding names compare upper-case.
+fn rtp_caps(media: &SDPMediaRef, pt: i32) -> Option<gst::Caps> {
+    let mut caps = media.caps_from_media(pt)?;
+    {
+        let s = caps.make_mut().structure_mut(0)?;
+        s.set_name("application/x-rtp");
+        if let Ok(name) = s.get::<String>("encoding-name") {
+            s.set("encoding-name", name.to_ascii_uppercase());
+        }
+        if let Some(kind) = media.media() {
+            s.set("media", kind);
+        }
+    }
+    Some(caps)
+}
+
+/// Picks the viewer's payload type for a source track: same codec and clock rate; for H.264
+/// packetization-mode 1 and a profile that can decode the source. Returns the caps to put on the
+/// viewer branch, carrying the viewer's payload type and parameters.
+pub fn select_format(source: &SourceTrack, offer: &OfferTrack) -> Option<gst::Caps> {
+    let encoding = source.encoding();
+    let clock = caps_i32(&source.caps, "clock-rate");
+    let mut best: Option<(u32, u8, &gst::Caps)> = None;
+    for (pt, caps) in &offer.formats {
+        if caps_str(caps, "encoding-name").to_ascii_uppercase() != encoding
+            || caps_i32(caps, "clock-rate") != clock
+        {
+            continue;
+        }
+        let score = if encoding == "H264" {
+            match h264_score(&source.caps, caps) {
+                Some(score) => score,
+                None => continue,
+            }
+        } else {
+            1
+        };
+        if best.is_none_or(|(s, _, _)| score > s) {
+            best = Some((score, *pt, caps));
+        }
+    }
+    let (_, pt, caps) = best?;
+    Some(branch_caps(source, pt, caps))
+}
+
+/// 0 = unusable. The profile_idc of the stream must be decodable with what the viewer offers;
+/// an exact profile-level-id match scores highest, constrained baseline next.
+fn h264_score(source: &gst::Caps, offered: &gst::Caps) -> Option<u32> {
+    if caps_str(offered, "packetization-mode") != "1" {
+        return None;
+    }
+    let src = caps_str(source, "profile-level-id").to_ascii_lowercase();
+    let off = caps_str(offered, "profile-level-id").to_ascii_lowercase();
+    if src.len() < 2 || off.len() < 2 {
+        // Without a profile on either side, assume baseline, which every browser decodes.
+        return Some(1);
+    }
+    if src == off {
+        return Some(4);
+    }
+    let (sp, op) = (&src[..2], &off[..2]);
+    if sp == op {
+        return Some(3);
+    }
+    // A constrained-baseline stream (42 with constraint_set1) decodes on main and high decoders.
+    let src_constrained =
+        src.len() >= 4 && u8::from_str_radix(&src[2..4], 16).is_ok_and(|c| c & 0x40 != 0);
+    if sp == "42" && src_constrained && (op == "4d" || op == "64") {
+        return Some(2);
+    }
+    None
+}
+
+fn branch_caps(source: &SourceTrack, pt: u8, offered: &gst::Caps) -> gst::Caps {
+    let offered = offered
+        .structure(0)
+        .expect("caps from media have a structure");
+    let mut builder = gst::Structure::builder("application/x-rtp")
+        .field("media", source.kind.as_str())
+        .field("payload", pt as i32)
+        .field("clock-rate", caps_i32(&source.caps, "clock-rate"))
+        .field("encoding-name", source.encoding());
+    // The answer must repeat the viewer's own fmtp spelling (browsers compare profile-level-id as a string).
+    for field in [
+        "packetization-mode",
+        "profile-level-id",
+        "level-asymmetry-allowed",
+        "encoding-params",
+        "sprop-stereo",
+        "minptime",
+        "useinbandfec",
+    ] {
+        if let Ok(v) = offered.get::<String>(field) {
+            builder = builder.field(field, v);
+        }
+    }
+    // Feedback the sender acts on: PLI reaches a transcoder as a key-unit request.
+    for field in ["rtcp-fb-nack-pli", "rtcp-fb-ccm-fir"] {
+        if offered.has_field(field) {
+            builder = builder.field(field, true);
+        }
+    }
+    gst::Caps::builder_full().structure(builder.build()).build()
+}
+
+/// Rewrites host candidates of an answer to advertise `public` instead of private addresses
+/// (1:1 NAT), keeping loopback ones so local clients still connect.
+pub fn advertise_public_ip(answer: &mut SDPMessage, public: IpAddr) {
+    let public = public.to_string();
+    for media in answer.medias_mut() {
+        let count = media.attributes_len();
+        for idx in 0..count {
+            let Some(attr) = media.attribute(idx) else {
+                continue;
+            };
+            if attr.key() != "candidate" {
+                continue;
+            }
+            let Some(value) = attr.value() else { continue };
+            let mut fields: Vec<String> = value.split(' ').map(str::to_string).collect();
+            let private = fields
+                .get(4)
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|ip| match ip {
+                    IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+                    IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+                });
+            if private && fields.len() > 4 {
+                fields[4] = public.clone();
+                let attribute =
+                    gstreamer_sdp::SDPAttribute::new("candidate", Some(&fields.join(" ")));
+                let _ = media.replace_attribute(idx, attribute);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FFMPEG_SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\na=tool:libavformat 59.27.100\r\n\
+m=video 40000 RTP/AVP 96\r\nc=IN IP4 127.0.0.1\r\nb=AS:2000\r\na=rtpmap:96 H264/90000\r\n\
+a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAHtkAoD2wEQAAAwABAAADADwPFi5I,aMuDyyA=; profile-level-id=42C01E\r\n\
+m=audio 40001 RTP/AVP 97\r\nc=IN IP4 127.0.0.1\r\nb=AS:64\r\na=rtpmap:97 opus/48000/2\r\na=fmtp:97 sprop-stereo=1\r\n";
+
+    fn offer(video_fmts: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 106 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\n\
+a=recvonly\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 {video_fmts}\r\na=rtcp-fb:102 nack pli\r\n\
+a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
+        )
+    }
+
+    fn init() {
+        gst::init().unwrap();
+    }
+
+    #[test]
+    fn ffmpeg_sdp_becomes_rtp_caps() {
+        init();
+        let tracks = parse_source(FFMPEG_SDP).unwrap();
+        assert_eq!(tracks.len(), 2);
+        assert_eq!((tracks[0].kind, tracks[0].port), (Kind::Video, 40000));
+        assert_eq!(tracks[0].encoding(), "H264");
+        assert!(tracks[0].browser_playable());
+        assert_eq!(
+            (tracks[1].kind, tracks[1].encoding().as_str()),
+            (Kind::Audio, "OPUS")
+        );
+    }
+
+    #[test]
+    fn offer_selection_uses_viewer_payload_types() {
+        init();
+        let source = parse_source(FFMPEG_SDP).unwrap();
+        let offer = parse_offer(&offer(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ))
+        .unwrap();
+        let video = select_format(&source[0], offer.track(Kind::Video).unwrap()).unwrap();
+        let s = video.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("payload").unwrap(), 102);
+        assert_eq!(s.get::<String>("profile-level-id").unwrap(), "42e01f");
+        assert!(s.has_field("rtcp-fb-nack-pli"));
+        let audio = select_format(&source[1], offer.track(Kind::Audio).unwrap()).unwrap();
+        assert_eq!(
+            audio.structure(0).unwrap().get::<i32>("payload").unwrap(),
+            111
+        );
+        assert_eq!(offer.codec_names(), vec!["H264", "OPUS", "VP8"]);
+    }
+
+    #[test]
+    fn incompatible_offers_select_nothing() {
+        init();
+        let source = parse_source(FFMPEG_SDP).unwrap();
+        // Only packetization-mode 0 H.264 and VP8 left: nothing fits an H.264 mode-1 stream.
+        let offer = parse_offer(&offer("packetization-mode=0;profile-level-id=42e01f")).unwrap();
+        assert!(select_format(&source[0], offer.track(Kind::Video).unwrap()).is_none());
+    }
+
+    #[test]
+    fn hostile_offers_are_errors_not_panics() {
+        init();
+        assert!(matches!(parse_offer(""), Err(SdpError::Malformed(_))));
+        assert!(matches!(parse_offer("hello"), Err(SdpError::Malformed(_))));
+        assert!(matches!(
+            parse_offer("v=0\r\n"),
+            Err(SdpError::Malformed(_))
+        ));
+        let two = offer("packetization-mode=1").replace("m=audio", "m=video");
+        assert_eq!(
+            parse_offer(&two).err(),
+            Some(SdpError::TooManyTracks("video"))
+        );
+        let garbage: String = (0..5000)
+            .map(|i| char::from(b' ' + (i * 7 % 90) as u8))
+            .collect();
+        let _ = parse_offer(&format!("v=0\r\n{garbage}"));
+        let _ = parse_source(&format!("v=0\r\nm=video x\r\n{garbage}"));
+    }
+}

@@ -1,0 +1,575 @@
+//! One stream = one GStreamer pipeline per WebRTC-enabled process: per track
+//! `udpsrc → rtpjitterbuffer → depay → parse → pay → tee`, and viewers hanging off the tees.
+//!
+//! The pipeline is built from the SDP FFmpeg writes and kept across FFmpeg restarts (same ports,
+//! same payloader, so sequence numbers and timestamps continue); it is rebuilt only when the
+//! description of the media changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ports::PortPair;
+use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
+use super::viewer::{self, TrackPlan, Viewer, ViewerError};
+use super::Shared;
+
+/// Why a viewer was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// No media has arrived yet.
+    #[error("no media is flowing yet")]
+    NotReady,
+    /// The viewer cannot receive what the stream carries.
+    #[error("{0}")]
+    Codec(String),
+    /// A viewer cap is reached.
+    #[error("viewer limit reached")]
+    Full,
+    /// Negotiation failed.
+    #[error(transparent)]
+    Viewer(#[from] ViewerError),
+}
+
+/// How a track reaches viewers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TrackInfo {
+    /// Video or audio.
+    pub kind: Kind,
+    /// Codec as FFmpeg sends it.
+    pub codec: String,
+    /// `passthrough`, or `unsupported` when browsers cannot play the codec.
+    pub path: String,
+    /// Why that path.
+    pub reason: String,
+    /// Local port FFmpeg sends to.
+    pub port: u16,
+}
+
+/// A stream's state for the API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamInfo {
+    /// Tracks described by FFmpeg's SDP; empty before it wrote one.
+    pub tracks: Vec<TrackInfo>,
+    /// Packets arrived within the last two seconds.
+    pub flowing: bool,
+    /// Viewers attached now.
+    pub viewers: usize,
+}
+
+/// One viewer, as the sessions API lists it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// Resource id.
+    pub id: String,
+    /// Peer connection state.
+    pub state: String,
+    /// Codecs sent.
+    pub codecs: Vec<String>,
+    /// Seconds since the POST.
+    pub age_seconds: u64,
+}
+
+struct Built {
+    pipeline: gst::Pipeline,
+    tracks: Vec<(SourceTrack, Option<gst::Element>)>,
+    last_packet_ms: Arc<AtomicU64>,
+    generation: u64,
+}
+
+struct Attached {
+    viewer: Viewer,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    built: Option<Built>,
+    sdp_text: Option<String>,
+    sdp_mtime: Option<SystemTime>,
+    viewers: HashMap<String, Attached>,
+    generation: u64,
+}
+
+struct Inner {
+    id: String,
+    ports: PortPair,
+    sdp_path: PathBuf,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    dead_tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// A WebRTC stream of one process. Dropping it stops the pipeline and drops its viewers.
+pub struct Stream {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Stream {
+    pub(super) fn new(id: &str, ports: PortPair, sdp_path: PathBuf, shared: Arc<Shared>) -> Stream {
+        let (dead_tx, dead_rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            id: id.to_string(),
+            ports,
+            sdp_path,
+            shared,
+            state: Mutex::new(State::default()),
+            dead_tx,
+        });
+        tokio::spawn(watch(Arc::downgrade(&inner), dead_rx));
+        Stream { inner }
+    }
+
+    /// Video and audio ports FFmpeg sends to.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.inner.ports.video(), self.inner.ports.audio())
+    }
+
+    /// Where FFmpeg writes its SDP.
+    pub fn sdp_path(&self) -> &Path {
+        &self.inner.sdp_path
+    }
+
+    /// The state for the API.
+    pub fn info(&self) -> StreamInfo {
+        let state = self.inner.lock();
+        let tracks = state
+            .built
+            .as_ref()
+            .map(|b| b.tracks.iter().map(|(t, _)| track_info(t)).collect())
+            .unwrap_or_default();
+        StreamInfo {
+            tracks,
+            flowing: self.inner.flowing(&state),
+            viewers: state.viewers.len(),
+        }
+    }
+
+    /// Negotiates a new viewer (blocking: run it off the async runtime). Returns the resource id
+    /// and the SDP answer.
+    pub fn add_viewer(&self, offer: &Offer) -> Result<(String, String), AddError> {
+        let inner = &self.inner;
+        let (pipeline, plans, generation) = {
+            let state = inner.lock();
+            let Some(built) = state.built.as_ref().filter(|_| inner.flowing(&state)) else {
+                return Err(AddError::NotReady);
+            };
+            if state.viewers.len() >= inner.shared.config.max_viewers_per_stream {
+                return Err(AddError::Full);
+            }
+            (
+                built.pipeline.clone(),
+                plan(built, offer)?,
+                built.generation,
+            )
+        };
+        if !inner.shared.reserve_viewer() {
+            return Err(AddError::Full);
+        }
+        let id = resource_id();
+        let dead_tx = inner.dead_tx.clone();
+        let dead_id = id.clone();
+        let config = &inner.shared.config;
+        let created = viewer::create(
+            &pipeline,
+            offer,
+            plans,
+            &config.ice,
+            config.viewer_queue_buffers,
+            move || {
+                let _ = dead_tx.send(dead_id.clone());
+            },
+        );
+        let mut viewer = match created {
+            Ok(viewer) => viewer,
+            Err(e) => {
+                inner.shared.release_viewer();
+                return Err(e.into());
+            }
+        };
+        let answer = viewer.answer.clone();
+        let mut state = inner.lock();
+        if state.generation != generation {
+            // The pipeline was rebuilt while we negotiated: this viewer hangs off a dead one.
+            drop(state);
+            viewer.teardown(&pipeline);
+            inner.shared.release_viewer();
+            return Err(AddError::NotReady);
+        }
+        tracing::info!(stream = %inner.id, viewer = %id, "viewer added");
+        state
+            .viewers
+            .insert(id.clone(), Attached { viewer, generation });
+        Ok((id, answer))
+    }
+
+    /// Removes a viewer (blocking). Returns whether it existed.
+    pub fn remove_viewer(&self, id: &str) -> bool {
+        self.inner.remove_viewer(id)
+    }
+
+    /// Removes every viewer (blocking), e.g. when the process stops.
+    pub fn close_viewers(&self) {
+        let ids: Vec<String> = self.inner.lock().viewers.keys().cloned().collect();
+        for id in ids {
+            self.inner.remove_viewer(&id);
+        }
+    }
+
+    /// Whether a viewer with this resource id is attached.
+    pub fn has_viewer(&self, id: &str) -> bool {
+        self.inner.lock().viewers.contains_key(id)
+    }
+
+    /// The attached viewers.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let state = self.inner.lock();
+        state
+            .viewers
+            .iter()
+            .map(|(id, a)| SessionInfo {
+                id: id.clone(),
+                state: a.viewer.flags.state_name().to_string(),
+                codecs: a.viewer.codecs.clone(),
+                age_seconds: a.viewer.created.elapsed().as_secs(),
+            })
+            .collect()
+    }
+
+    /// The webrtcbin of a viewer (stats, trickle, ICE restart).
+    pub fn viewer_webrtcbin(&self, id: &str) -> Option<gst::Element> {
+        self.inner
+            .lock()
+            .viewers
+            .get(id)
+            .map(|a| a.viewer.webrtcbin.clone())
+    }
+}
+
+fn track_info(track: &SourceTrack) -> TrackInfo {
+    let playable = track.browser_playable();
+    TrackInfo {
+        kind: track.kind,
+        codec: track.encoding(),
+        path: if playable {
+            "passthrough"
+        } else {
+            "unsupported"
+        }
+        .into(),
+        reason: if playable {
+            "browsers play this codec as it is".into()
+        } else {
+            format!(
+                "browsers cannot play {}; enable force_transcode",
+                track.encoding()
+            )
+        },
+        port: track.port,
+    }
+}
+
+fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
+    let mut plans = Vec::new();
+    let mut missing = Vec::new();
+    for (source, tee) in &built.tracks {
+        let Some(offered) = offer.track(source.kind) else {
+            continue;
+        };
+        let Some(tee) = tee else {
+            missing.push(format!("{} (not browser-playable)", source.encoding()));
+            continue;
+        };
+        match select_format(source, offered) {
+            Some(caps) => plans.push(TrackPlan {
+                source: source.clone(),
+                tee: tee.clone(),
+                caps,
+            }),
+            None => missing.push(source.encoding()),
+        }
+    }
+    if !missing.is_empty() || plans.is_empty() {
+        let stream: Vec<String> = built.tracks.iter().map(|(t, _)| t.encoding()).collect();
+        return Err(AddError::Codec(format!(
+            "the stream carries {}; the offer cannot receive {}; it offers {}",
+            stream.join(", "),
+            if missing.is_empty() {
+                stream.join(", ")
+            } else {
+                missing.join(", ")
+            },
+            offer.codec_names().join(", ")
+        )));
+    }
+    Ok(plans)
+}
+
+fn resource_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flowing(&self, state: &State) -> bool {
+        state.built.as_ref().is_some_and(|b| {
+            now_ms().saturating_sub(b.last_packet_ms.load(Ordering::Relaxed)) < 2000
+        })
+    }
+
+    fn remove_viewer(&self, id: &str) -> bool {
+        let (attached, pipeline) = {
+            let mut state = self.lock();
+            let Some(attached) = state.viewers.remove(id) else {
+                return false;
+            };
+            let pipeline = state
+                .built
+                .as_ref()
+                .filter(|b| b.generation == attached.generation)
+                .map(|b| b.pipeline.clone());
+            (attached, pipeline)
+        };
+        let mut viewer = attached.viewer;
+        if let Some(pipeline) = pipeline {
+            viewer.teardown(&pipeline);
+        } else {
+            let _ = viewer.webrtcbin.set_state(gst::State::Null);
+        }
+        self.shared.release_viewer();
+        tracing::info!(stream = %self.id, viewer = %id, "viewer removed");
+        true
+    }
+
+    /// Reads FFmpeg's SDP when it changed and (re)builds the pipeline if the media changed.
+    fn refresh(&self) {
+        let mtime = std::fs::metadata(&self.sdp_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime.is_none() || mtime == self.lock().sdp_mtime {
+            return;
+        }
+        let Ok(text) = std::fs::read_to_string(&self.sdp_path) else {
+            return;
+        };
+        {
+            let mut state = self.lock();
+            state.sdp_mtime = mtime;
+            if state.sdp_text.as_deref() == Some(text.as_str()) && state.built.is_some() {
+                return;
+            }
+        }
+        let tracks = match parse_source(&text) {
+            Ok(tracks) => tracks,
+            Err(e) => {
+                tracing::warn!(stream = %self.id, error = %e, "cannot read FFmpeg's SDP");
+                return;
+            }
+        };
+        let same_media = self
+            .lock()
+            .built
+            .as_ref()
+            .is_some_and(|b| b.tracks.iter().map(|(t, _)| t).eq(tracks.iter()));
+        if same_media {
+            self.lock().sdp_text = Some(text);
+            return;
+        }
+        self.close_all();
+        let old = self.lock().built.take();
+        if let Some(old) = old {
+            let _ = old.pipeline.set_state(gst::State::Null);
+        }
+        let generation = {
+            let mut state = self.lock();
+            state.generation += 1;
+            state.generation
+        };
+        match build(&self.id, tracks, &self.shared, generation) {
+            Ok(built) => {
+                tracing::info!(stream = %self.id, "stream pipeline running");
+                let mut state = self.lock();
+                state.built = Some(built);
+                state.sdp_text = Some(text);
+            }
+            Err(e) => {
+                tracing::error!(stream = %self.id, error = %e, "cannot build the stream pipeline")
+            }
+        }
+    }
+
+    fn close_all(&self) {
+        let ids: Vec<String> = self.lock().viewers.keys().cloned().collect();
+        for id in ids {
+            self.remove_viewer(&id);
+        }
+    }
+
+    /// Viewers that never connected, or whose connection died, go.
+    fn reap(&self) {
+        let timeout = self.shared.config.connect_timeout;
+        let stale: Vec<String> = self
+            .lock()
+            .viewers
+            .iter()
+            .filter(|(_, a)| {
+                let flags = &a.viewer.flags;
+                flags.dead.load(Ordering::Relaxed)
+                    || (!flags.connected() && a.viewer.created.elapsed() > timeout)
+                    || matches!(flags.state_name(), "disconnected" | "failed" | "closed")
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.remove_viewer(&id);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let viewers: Vec<Attached> = state.viewers.drain().map(|(_, a)| a).collect();
+        if let Some(built) = state.built.take() {
+            for mut attached in viewers {
+                attached.viewer.teardown(&built.pipeline);
+                self.shared.release_viewer();
+            }
+            let _ = built.pipeline.set_state(gst::State::Null);
+        }
+    }
+}
+
+async fn watch(inner: Weak<Inner>, mut dead: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_reap = Instant::now();
+    loop {
+        tokio::select! {
+            id = dead.recv() => {
+                let Some(id) = id else { return };
+                let Some(inner) = inner.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || inner.remove_viewer(&id)).await;
+            }
+            _ = tick.tick() => {
+                let Some(strong) = inner.upgrade() else { return };
+                let reap = last_reap.elapsed() >= Duration::from_secs(1);
+                if reap {
+                    last_reap = Instant::now();
+                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    strong.refresh();
+                    if reap {
+                        strong.reap();
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// The normalising chain per codec: depayload and payload again so that SSRC, sequence numbers
+/// and timestamps stay continuous across FFmpeg restarts; for H.264 the parser puts SPS/PPS in
+/// band before every IDR.
+fn normaliser(track: &SourceTrack, ssrc: u32) -> Option<String> {
+    let pt = track
+        .caps
+        .structure(0)
+        .and_then(|s| s.get::<i32>("payload").ok())
+        .unwrap_or(96);
+    let common = format!("pt={pt} ssrc={ssrc} mtu=1200");
+    let chain = match track.encoding().as_str() {
+        "H264" if track.browser_playable() => format!(
+            "rtph264depay ! h264parse config-interval=-1 ! rtph264pay config-interval=-1 aggregate-mode=zero-latency {common}"
+        ),
+        "VP8" => format!("rtpvp8depay ! rtpvp8pay picture-id-mode=15-bit {common}"),
+        "VP9" => format!("rtpvp9depay ! rtpvp9pay picture-id-mode=15-bit {common}"),
+        "OPUS" => format!("rtpopusdepay ! rtpopuspay {common}"),
+        "PCMU" => format!("rtppcmudepay ! rtppcmupay {common}"),
+        "PCMA" => format!("rtppcmadepay ! rtppcmapay {common}"),
+        _ => return None,
+    };
+    Some(chain)
+}
+
+fn build(
+    id: &str,
+    tracks: Vec<SourceTrack>,
+    shared: &Shared,
+    generation: u64,
+) -> Result<Built, String> {
+    let latency = shared.config.jitter_latency_ms;
+    let mut parts = Vec::new();
+    for (i, track) in tracks.iter().enumerate() {
+        let ssrc = rand::random::<u32>();
+        let tail = match normaliser(track, ssrc) {
+            Some(chain) => format!("{chain} ! tee name=tee{i} allow-not-linked=true"),
+            // Unplayable media is still received (and counted as flowing) but goes nowhere.
+            None => "fakesink sync=false async=false".to_string(),
+        };
+        parts.push(format!(
+            "udpsrc name=src{i} address=127.0.0.1 port={} ! rtpjitterbuffer latency={latency} ! {tail}",
+            track.port
+        ));
+    }
+    let pipeline = gst::parse::launch(&parts.join("  "))
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+    pipeline.set_property("name", format!("stream-{id}"));
+    let last_packet_ms = Arc::new(AtomicU64::new(0));
+    let mut built_tracks = Vec::new();
+    for (i, track) in tracks.into_iter().enumerate() {
+        let src = pipeline
+            .by_name(&format!("src{i}"))
+            .ok_or("udpsrc missing")?;
+        src.set_property("caps", &track.caps);
+        let seen = last_packet_ms.clone();
+        src.static_pad("src").ok_or("udpsrc has no pad")?.add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, _| {
+                seen.store(now_ms(), Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
+        built_tracks.push((track, pipeline.by_name(&format!("tee{i}"))));
+    }
+    if let Some(bus) = pipeline.bus() {
+        let name = id.to_string();
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Error(err) = msg.view() {
+                tracing::error!(stream = %name, error = %err.error(), debug = ?err.debug(), "pipeline error");
+            }
+            gst::BusSyncReply::Drop
+        });
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    Ok(Built {
+        pipeline,
+        tracks: built_tracks,
+        last_packet_ms,
+        generation,
+    })
+}

@@ -1,0 +1,446 @@
+//! One WHEP viewer: a `queue → capssetter → webrtcbin` branch per track, hung off the stream's tees.
+//!
+//! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_rtp::RTPBuffer;
+use gstreamer_sdp::SDPMessage;
+use gstreamer_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType, WebRTCSessionDescription};
+
+use super::keyframe;
+use super::sdp::{advertise_public_ip, Offer, SourceTrack};
+use super::IceConfig;
+
+/// Why a viewer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewerError {
+    /// The offer cannot receive the stream's codecs.
+    #[error("the offer cannot receive {stream}; it offers {offered}")]
+    Codec {
+        /// What the stream carries.
+        stream: String,
+        /// What the viewer offered.
+        offered: String,
+    },
+    /// ICE gathering did not finish in time.
+    #[error("ICE gathering timed out")]
+    GatherTimeout,
+    /// webrtcbin refused something.
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+}
+
+/// What a branch of one track needs.
+pub struct TrackPlan {
+    /// The stream's track.
+    pub source: SourceTrack,
+    /// The tee to hang the branch on.
+    pub tee: gst::Element,
+    /// Caps with the viewer's payload type.
+    pub caps: gst::Caps,
+}
+
+/// Connection progress shared with webrtcbin's callbacks.
+#[derive(Default)]
+pub struct ViewerFlags {
+    connected: AtomicBool,
+    /// A `WebRTCPeerConnectionState` as u8, for the sessions API.
+    state: AtomicU8,
+    /// Set once a failure or close was seen.
+    pub dead: AtomicBool,
+}
+
+impl ViewerFlags {
+    /// The peer connection state name.
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            0 => "new",
+            1 => "connecting",
+            2 => "connected",
+            3 => "disconnected",
+            4 => "failed",
+            _ => "closed",
+        }
+    }
+
+    /// True once DTLS is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+struct Branch {
+    tee: gst::Element,
+    tee_pad: gst::Pad,
+    queue: gst::Element,
+    setter: gst::Element,
+}
+
+/// A connected (or connecting) viewer.
+pub struct Viewer {
+    /// The viewer's webrtcbin.
+    pub webrtcbin: gst::Element,
+    /// Shared connection flags.
+    pub flags: Arc<ViewerFlags>,
+    /// The answer we sent.
+    pub answer: String,
+    /// Encoding names sent, e.g. `["H264", "OPUS"]`.
+    pub codecs: Vec<String>,
+    /// When the POST arrived.
+    pub created: Instant,
+    branches: Vec<Branch>,
+}
+
+/// Builds the viewer inside `pipeline`, negotiates, and returns once all candidates are gathered.
+/// `on_dead` is called (from a GStreamer thread) when the connection fails or closes.
+pub fn create(
+    pipeline: &gst::Pipeline,
+    offer: &Offer,
+    tracks: Vec<TrackPlan>,
+    ice: &IceConfig,
+    queue_buffers: u32,
+    on_dead: impl Fn() + Send + Sync + 'static,
+) -> Result<Viewer, ViewerError> {
+    let webrtcbin = gst::ElementFactory::make("webrtcbin")
+        .property_from_str("bundle-policy", "max-bundle")
+        .build()
+        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    configure_ice(&webrtcbin, ice);
+    let flags = Arc::new(ViewerFlags::default());
+    pipeline
+        .add(&webrtcbin)
+        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    let mut viewer = Viewer {
+        webrtcbin: webrtcbin.clone(),
+        flags: flags.clone(),
+        answer: String::new(),
+        codecs: tracks.iter().map(|t| t.source.encoding()).collect(),
+        created: Instant::now(),
+        branches: Vec::new(),
+    };
+    let result = negotiate(
+        pipeline,
+        &mut viewer,
+        offer,
+        tracks,
+        ice,
+        queue_buffers,
+        on_dead,
+    );
+    if let Err(e) = result {
+        viewer.teardown(pipeline);
+        return Err(e);
+    }
+    Ok(viewer)
+}
+
+fn configure_ice(webrtcbin: &gst::Element, ice: &IceConfig) {
+    if let Some(stun) = &ice.stun_server {
+        webrtcbin.set_property("stun-server", stun);
+    }
+    for turn in &ice.turn_servers {
+        let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
+    }
+    let agent = webrtcbin.property::<gst::Object>("ice-agent");
+    if ice.min_port > 0 && ice.max_port >= ice.min_port {
+        agent.set_property("min-rtp-port", ice.min_port as u32);
+        agent.set_property("max-rtp-port", ice.max_port as u32);
+    }
+    // TCP candidates are useless to browsers here and double the gathering work.
+    if agent.has_property("ice-tcp") {
+        agent.set_property("ice-tcp", false);
+    }
+    if agent.has_property("agent") {
+        let nice = agent.property::<glib::Object>("agent");
+        // Debian's libnice waits ~200 ms for UPnP on every gathering.
+        if nice.has_property("upnp") {
+            nice.set_property("upnp", false);
+        }
+    }
+    for ip in &ice.interfaces {
+        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip.to_string()]);
+    }
+}
+
+use gstreamer::glib;
+
+fn negotiate(
+    pipeline: &gst::Pipeline,
+    viewer: &mut Viewer,
+    offer: &Offer,
+    tracks: Vec<TrackPlan>,
+    ice: &IceConfig,
+    queue_buffers: u32,
+    on_dead: impl Fn() + Send + Sync + 'static,
+) -> Result<(), ViewerError> {
+    let webrtcbin = viewer.webrtcbin.clone();
+    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
+    for track in tracks {
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-buffers", queue_buffers)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 0u64)
+            .property_from_str("leaky", "downstream")
+            .property("silent", true)
+            .build()
+            .map_err(neg)?;
+        let setter = gst::ElementFactory::make("capssetter")
+            .property("caps", &track.caps)
+            .build()
+            .map_err(neg)?;
+        pipeline.add_many([&queue, &setter]).map_err(neg)?;
+        queue.link(&setter).map_err(neg)?;
+        let sink = webrtcbin
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| ViewerError::Negotiation("webrtcbin gave no sink pad".into()))?;
+        setter
+            .static_pad("src")
+            .expect("capssetter has a src pad")
+            .link(&sink)
+            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        let pt = track
+            .caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("payload").ok())
+            .unwrap_or(96) as u8;
+        install_gate(
+            &queue,
+            keyframe::detector(&track.source.encoding()),
+            pt,
+            viewer.flags.clone(),
+        );
+        let tee_pad = track
+            .tee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
+        viewer.branches.push(Branch {
+            tee: track.tee.clone(),
+            tee_pad,
+            queue,
+            setter,
+        });
+    }
+    watch_connection(&webrtcbin, viewer.flags.clone(), on_dead);
+    webrtcbin.sync_state_with_parent().map_err(neg)?;
+    for branch in &viewer.branches {
+        branch.setter.sync_state_with_parent().map_err(neg)?;
+        branch.queue.sync_state_with_parent().map_err(neg)?;
+        let sink = branch
+            .queue
+            .static_pad("sink")
+            .expect("queue has a sink pad");
+        branch
+            .tee_pad
+            .link(&sink)
+            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    }
+
+    let (gathered_tx, gathered_rx) = mpsc::channel();
+    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        let state =
+            bin.property::<gstreamer_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        if state == gstreamer_webrtc::WebRTCICEGatheringState::Complete {
+            let _ = gathered_tx.send(());
+        }
+    });
+
+    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.message.clone());
+    call(&webrtcbin, "set-remote-description", &remote)?;
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+    promise.wait();
+    let answer = promise
+        .get_reply()
+        .and_then(|reply| {
+            reply
+                .value("answer")
+                .ok()
+                .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
+        })
+        .ok_or_else(|| ViewerError::Negotiation(promise_error(&promise)))?;
+    call(&webrtcbin, "set-local-description", &answer)?;
+    let timeout = ice.gather_timeout;
+    let already = webrtcbin
+        .property::<gstreamer_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+        == gstreamer_webrtc::WebRTCICEGatheringState::Complete;
+    if !already && gathered_rx.recv_timeout(timeout).is_err() {
+        return Err(ViewerError::GatherTimeout);
+    }
+    let local = webrtcbin
+        .property::<Option<WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| ViewerError::Negotiation("no local description".into()))?;
+    let mut sdp: SDPMessage = local.sdp().to_owned();
+    if let Some(public) = ice.public_ip {
+        advertise_public_ip(&mut sdp, public);
+    }
+    viewer.answer = sdp.as_text().map_err(neg)?;
+    Ok(())
+}
+
+fn promise_error(promise: &gst::Promise) -> String {
+    promise
+        .get_reply()
+        .and_then(|r| r.value("error").ok().map(|v| format!("{v:?}")))
+        .unwrap_or_else(|| "webrtcbin gave no answer".into())
+}
+
+fn call(
+    webrtcbin: &gst::Element,
+    signal: &str,
+    desc: &WebRTCSessionDescription,
+) -> Result<(), ViewerError> {
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
+    promise.wait();
+    match promise.get_reply() {
+        Some(reply) if reply.has_field("error") => {
+            Err(ViewerError::Negotiation(promise_error(&promise)))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn watch_connection(
+    webrtcbin: &gst::Element,
+    flags: Arc<ViewerFlags>,
+    on_dead: impl Fn() + Send + Sync + 'static,
+) {
+    webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
+        let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
+        let code = match state {
+            WebRTCPeerConnectionState::New => 0,
+            WebRTCPeerConnectionState::Connecting => 1,
+            WebRTCPeerConnectionState::Connected => 2,
+            WebRTCPeerConnectionState::Disconnected => 3,
+            WebRTCPeerConnectionState::Failed => 4,
+            _ => 5,
+        };
+        flags.state.store(code, Ordering::Relaxed);
+        match state {
+            WebRTCPeerConnectionState::Connected => flags.connected.store(true, Ordering::Relaxed),
+            WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
+                if !flags.dead.swap(true, Ordering::Relaxed) =>
+            {
+                on_dead();
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Drops everything until DTLS is up (webrtcbin would drop it anyway, after paying for it), then
+/// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
+/// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
+fn install_gate(
+    queue: &gst::Element,
+    key: Option<fn(&[u8]) -> bool>,
+    pt: u8,
+    flags: Arc<ViewerFlags>,
+) {
+    let pad = queue.static_pad("src").expect("queue has a src pad");
+    let started = AtomicBool::new(key.is_none());
+    let is_key = move |buffer: &gst::BufferRef| {
+        RTPBuffer::from_buffer_readable(buffer)
+            .ok()
+            .is_some_and(|rtp| rtp.payload().is_ok_and(|p| key.is_some_and(|k| k(p))))
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            if !flags.connected() {
+                return gst::PadProbeReturn::Drop;
+            }
+            match info.data.as_mut() {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    if !started.load(Ordering::Relaxed) {
+                        if !is_key(buffer) {
+                            return gst::PadProbeReturn::Drop;
+                        }
+                        started.store(true, Ordering::Relaxed);
+                    }
+                    set_payload_type(buffer, pt);
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    if !started.load(Ordering::Relaxed) {
+                        let Some(first_key) = list.iter().position(&is_key) else {
+                            return gst::PadProbeReturn::Drop;
+                        };
+                        started.store(true, Ordering::Relaxed);
+                        if first_key > 0 {
+                            list.make_mut().remove(0..first_key);
+                        }
+                    }
+                    if list.iter().any(|b| payload_type(b) != Some(pt)) {
+                        list.make_mut().foreach_mut(|mut buffer, _| {
+                            set_payload_type(&mut buffer, pt);
+                            std::ops::ControlFlow::Continue(Some(buffer))
+                        });
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
+fn payload_type(buffer: &gst::BufferRef) -> Option<u8> {
+    RTPBuffer::from_buffer_readable(buffer)
+        .ok()
+        .map(|rtp| rtp.payload_type())
+}
+
+/// Rewrites the RTP payload type; copies the packet only when the tee shares it and it differs.
+fn set_payload_type(buffer: &mut gst::Buffer, pt: u8) {
+    if payload_type(buffer) == Some(pt) {
+        return;
+    }
+    if let Ok(mut rtp) = RTPBuffer::from_buffer_writable(buffer.make_mut()) {
+        rtp.set_payload_type(pt);
+    }
+}
+
+impl Viewer {
+    /// Detaches the branches from the tees (at an idle point of each tee pad), then shuts the
+    /// viewer's elements down and removes them so webrtcbin finalises and joins its threads.
+    pub fn teardown(&mut self, pipeline: &gst::Pipeline) {
+        for branch in self.branches.drain(..) {
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            let tee = branch.tee.clone();
+            let sink = branch.queue.static_pad("sink");
+            branch
+                .tee_pad
+                .add_probe(gst::PadProbeType::IDLE, move |pad, _| {
+                    if let Some(sink) = &sink {
+                        let _ = pad.unlink(sink);
+                    }
+                    tee.release_request_pad(pad);
+                    let _ = done_tx.send(());
+                    gst::PadProbeReturn::Remove
+                });
+            // The IDLE probe fires at once when the pad is idle, else between two buffers.
+            if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
+                tracing::warn!("tee pad never went idle; releasing it anyway");
+                branch.tee.release_request_pad(&branch.tee_pad);
+            }
+            for element in [&branch.queue, &branch.setter] {
+                let _ = element.set_state(gst::State::Null);
+                let _ = pipeline.remove(element);
+            }
+        }
+        let _ = self.webrtcbin.set_state(gst::State::Null);
+        let _ = self.webrtcbin.state(gst::ClockTime::from_seconds(5));
+        let _ = pipeline.remove(&self.webrtcbin);
+    }
+
+    /// Remote address of the selected candidate pair, when known.
+    pub fn remote_address(&self) -> Option<IpAddr> {
+        None
+    }
+}

@@ -1,0 +1,147 @@
+//! WebRTC egress end to end: FFmpeg → RTP legs → GStreamer stream pipeline → WHEP → a real
+//! webrtcbin viewer in this process that decodes what it receives.
+
+mod common;
+#[path = "common/whep.rs"]
+mod whep;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::{json, Value};
+use whep::OfferOptions;
+
+/// Encodes a looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus.
+fn make_source(dir: &Path) -> PathBuf {
+    let file = dir.join("source.mkv");
+    if file.exists() {
+        return file;
+    }
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+        ])
+        .args(["-c:a", "libopus", "-b:a", "64k", "-y"])
+        .arg(&file)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    file
+}
+
+fn webrtc_process(id: &str, source: &Path) -> Value {
+    json!({
+        "id": id,
+        "input": [{"id": "in", "address": source.to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
+        "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
+        "reconnect": true,
+        "reconnect_delay_seconds": 1,
+        "webrtc": {"enabled": true}
+    })
+}
+
+/// POSTs until the stream accepts viewers: 409 + Retry-After is WHEP's "no media yet" signal.
+async fn connect_when_ready(
+    server: &TestServer,
+    id: &str,
+    opts: &OfferOptions,
+) -> (whep::Receiver, String, String) {
+    let url = server.url(&format!("/whep/{id}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = opts.clone();
+        let (rx, offer) = tokio::task::spawn_blocking(move || whep::Receiver::new(&o))
+            .await
+            .unwrap();
+        let (status, headers, body) = whep::post_offer(&server.http, &url, None, &offer).await;
+        if status == reqwest::StatusCode::CONFLICT && Instant::now() < deadline {
+            let wait = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("409 carries Retry-After");
+            assert!(wait >= 1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let etag = headers
+            .get(reqwest::header::ETAG)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        rx.set_answer(&body).unwrap();
+        return (rx, server.url(location), etag);
+    }
+}
+
+#[tokio::test]
+async fn viewer_decodes_video_and_audio() {
+    let server = TestServer::start().await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("cam", &source)).await;
+    let (rx, resource, etag) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    if !rx.wait_frames(30, Duration::from_secs(15)) {
+        eprintln!("{}", server.log.lock().unwrap().join("\n"));
+    }
+    assert!(
+        rx.frames_decoded() >= 30,
+        "frames: {} state {} errors {:?}",
+        rx.frames_decoded(),
+        rx.connection_state(),
+        rx.errors()
+    );
+    assert_eq!(rx.resolution(), Some((640, 360)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rx.audio_samples() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rx.audio_samples() > 0, "no audio decoded");
+    let codecs = rx.codecs();
+    assert!(
+        codecs.iter().any(|c| c == "H264") && codecs.iter().any(|c| c == "OPUS"),
+        "{codecs:?}"
+    );
+    let res = server.http.delete(&resource).send().await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let res = server.http.delete(&resource).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::OK,
+        "DELETE is idempotent"
+    );
+}
