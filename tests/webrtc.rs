@@ -145,3 +145,110 @@ async fn viewer_decodes_video_and_audio() {
         "DELETE is idempotent"
     );
 }
+
+#[tokio::test]
+async fn ten_viewers_survive_an_ffmpeg_restart() {
+    let server = TestServer::start().await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("multi", &source)).await;
+    let mut viewers = Vec::new();
+    for _ in 0..10 {
+        viewers.push(connect_when_ready(&server, "multi", &OfferOptions::default()).await);
+    }
+    for (rx, _, _) in &viewers {
+        assert!(
+            rx.wait_frames(15, Duration::from_secs(20)),
+            "a viewer decoded {} frames",
+            rx.frames_decoded()
+        );
+    }
+
+    // Kill FFmpeg; with reconnect it comes back on the same ports and the same pipeline.
+    let ffmpeg = server.ffmpeg_children();
+    assert_eq!(ffmpeg.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ffmpeg[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    server
+        .wait_state("multi", Duration::from_secs(10), |s| {
+            s["exec"] == "killed" || s["exec"] == "running" && s["runtime_seconds"] == 0
+        })
+        .await;
+    let before: Vec<u64> = viewers
+        .iter()
+        .map(|(rx, _, _)| rx.frames_decoded())
+        .collect();
+    server
+        .wait_state("multi", Duration::from_secs(15), |s| s["exec"] == "running")
+        .await;
+    let restarted = server.ffmpeg_children();
+    assert_eq!(restarted.len(), 1);
+    assert_ne!(restarted, ffmpeg);
+    // Every viewer decodes new frames without a new POST.
+    for ((rx, _, _), start) in viewers.iter().zip(before) {
+        assert!(
+            rx.wait_frames(start + 30, Duration::from_secs(20)),
+            "a viewer stalled after the restart at {} frames (was {start})",
+            rx.frames_decoded()
+        );
+    }
+}
+
+/// Threads and file descriptors of a process, from /proc.
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (threads, fds)
+}
+
+#[tokio::test]
+async fn viewer_cycles_leak_no_threads_or_fds() {
+    let server = TestServer::start().await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("cycles", &source)).await;
+    // Warm up: the first viewer creates process-wide things (DTLS context, thread pools).
+    let (rx, resource, _) = connect_when_ready(&server, "cycles", &OfferOptions::default()).await;
+    assert!(rx.wait_frames(5, Duration::from_secs(20)));
+    assert_eq!(
+        server.http.delete(&resource).send().await.unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    drop(rx);
+    let baseline = settled_counts(server.pid(), None).await;
+    for cycle in 0..30 {
+        let (rx, resource, _) =
+            connect_when_ready(&server, "cycles", &OfferOptions::default()).await;
+        assert!(
+            rx.wait_frames(2, Duration::from_secs(20)),
+            "cycle {cycle}: no frames"
+        );
+        assert_eq!(
+            server.http.delete(&resource).send().await.unwrap().status(),
+            reqwest::StatusCode::OK
+        );
+        drop(rx);
+    }
+    let after = settled_counts(server.pid(), Some(baseline)).await;
+    assert_eq!(after, baseline, "threads/fds after 30 cycles vs baseline");
+}
+
+/// Counts settle shortly after a teardown (GLib thread pools park idle threads for a moment), so
+/// read until two consecutive samples agree, or until they are back at `target`.
+async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = threads_and_fds(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = threads_and_fds(pid);
+        if Some(now) == target || (target.is_none() && now == last) || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
