@@ -1,7 +1,8 @@
 //! Admin credentials and the HS256 JWTs of the datarhei login flow.
 //!
-//! Tokens carry `iss`, `sub`, `usefor` (`access` or `refresh`), `iat`, `exp`, `exi` (the validity
-//! in seconds, which restreamer-ui schedules its refresh by) and a random `jti`.
+//! Tokens carry `iss`, `sub`, `usefor` (`access`, `refresh` or `viewer`), `iat`, `exp`, `exi` (the
+//! validity in seconds, which restreamer-ui schedules its refresh by) and a random `jti`. Viewer
+//! tokens (see [`crate::webrtc::token`]) add `pid`, the one process they may watch.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ pub enum TokenUse {
     Access,
     /// Only `GET /api/login/refresh`.
     Refresh,
+    /// Only watching the WebRTC stream of the process named in `pid`; never API calls.
+    Viewer,
 }
 
 /// The claims of a streamcore JWT.
@@ -35,10 +38,29 @@ pub struct Claims {
     pub iat: u64,
     /// Expiry, unix seconds.
     pub exp: u64,
-    /// Validity in seconds.
+    /// Validity in seconds (absent in viewer tokens).
+    #[serde(default)]
     pub exi: u64,
     /// Unique token id.
     pub jti: String,
+    /// The process a viewer token is for; absent in admin tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+}
+
+/// The HMAC key of every token this server signs. It mixes in the admin credentials (when set)
+/// so that changing the password invalidates every token issued before, viewer tokens included.
+pub fn signing_key(config: &AuthConfig, secret: &str) -> String {
+    format!("{}{}{}", config.username, config.password, secret)
+}
+
+/// HS256 validation with no leeway, our issuer, and the claims every token must carry.
+pub fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_issuer(&[ISSUER]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    validation
 }
 
 /// Why a token was refused.
@@ -70,11 +92,8 @@ impl Authenticator {
         if !config.enabled() {
             return None;
         }
-        let key = format!("{}{}{}", config.username, config.password, secret);
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let key = signing_key(config, secret);
+        let validation = validation();
         Some(Authenticator {
             username: config.username.clone(),
             password: config.password.clone(),
@@ -93,10 +112,12 @@ impl Authenticator {
         (user_ok & pass_ok).into()
     }
 
-    /// Issues a token for the admin user.
+    /// Issues a token for the admin user. Viewer tokens come from
+    /// [`crate::webrtc::token::ViewerTokens`]; asking for one here gives an access-length token
+    /// without a process, which no stream accepts.
     pub fn issue(&self, usefor: TokenUse) -> String {
         let validity = match usefor {
-            TokenUse::Access => self.access_seconds,
+            TokenUse::Access | TokenUse::Viewer => self.access_seconds,
             TokenUse::Refresh => self.refresh_seconds,
         };
         let iat = now();
@@ -108,6 +129,7 @@ impl Authenticator {
             exp: iat + validity,
             exi: validity,
             jti: uuid::Uuid::new_v4().to_string(),
+            pid: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail")
@@ -124,7 +146,8 @@ impl Authenticator {
     }
 }
 
-fn now() -> u64 {
+/// Unix seconds now.
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

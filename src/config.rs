@@ -48,6 +48,8 @@ pub struct WebRtcConfig {
     pub max_viewers_total: usize,
     /// Viewers that have not connected after this many seconds are removed.
     pub connect_timeout_seconds: u64,
+    /// A connected viewer that sent nothing (consent checks, RTCP) for this many seconds is removed.
+    pub consent_timeout_seconds: u64,
     /// Longest ICE gathering before a POST answers 504, in ms.
     pub gather_timeout_ms: u64,
     /// Lowest UDP port for viewers' ICE; 0 lets the OS choose.
@@ -85,6 +87,7 @@ impl Default for WebRtcConfig {
             max_viewers_per_stream: 200,
             max_viewers_total: 500,
             connect_timeout_seconds: 10,
+            consent_timeout_seconds: 15,
             gather_timeout_ms: 5000,
             ice_port_min: 0,
             ice_port_max: 0,
@@ -326,6 +329,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "STREAMCORE_WEBRTC_GATHER_TIMEOUT_MS",
         "webrtc.gather_timeout_ms",
     ),
+    (
+        "STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS",
+        "webrtc.consent_timeout_seconds",
+    ),
     ("STREAMCORE_WEBRTC_ICE_PORT_MIN", "webrtc.ice_port_min"),
     ("STREAMCORE_WEBRTC_ICE_PORT_MAX", "webrtc.ice_port_max"),
     ("STREAMCORE_WEBRTC_PUBLIC_IP", "webrtc.public_ip"),
@@ -333,6 +340,16 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_WEBRTC_STUN_SERVER", "webrtc.stun_server"),
     ("STREAMCORE_WEBRTC_TURN_SERVERS", "webrtc.turn_servers"),
     ("STREAMCORE_WEBRTC_TURN_SECRET", "webrtc.turn_secret"),
+    ("STREAMCORE_WEBRTC_TURN_USERNAME", "webrtc.turn_username"),
+    ("STREAMCORE_WEBRTC_TURN_PASSWORD", "webrtc.turn_password"),
+    (
+        "STREAMCORE_WEBRTC_TURN_CREDENTIAL_SECONDS",
+        "webrtc.turn_credential_seconds",
+    ),
+    (
+        "STREAMCORE_WEBRTC_VIEWER_TOKEN_SECONDS",
+        "webrtc.viewer_token_seconds",
+    ),
 ];
 
 impl Config {
@@ -448,7 +465,8 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
             Ok(n)
                 if !key.ends_with("password")
                     && !key.ends_with("secret")
-                    && !key.ends_with("username") =>
+                    && !key.ends_with("username")
+                    && !key.ends_with("public_ip") =>
             {
                 serde_json::Value::from(n)
             }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod process;
 pub mod skills;
 pub mod store;
+pub mod webrtc;
 
 mod demo;
 mod server;

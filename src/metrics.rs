@@ -1,11 +1,17 @@
 //! Prometheus metrics: HTTP requests as they happen, process figures read at scrape time.
+//!
+//! WebRTC: viewers per stream and the bytes sent to them are read at scrape time (the latter from
+//! webrtcbin's stats, so [`Metrics::render`] blocks; the handler runs it off the runtime), WHEP
+//! requests, ICE connect times and cap rejections are counted as they happen.
 
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::process::runner::Exec;
@@ -28,6 +34,20 @@ struct ProcessLabels {
     id: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    cap: String,
+}
+
+/// Buckets of the ICE connect time, in seconds: loopback connects in tens of milliseconds,
+/// relayed or lossy paths in seconds, and the reaper gives up at `connect_timeout_seconds`.
+const ICE_CONNECT_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
 /// The server's metric families.
 pub struct Metrics {
     registry: PromRegistry,
@@ -35,6 +55,11 @@ pub struct Metrics {
     processes: Family<StateLabels, Gauge>,
     cpu: Family<ProcessLabels, Gauge<f64, AtomicU64>>,
     memory: Family<ProcessLabels, Gauge>,
+    webrtc_viewers: Family<StreamLabels, Gauge>,
+    webrtc_bytes_sent: Family<StreamLabels, Gauge>,
+    whep_requests: Family<HttpLabels, Counter>,
+    ice_connect: Histogram,
+    viewer_rejections: Family<CapLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,12 +89,47 @@ impl Default for Metrics {
             "ffmpeg resident memory",
             memory.clone(),
         );
+        let webrtc_viewers = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "webrtc_viewers",
+            "WHEP viewers attached, per stream",
+            webrtc_viewers.clone(),
+        );
+        let webrtc_bytes_sent = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "webrtc_viewer_bytes_sent",
+            "RTP bytes sent to the viewers attached now, per stream (webrtcbin stats at scrape time)",
+            webrtc_bytes_sent.clone(),
+        );
+        let whep_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "whep_requests",
+            "WHEP requests by method, route and status",
+            whep_requests.clone(),
+        );
+        let ice_connect = Histogram::new(ICE_CONNECT_BUCKETS);
+        registry.register(
+            "webrtc_ice_connect_seconds",
+            "Time from a viewer's WHEP POST to its peer connection being connected",
+            ice_connect.clone(),
+        );
+        let viewer_rejections = Family::<CapLabels, Counter>::default();
+        registry.register(
+            "webrtc_viewer_rejections",
+            "WHEP POSTs refused with 503 because a viewer cap was reached (cap: stream or total)",
+            viewer_rejections.clone(),
+        );
         Metrics {
             registry,
             http_requests,
             processes,
             cpu,
             memory,
+            webrtc_viewers,
+            webrtc_bytes_sent,
+            whep_requests,
+            ice_connect,
+            viewer_rejections,
         }
     }
 }
@@ -87,11 +147,37 @@ impl Metrics {
             .inc();
     }
 
-    /// Renders the text exposition format with current process figures.
+    /// Counts one WHEP request (route is the matched pattern, as for [`Metrics::http_request`]).
+    pub fn whep_request(&self, method: &str, route: &str, status: u16) {
+        self.whep_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Records how long a viewer took from its POST to `connected`.
+    pub fn ice_connected(&self, elapsed: Duration) {
+        self.ice_connect.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a viewer refused by a cap (`stream` or `total`).
+    pub fn viewer_rejected(&self, cap: &str) {
+        self.viewer_rejections
+            .get_or_create(&CapLabels { cap: cap.into() })
+            .inc();
+    }
+
+    /// Renders the text exposition format with current process figures. Blocks on webrtcbin for
+    /// the viewers' stats: call it off the async runtime.
     pub fn render(&self, processes: &Registry) -> String {
         self.processes.clear();
         self.cpu.clear();
         self.memory.clear();
+        self.webrtc_viewers.clear();
+        self.webrtc_bytes_sent.clear();
         for exec in [
             Exec::Finished,
             Exec::Starting,
@@ -120,11 +206,33 @@ impl Metrics {
             self.memory
                 .get_or_create(&labels)
                 .set(state.memory_bytes as i64);
+            if let Some(stream) = entry.stream() {
+                self.render_stream(&entry.record.config.id, stream);
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+impl Metrics {
+    fn render_stream(&self, id: &str, stream: &crate::media::Stream) {
+        let labels = StreamLabels { stream: id.into() };
+        let sessions = stream.sessions();
+        self.webrtc_viewers
+            .get_or_create(&labels)
+            .set(sessions.len() as i64);
+        let bytes: u64 = sessions
+            .iter()
+            .filter_map(|s| stream.viewer_webrtcbin(&s.id))
+            .filter_map(|bin| crate::media::stats::collect(&bin).ok())
+            .map(|s| s.bytes_sent)
+            .sum();
+        self.webrtc_bytes_sent
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::process::registry::{resolve_binary, Settings};
 use crate::process::Registry;
 use crate::store::Store;
+use crate::webrtc::token::ViewerTokens;
 
 /// A bound, booted server.
 pub struct Server {
@@ -33,6 +34,7 @@ impl Server {
         let disk_dir = public.canonicalize()?;
         let secret = ensure_jwt_secret(&config)?;
         let auth = Authenticator::new(&config.auth, &secret).map(Arc::new);
+        let viewer_tokens = Arc::new(ViewerTokens::new(&config.auth, &secret));
         let instance = load_instance(data_dir)?;
 
         let db = config.storage.database_path();
@@ -70,6 +72,7 @@ impl Server {
             media,
             store,
             auth,
+            viewer_tokens,
             skills: Arc::new(api::skills::SkillsCache::new(binary)),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -112,6 +115,7 @@ fn media_config(config: &Config) -> MediaConfig {
         max_viewers_per_stream: w.max_viewers_per_stream,
         max_viewers_total: w.max_viewers_total,
         connect_timeout: Duration::from_secs(w.connect_timeout_seconds),
+        consent_timeout: Duration::from_secs(w.consent_timeout_seconds),
         rtp_port_min: w.rtp_port_min,
         rtp_port_max: w.rtp_port_max,
         ice: IceConfig {

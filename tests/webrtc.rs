@@ -252,3 +252,41 @@ async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usi
         last = now;
     }
 }
+
+/// Makes a viewer vanish without a DELETE: everything it would send is dropped, as if its network
+/// went away. The server must notice the silence (consent expiry) and remove the viewer.
+#[tokio::test]
+async fn silent_viewer_is_removed() {
+    use gstreamer::prelude::*;
+    let server = TestServer::start_with(&[("STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS", "3")]).await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("gone", &source)).await;
+    let (rx, resource, _) = connect_when_ready(&server, "gone", &OfferOptions::default()).await;
+    assert!(rx.wait_frames(10, Duration::from_secs(20)));
+    let bin = rx.webrtcbin().clone().downcast::<gstreamer::Bin>().unwrap();
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        if element.factory().is_some_and(|f| f.name() == "nicesink") {
+            element
+                .static_pad("sink")
+                .unwrap()
+                .add_probe(gstreamer::PadProbeType::BUFFER | gstreamer::PadProbeType::BUFFER_LIST, |_, _| {
+                    gstreamer::PadProbeReturn::Drop
+                });
+        }
+    }
+    let silenced = Instant::now();
+    let id = resource.rsplit('/').next().unwrap().to_string();
+    let removed = format!("viewer removed stream=gone viewer={id}");
+    // The server logs the removal; that line is the event this test waits for.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.log.lock().unwrap().iter().any(|l| l.contains(&removed)) {
+        assert!(
+            Instant::now() < deadline,
+            "silent viewer was never removed; server log:\n{}",
+            server.log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = silenced.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "removed after {took:?}");
+}

@@ -119,7 +119,16 @@ pub async fn require_access(
     }
 }
 
-/// True when the request may watch process `id`: an admin access token (or auth off).
-pub fn may_view(state: &AppState, headers: &HeaderMap, _id: &str) -> bool {
-    has_access(state, headers)
+/// True when `token` may watch process `id`: an admin access token (auth on), or a viewer token
+/// minted for exactly this process. Refresh tokens, viewer tokens for other processes and expired
+/// tokens open nothing. Public processes do not call this.
+pub fn may_view(state: &AppState, token: Option<&str>, id: &str) -> bool {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let admin = state
+        .auth
+        .as_ref()
+        .is_some_and(|auth| auth.verify(token, TokenUse::Access).is_ok());
+    admin || state.viewer_tokens.verify(token, id).is_ok()
 }

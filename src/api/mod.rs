@@ -6,8 +6,10 @@ pub mod error;
 pub mod json;
 pub mod metadata;
 pub mod openapi;
+pub mod pages;
 pub mod process;
 pub mod skills;
+pub mod webrtc;
 pub mod whep;
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Token issuer and checker; `None` when auth is off.
     pub auth: Option<Arc<Authenticator>>,
+    /// Issuer and checker of WHEP viewer tokens (present with auth off too).
+    pub viewer_tokens: Arc<crate::webrtc::token::ViewerTokens>,
     /// The configuration in force.
     pub config: Arc<Config>,
     /// Prometheus families.
@@ -90,6 +94,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/skills", get(skills::get))
         .route("/skills/reload", get(skills::reload))
+        .route("/process/{id}/webrtc", get(webrtc::info))
+        .route("/process/{id}/webrtc/token", post(webrtc::issue_token))
+        .route("/webrtc/sessions", get(webrtc::sessions))
+        .route(
+            "/webrtc/sessions/{resource}",
+            axum::routing::delete(webrtc::kick),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_access,
@@ -106,16 +117,31 @@ pub fn router(state: AppState) -> Router {
             .route("/api/login/refresh", get(auth::refresh));
     }
 
-    let whep = Router::new()
-        .route("/whep/{id}", post(whep::post))
-        .route("/whep/{id}/{resource}", axum::routing::delete(whep::delete))
-        .route("/api/v3/whep/{id}", post(whep::post))
-        .route(
-            "/api/v3/whep/{id}/{resource}",
-            axum::routing::delete(whep::delete),
-        );
+    let mut whep = Router::new().route("/whep", get(whep::list));
+    // The same WHEP resources at the datarhei-style path; neither is behind the admin guard.
+    for prefix in ["/whep", "/api/v3/whep"] {
+        whep = whep
+            .route(
+                &format!("{prefix}/{{id}}"),
+                post(whep::post)
+                    .get(whep::endpoint_head)
+                    .options(whep::endpoint_options),
+            )
+            .route(
+                &format!("{prefix}/{{id}}/{{resource}}"),
+                axum::routing::patch(whep::patch)
+                    .delete(whep::delete)
+                    .get(whep::resource_get)
+                    .options(whep::resource_options),
+            );
+    }
+    let whep = whep.route_layer(middleware::from_fn_with_state(state.clone(), whep::count));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
+        .route("/player", get(pages::index))
+        .route("/player/", get(pages::index))
+        .route("/player/{id}", get(pages::player))
+        .route("/player.js", get(pages::player_js))
         .merge(whep)
         .route("/metrics", get(prometheus))
         .merge(api)
@@ -129,6 +155,8 @@ pub fn router(state: AppState) -> Router {
             state.config.http.max_body_bytes,
         ))
         .layer(cors(&state.config))
+        // Outside the CORS layer, so its preflight answers get the WHEP headers too.
+        .layer(middleware::from_fn(whep::cors_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -155,6 +183,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
+            header::IF_MATCH,
         ])
         .max_age(std::time::Duration::from_secs(86400))
 }
@@ -188,12 +217,16 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    // Rendering reads every viewer's webrtcbin stats, which blocks.
+    let text = tokio::task::spawn_blocking(move || state.metrics.render(&state.registry))
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.registry),
+        text,
     )
 }
 

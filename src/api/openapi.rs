@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, process, skills};
+use super::{about, auth, metadata, process, skills, webrtc, whep};
 
 struct BearerAuth;
 
@@ -35,6 +35,8 @@ impl Modify for BearerAuth {
         metadata::process_all, metadata::process_get, metadata::process_put,
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
+        webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
+        whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
     )
 )]
 pub struct ApiDoc;

@@ -3,9 +3,11 @@
 //! [`Media`] owns the GStreamer setup, the UDP port range and the viewer budget; every
 //! WebRTC-enabled process gets one [`Stream`].
 
+pub mod ice;
 mod keyframe;
 pub mod ports;
 pub mod sdp;
+pub mod stats;
 pub mod stream;
 pub mod viewer;
 
@@ -53,6 +55,8 @@ pub struct MediaConfig {
     pub max_viewers_total: usize,
     /// A viewer that has not connected after this long is removed.
     pub connect_timeout: Duration,
+    /// A connected viewer that sent nothing (no consent check, no RTCP) for this long is removed.
+    pub consent_timeout: Duration,
     /// Loopback port range for FFmpeg's RTP legs.
     pub rtp_port_min: u16,
     /// Upper end of that range.

@@ -225,6 +225,14 @@ fn rtp_caps(media: &SDPMediaRef, pt: i32) -> Option<gst::Caps> {
         if let Some(kind) = media.media() {
             s.set("media", kind);
         }
+        // `a=fmtp:96 a=1; b=2` leaves a space in front of `b`; field names must match exactly.
+        let spaced: Vec<String> = s.fields().filter(|f| f.starts_with(' ')).map(|f| f.to_string()).collect();
+        for name in spaced {
+            if let Ok(value) = s.value(name.as_str()).cloned() {
+                s.remove_field(name.as_str());
+                s.set_value(name.trim(), value);
+            }
+        }
     }
     Some(caps)
 }

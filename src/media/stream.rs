@@ -425,9 +425,11 @@ impl Inner {
         }
     }
 
-    /// Viewers that never connected, or whose connection died, go.
+    /// Viewers that never connected, whose connection died, or whose consent expired go.
     fn reap(&self) {
         let timeout = self.shared.config.connect_timeout;
+        let consent = self.shared.config.consent_timeout;
+
         let stale: Vec<String> = self
             .lock()
             .viewers
@@ -436,6 +438,7 @@ impl Inner {
                 let flags = &a.viewer.flags;
                 flags.dead.load(Ordering::Relaxed)
                     || (!flags.connected() && a.viewer.created.elapsed() > timeout)
+                    || (flags.connected() && flags.silent_for() > consent)
                     || matches!(flags.state_name(), "disconnected" | "failed" | "closed")
             })
             .map(|(id, _)| id.clone())

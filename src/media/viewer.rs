@@ -3,7 +3,7 @@
 //! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,10 @@ pub struct TrackPlan {
 #[derive(Default)]
 pub struct ViewerFlags {
     connected: AtomicBool,
+    /// Milliseconds since the epoch of the last packet from the viewer (STUN, DTLS, RTCP).
+    last_rx_ms: AtomicU64,
+    /// POST → connected, in ms; 0 until connected.
+    connect_ms: AtomicU64,
     /// A `WebRTCPeerConnectionState` as u8, for the sessions API.
     state: AtomicU8,
     /// Set once a failure or close was seen.
@@ -73,6 +77,28 @@ impl ViewerFlags {
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+
+    /// How long the viewer has sent nothing at all. Browsers send consent checks and RTCP every
+    /// few seconds, so a long silence means the peer is gone (RFC 7675 consent expiry).
+    pub fn silent_for(&self) -> Duration {
+        let last = self.last_rx_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(last))
+    }
+
+    /// Time from the POST to the connected state, once connected.
+    pub fn connect_time(&self) -> Option<Duration> {
+        match self.connect_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Branch {
@@ -226,7 +252,8 @@ fn negotiate(
             setter,
         });
     }
-    watch_connection(&webrtcbin, viewer.flags.clone(), on_dead);
+    viewer.flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
+    watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
     webrtcbin.sync_state_with_parent().map_err(neg)?;
     for branch in &viewer.branches {
         branch.setter.sync_state_with_parent().map_err(neg)?;
@@ -280,7 +307,24 @@ fn negotiate(
         advertise_public_ip(&mut sdp, public);
     }
     viewer.answer = sdp.as_text().map_err(neg)?;
+    watch_receive(&webrtcbin, viewer.flags.clone());
     Ok(())
+}
+
+/// Notes every packet webrtcbin's ICE sources receive, for the consent check.
+fn watch_receive(webrtcbin: &gst::Element, flags: Arc<ViewerFlags>) {
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else { return };
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        if element.factory().is_some_and(|f| f.name() == "nicesrc") {
+            if let Some(pad) = element.static_pad("src") {
+                let flags = flags.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+                    flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
+        }
+    }
 }
 
 fn promise_error(promise: &gst::Promise) -> String {
@@ -309,6 +353,7 @@ fn call(
 fn watch_connection(
     webrtcbin: &gst::Element,
     flags: Arc<ViewerFlags>,
+    created: Instant,
     on_dead: impl Fn() + Send + Sync + 'static,
 ) {
     webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
@@ -323,7 +368,11 @@ fn watch_connection(
         };
         flags.state.store(code, Ordering::Relaxed);
         match state {
-            WebRTCPeerConnectionState::Connected => flags.connected.store(true, Ordering::Relaxed),
+            WebRTCPeerConnectionState::Connected => {
+                let ms = created.elapsed().as_millis().max(1) as u64;
+                let _ = flags.connect_ms.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+                flags.connected.store(true, Ordering::Relaxed);
+            }
             WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
                 if !flags.dead.swap(true, Ordering::Relaxed) =>
             {

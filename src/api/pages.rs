@@ -1,0 +1,30 @@
+//! The built-in browser player: `/player/{id}` plays one stream over WHEP, `/player/` lists the
+//! streams (from `GET /whep`), `/player.js` is the player's script. All three are compiled in.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+
+const PLAYER_HTML: &str = include_str!("pages/player.html");
+const INDEX_HTML: &str = include_str!("pages/index.html");
+const PLAYER_JS: &str = include_str!("pages/player.js");
+
+/// `GET /player/{id}`: the player page; the script reads the stream id from the URL.
+pub async fn player() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PLAYER_HTML))
+}
+
+/// `GET /player/` and `GET /player`: the list of WebRTC streams.
+pub async fn index() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
+}
+
+/// `GET /player.js`: the player's script.
+pub async fn player_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PLAYER_JS,
+    )
+}

@@ -1,0 +1,334 @@
+//! Headless Chromium for the browser tests, driven over the Chrome DevTools Protocol.
+//!
+//! [`Chromium::launch`] starts the system browser (`/usr/bin/chromium`, or
+//! `$STREAMCORE_TEST_CHROMIUM`) itself rather than through chromiumoxide's launcher, so that it
+//! controls the parts that matter in CI: a fresh profile per browser, its own process group
+//! (killed as a whole on drop), and the browser's stderr kept for diagnostics. chromiumoxide then
+//! connects to the DevTools WebSocket the browser announces. The crate is used without its
+//! `fetcher` feature, so it never downloads a browser.
+//!
+//! A missing browser is a failure, not a skip: CI installs Debian's `chromium` package.
+//!
+//! Include it with `#[path = "common/chromium.rs"] mod chromium;`. When a test panics, dropping
+//! the [`Chromium`] prints the browser's stderr tail and the pages' console and log output.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::cdp::browser_protocol::log::{
+    EnableParams as LogEnableParams, EventEntryAdded,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
+use chromiumoxide::{Browser, Page};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// Where CI installs the browser (Debian's `chromium` package).
+pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Flags for a headless browser in a sandboxed CI running as root. The background-networking
+/// flags matter: without internet access, refused connections to Google services pile up.
+/// Chrome's mDNS obfuscation of host candidates is deliberately left on (the default): the
+/// server must cope with `.local` candidates, as it does with real browsers.
+pub const FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+    "--remote-debugging-port=0",
+];
+
+/// How long the browser may take to announce its DevTools endpoint.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Lines kept from stderr and from the pages (the oldest are dropped beyond this).
+const MAX_LINES: usize = 2000;
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+fn push(lines: &Lines, line: String) {
+    let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+    if l.len() >= MAX_LINES {
+        l.remove(0);
+    }
+    l.push(line);
+}
+
+/// A running headless browser. Killed (its whole process group) on drop.
+pub struct Chromium {
+    child: Child,
+    /// The DevTools client.
+    pub browser: Browser,
+    /// Everything the browser printed to stderr.
+    pub stderr: Lines,
+    /// Console messages, uncaught exceptions and log entries (failed loads, …) of the pages.
+    pub console: Lines,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    // Declared last: removed after the browser is dead (fields drop after `Drop::drop`).
+    profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    /// The browser executable: `$STREAMCORE_TEST_CHROMIUM` or `/usr/bin/chromium`. Panics with
+    /// an explanation when it is not there.
+    pub fn executable() -> String {
+        let exe = std::env::var("STREAMCORE_TEST_CHROMIUM")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_CHROMIUM.to_string());
+        if !std::path::Path::new(&exe).is_file() {
+            eprintln!(
+                "SKIP NOT ALLOWED: the browser tests need Chromium at {exe}, which does not \
+                 exist. Install Debian's `chromium` package (CI does), or point \
+                 STREAMCORE_TEST_CHROMIUM at a Chromium binary."
+            );
+            panic!("Chromium not found at {exe}");
+        }
+        exe
+    }
+
+    /// Starts a headless browser on a fresh profile and connects to it.
+    pub async fn launch() -> Chromium {
+        Self::launch_with(&[]).await
+    }
+
+    /// Like [`Chromium::launch`] with extra command-line flags.
+    pub async fn launch_with(extra: &[&str]) -> Chromium {
+        let exe = Self::executable();
+        let profile = tempfile::Builder::new()
+            .prefix("streamcore-chromium-")
+            .tempdir()
+            .expect("profile dir");
+        let mut cmd = Command::new(&exe);
+        cmd.args(FLAGS)
+            .args(extra)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group, so Drop kills renderers, GPU and utility processes too.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
+
+        let stderr: Lines = Arc::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        {
+            let pipe = child.stderr.take().unwrap();
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(ws) = line.strip_prefix("DevTools listening on ") {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(ws.trim().to_string());
+                        }
+                    }
+                    push(&sink, line);
+                }
+                // EOF: the browser is gone; a pending `rx` now fails instead of timing out.
+            });
+        }
+
+        let ws = match tokio::time::timeout(START_TIMEOUT, rx).await {
+            Ok(Ok(ws)) => ws,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(_)) => format!("exited ({:?})", child.wait().ok()),
+                    _ => format!("announced no DevTools endpoint within {START_TIMEOUT:?}"),
+                };
+                kill_group(&mut child);
+                panic!(
+                    "{exe} {why}; stderr:\n{}",
+                    stderr.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+                );
+            }
+        };
+
+        let (browser, mut handler) = match Browser::connect(ws.clone()).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                kill_group(&mut child);
+                panic!("cannot connect to {ws}: {e}");
+            }
+        };
+        let console: Lines = Arc::default();
+        let errors = console.clone();
+        // The handler drives the connection; it must be polled for anything to happen. Errors
+        // (e.g. an event of a newer protocol than the crate knows) are recorded, not fatal.
+        let drive = tokio::spawn(async move {
+            while let Some(event) = handler.next().await {
+                if let Err(e) = event {
+                    push(&errors, format!("[cdp] {e}"));
+                }
+            }
+        });
+        Chromium {
+            child,
+            browser,
+            stderr,
+            console,
+            tasks: vec![drive],
+            profile,
+        }
+    }
+
+    /// Opens a new tab, starts recording its console and log output, then navigates to `url`
+    /// (returning once it has loaded).
+    pub async fn open(&mut self, url: &str) -> Page {
+        let page = self
+            .browser
+            .new_page("about:blank")
+            .await
+            .expect("new page");
+        self.record(&page).await;
+        page.goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
+        page
+    }
+
+    async fn record(&mut self, page: &Page) {
+        page.execute(LogEnableParams::default())
+            .await
+            .expect("Log.enable");
+        let mut console = page
+            .event_listener::<EventConsoleApiCalled>()
+            .await
+            .expect("console listener");
+        let sink = self.console.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(e) = console.next().await {
+                let args: Vec<String> = e
+                    .args
+                    .iter()
+                    .map(|a| match (&a.value, &a.description) {
+                        (Some(Value::String(s)), _) => s.clone(),
+                        (Some(v), _) => v.to_string(),
+                        (None, Some(d)) => d.clone(),
+                        (None, None) => format!("<{:?}>", a.r#type),
+                    })
+                    .collect();
+                push(&sink, format!("[console.{:?}] {}", e.r#type, args.join(" ")));
+            }
+        }));
+        let mut exceptions = page
+            .event_listener::<EventExceptionThrown>()
+            .await
+            .expect("exception listener");
+        let sink = self.console.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(e) = exceptions.next().await {
+                let d = &e.exception_details;
+                let what = d
+                    .exception
+                    .as_ref()
+                    .and_then(|x| x.description.clone())
+                    .unwrap_or_default();
+                push(&sink, format!("[exception] {} {what}", d.text));
+            }
+        }));
+        let mut log = page
+            .event_listener::<EventEntryAdded>()
+            .await
+            .expect("log listener");
+        let sink = self.console.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(e) = log.next().await {
+                let entry = &e.entry;
+                push(
+                    &sink,
+                    format!(
+                        "[log.{:?}] {} {}",
+                        entry.level,
+                        entry.text,
+                        entry.url.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }));
+    }
+
+    /// Browser stderr tail and page output, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let tail = |lines: &Lines, n: usize| {
+            let l = lines.lock().unwrap_or_else(|e| e.into_inner());
+            l[l.len().saturating_sub(n)..].join("\n")
+        };
+        format!(
+            "--- chromium stderr (tail) ---\n{}\n--- page console/log ---\n{}",
+            tail(&self.stderr, 80),
+            tail(&self.console, 200)
+        )
+    }
+
+    /// Browser pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        kill_group(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// `window.streamcore` of the page (the player's state for automated tests), `Null` while the
+/// script has not set it.
+pub async fn page_state(page: &Page) -> Value {
+    let json: String = page
+        .evaluate("JSON.stringify(window.streamcore ?? null)")
+        .await
+        .expect("evaluate window.streamcore")
+        .into_value()
+        .expect("a string");
+    serde_json::from_str(&json).expect("JSON")
+}
+
+/// Polls `window.streamcore` until `pred` holds; `Err` with the last state after `timeout`.
+pub async fn wait_state(
+    page: &Page,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value, Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = page_state(page).await;
+        if pred(&state) {
+            return Ok(state);
+        }
+        if Instant::now() >= deadline {
+            return Err(state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
