@@ -40,7 +40,8 @@ pub struct WebRtcConfig {
     pub rtp_port_max: u16,
     /// rtpjitterbuffer latency on the legs, in ms.
     pub jitter_latency_ms: u32,
-    /// Packets a viewer's queue holds before dropping the oldest.
+    /// Packets a per-viewer leaky queue holds before dropping the oldest; 0 (the default) puts no
+    /// queue in the branch, which saves two threads per viewer (see docs/performance.md).
     pub viewer_queue_buffers: u32,
     /// Viewers per stream; more get 503.
     pub max_viewers_per_stream: usize,
@@ -83,7 +84,7 @@ impl Default for WebRtcConfig {
             rtp_port_min: 40000,
             rtp_port_max: 40999,
             jitter_latency_ms: 200,
-            viewer_queue_buffers: 64,
+            viewer_queue_buffers: 0,
             max_viewers_per_stream: 200,
             max_viewers_total: 500,
             connect_timeout_seconds: 10,
@@ -308,6 +309,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_DEMO", "demo.enabled"),
     ("STREAMCORE_WEBRTC_ENABLED", "webrtc.enabled"),
     ("STREAMCORE_WEBRTC_RTP_PORT_MIN", "webrtc.rtp_port_min"),
+    (
+        "STREAMCORE_WEBRTC_VIEWER_QUEUE_BUFFERS",
+        "webrtc.viewer_queue_buffers",
+    ),
     ("STREAMCORE_WEBRTC_RTP_PORT_MAX", "webrtc.rtp_port_max"),
     (
         "STREAMCORE_WEBRTC_JITTER_LATENCY_MS",

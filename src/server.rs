@@ -48,13 +48,15 @@ impl Server {
         let settings = Settings {
             binary: config.ffmpeg.binary.clone(),
             max_processes: config.ffmpeg.max_processes,
-            disk_dir,
+            disk_dir: disk_dir.clone(),
             log_max_lines: config.ffmpeg.log_max_lines,
             log_max_history: config.ffmpeg.log_max_history,
             kill_timeout: Duration::from_secs(config.ffmpeg.kill_timeout_seconds),
         };
         if config.demo.enabled {
             crate::demo::seed(&store).context("cannot create the demo process")?;
+            let (binary, public) = (resolve_binary(&config.ffmpeg.binary), disk_dir.clone());
+            tokio::spawn(async move { crate::demo::ensure_clip(binary, &public).await });
         }
         let media = if config.webrtc.enabled {
             let media = Media::start(media_config(&config), data_dir.join("webrtc"))

@@ -4,14 +4,14 @@
 //! Needs Chromium at `/usr/bin/chromium` (or `$STREAMCORE_TEST_CHROMIUM`); a missing browser
 //! fails the tests. Run with `cargo test --test browser -- --test-threads=1`.
 
-mod common;
 #[path = "common/chromium.rs"]
 mod chromium;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chromium::{page_state, wait_state, Chromium};
+use chromium::{page_state, Chromium};
 use common::TestServer;
 use serde_json::{json, Value};
 
@@ -90,6 +90,44 @@ impl Drop for ServerLogOnPanic<'_> {
     }
 }
 
+/// Polls the player's `window.streamcore` until `pred` holds; panics with the last state after
+/// `timeout`, or at once when the server process died meanwhile (a crash would otherwise only
+/// show as a timeout, with the page retrying against a closed port).
+async fn wait_player(
+    server: &TestServer,
+    page: &chromiumoxide::Page,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = page_state(page).await;
+        if pred(&state) {
+            return state;
+        }
+        assert!(
+            server_alive(server),
+            "the server died while waiting for {what}; player: {state:#}"
+        );
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; player: {state:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// False once the server process has exited (it stays a zombie until TestServer reaps it).
+fn server_alive(server: &TestServer) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 fn frames(state: &Value) -> u64 {
     state["framesDecoded"].as_u64().unwrap_or(0)
 }
@@ -129,27 +167,35 @@ async fn player_decodes_frames() {
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("cam", &source)).await;
 
-    let mut chrome = Chromium::launch().await;
+    // Without the fake media UI: with it, Chrome would reveal its host IPs (see chromium.rs).
+    let mut chrome = Chromium::launch_like_a_viewer().await;
     let opened = Instant::now();
     let page = chrome.open(&server.url("/player/cam")).await;
 
-    let state = match wait_state(&page, FIRST_FRAME, |s| frames(s) > 0).await {
-        Ok(state) => state,
-        Err(last) => panic!("no frame decoded within {FIRST_FRAME:?}; window.streamcore: {last:#}"),
-    };
+    let state = wait_player(&server, &page, FIRST_FRAME, "a decoded frame", |s| {
+        frames(s) > 0
+    })
+    .await;
     let first_frame = opened.elapsed();
     assert_eq!(state["state"], "connected", "{state:#}");
     assert_eq!(state["iceState"], "connected", "{state:#}");
-    assert_eq!((state["width"].as_u64(), state["height"].as_u64()), (Some(640), Some(360)), "{state:#}");
+    assert_eq!(
+        (state["width"].as_u64(), state["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{state:#}"
+    );
     assert_eq!(state["codec"], "video/H264", "{state:#}");
     assert!(state["lastError"].is_null(), "{state:#}");
 
     // It keeps playing, and the Opus track arrives too.
-    let state = wait_state(&page, Duration::from_secs(10), |s| {
-        frames(s) >= 30 && s["audioPacketsReceived"].as_u64().unwrap_or(0) > 0
-    })
-    .await
-    .unwrap_or_else(|last| panic!("playback stalled or no audio: {last:#}"));
+    let state = wait_player(
+        &server,
+        &page,
+        Duration::from_secs(10),
+        "30 frames and audio",
+        |s| frames(s) >= 30 && s["audioPacketsReceived"].as_u64().unwrap_or(0) > 0,
+    )
+    .await;
     assert_eq!(state["audioCodec"], "audio/opus", "{state:#}");
     assert_eq!(state["state"], "connected", "{state:#}");
 
@@ -193,9 +239,10 @@ async fn player_with_token() {
     let page = chrome.open(&server.url("/player/vip")).await;
 
     // Without a token: the page reports the 401 and gives up (no retry loop, no media).
-    let refused = wait_state(&page, FIRST_FRAME, |s| s["lastError"].is_string())
-        .await
-        .unwrap_or_else(|last| panic!("the page reported no error: {last:#}"));
+    let refused = wait_player(&server, &page, FIRST_FRAME, "the 401 on the page", |s| {
+        s["lastError"].is_string()
+    })
+    .await;
     let error = refused["lastError"].as_str().unwrap();
     assert!(error.contains("401"), "{error}");
     assert!(error.to_lowercase().contains("token"), "{error}");
@@ -205,7 +252,10 @@ async fn player_with_token() {
     while watched.elapsed() < Duration::from_secs(3) {
         let s = page_state(&page).await;
         assert_eq!(frames(&s), 0, "frames decoded without a token: {s:#}");
-        assert_eq!(s["lastError"], refused["lastError"], "the page retried: {s:#}");
+        assert_eq!(
+            s["lastError"], refused["lastError"],
+            "the page retried: {s:#}"
+        );
         assert_ne!(s["state"], "connected", "{s:#}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -222,11 +272,16 @@ async fn player_with_token() {
     page.goto(server.url(&format!("/player/vip?token={token}")))
         .await
         .expect("navigate with token");
-    let state = wait_state(&page, FIRST_FRAME, |s| frames(s) > 0)
-        .await
-        .unwrap_or_else(|last| panic!("no frame with a token: {last:#}"));
+    let state = wait_player(&server, &page, FIRST_FRAME, "a frame with the token", |s| {
+        frames(s) > 0
+    })
+    .await;
     assert_eq!(state["state"], "connected", "{state:#}");
-    assert_eq!((state["width"].as_u64(), state["height"].as_u64()), (Some(640), Some(360)), "{state:#}");
+    assert_eq!(
+        (state["width"].as_u64(), state["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{state:#}"
+    );
     assert!(state["lastError"].is_null(), "{state:#}");
     eprintln!(
         "player_with_token: first frame {:?} after loading with the token, total {:?}",
@@ -249,13 +304,22 @@ async fn index_page_is_served() {
     for path in ["/player/", "/player"] {
         let res = server.http.get(server.url(path)).send().await.unwrap();
         assert_eq!(res.status(), reqwest::StatusCode::OK, "{path}");
-        assert!(content_type(&res).starts_with("text/html"), "{path}: {}", content_type(&res));
+        assert!(
+            content_type(&res).starts_with("text/html"),
+            "{path}: {}",
+            content_type(&res)
+        );
         let body = res.text().await.unwrap();
         assert!(body.contains("<h1>WebRTC streams</h1>"), "{path}: {body}");
         assert!(body.contains(r#"fetch("/whep""#), "{path}");
     }
 
-    let res = server.http.get(server.url("/player.js")).send().await.unwrap();
+    let res = server
+        .http
+        .get(server.url("/player.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
     let ct = content_type(&res);
     assert!(ct.starts_with("text/javascript"), "{ct}");
@@ -263,7 +327,12 @@ async fn index_page_is_served() {
     assert!(body.contains("class WhepSession"), "not the player script");
 
     // Any id gets the player page, which loads the script above.
-    let res = server.http.get(server.url("/player/some%20stream")).send().await.unwrap();
+    let res = server
+        .http
+        .get(server.url("/player/some%20stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
     assert!(content_type(&res).starts_with("text/html"));
     let body = res.text().await.unwrap();

@@ -91,7 +91,12 @@ async fn connect_when_ready(
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "{body}\n{}",
+            server.log.lock().unwrap().join("\n")
+        );
         let location = headers
             .get(reqwest::header::LOCATION)
             .unwrap()
@@ -258,7 +263,8 @@ async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usi
 #[tokio::test]
 async fn silent_viewer_is_removed() {
     use gstreamer::prelude::*;
-    let server = TestServer::start_with(&[("STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS", "3")]).await;
+    let server =
+        TestServer::start_with(&[("STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS", "3")]).await;
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("gone", &source)).await;
     let (rx, resource, _) = connect_when_ready(&server, "gone", &OfferOptions::default()).await;
@@ -266,12 +272,10 @@ async fn silent_viewer_is_removed() {
     let bin = rx.webrtcbin().clone().downcast::<gstreamer::Bin>().unwrap();
     for element in bin.iterate_recurse().into_iter().flatten() {
         if element.factory().is_some_and(|f| f.name() == "nicesink") {
-            element
-                .static_pad("sink")
-                .unwrap()
-                .add_probe(gstreamer::PadProbeType::BUFFER | gstreamer::PadProbeType::BUFFER_LIST, |_, _| {
-                    gstreamer::PadProbeReturn::Drop
-                });
+            element.static_pad("sink").unwrap().add_probe(
+                gstreamer::PadProbeType::BUFFER | gstreamer::PadProbeType::BUFFER_LIST,
+                |_, _| gstreamer::PadProbeReturn::Drop,
+            );
         }
     }
     let silenced = Instant::now();
@@ -279,7 +283,13 @@ async fn silent_viewer_is_removed() {
     let removed = format!("viewer removed stream=gone viewer={id}");
     // The server logs the removal; that line is the event this test waits for.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.log.lock().unwrap().iter().any(|l| l.contains(&removed)) {
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(&removed))
+    {
         assert!(
             Instant::now() < deadline,
             "silent viewer was never removed; server log:\n{}",
@@ -288,5 +298,8 @@ async fn silent_viewer_is_removed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = silenced.elapsed();
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "removed after {took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "removed after {took:?}"
+    );
 }

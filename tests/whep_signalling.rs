@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
@@ -37,9 +36,25 @@ fn source() -> &'static Path {
         let status = std::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error"])
             .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "6"])
-            .args(["-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p"])
-            .args(["-g", "30", "-bf", "0", "-c:a", "libopus", "-b:a", "64k", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "6",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-g", "30", "-bf", "0", "-c:a", "libopus", "-b:a", "64k", "-y",
+            ])
             .arg(&file)
             .status()
             .expect("ffmpeg");
@@ -201,7 +216,12 @@ async fn post_errors_discovery_and_cors() {
     // The public list has the WebRTC processes only.
     let (status, list) = server.get("/whep").await;
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["cam", "idle"]);
     assert_eq!(list[0]["access"], "public");
     assert_eq!(list[0]["player"], "/player/cam");
@@ -224,27 +244,63 @@ async fn post_errors_discovery_and_cors() {
             .request(Method::OPTIONS, server.url("/whep/cam"))
             .header(header::ORIGIN, "https://player.example")
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, content-type"),
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization, content-type",
+            ),
     )
     .await;
     assert!(preflight.0.is_success(), "{preflight:?}");
-    let plain_options = send(server.http.request(Method::OPTIONS, server.url("/api/v3/whep/cam"))).await;
+    let plain_options = send(
+        server
+            .http
+            .request(Method::OPTIONS, server.url("/api/v3/whep/cam")),
+    )
+    .await;
     assert!(plain_options.0.is_success(), "{plain_options:?}");
     for (_, h, _) in [&preflight, &plain_options] {
         assert_eq!(h["accept-post"], "application/sdp");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "OPTIONS, GET, HEAD, POST, PATCH, DELETE");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "Authorization, Content-Type, If-Match");
-        assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], "Location, ETag, Link");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_METHODS],
+            "OPTIONS, GET, HEAD, POST, PATCH, DELETE"
+        );
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "Authorization, Content-Type, If-Match"
+        );
+        assert_eq!(
+            h[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "Location, ETag, Link"
+        );
     }
     assert_eq!(preflight.1[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
 
     // Errors that need no media.
-    assert_status(&send(post("/whep/cam", "text/plain", offer.clone())).await, 415);
-    assert_status(&send(post("/whep/nope", "application/sdp", offer.clone())).await, 404);
-    assert_status(&send(post("/whep/plain", "application/sdp", offer.clone())).await, 404);
-    assert_status(&send(post("/whep/cam", "application/sdp", "hello".into())).await, 400);
-    let (_two, two_offer) = receiver(&OfferOptions { two_video_tracks: true, ..OfferOptions::default() }).await;
-    assert_status(&send(post("/whep/cam", "application/sdp", two_offer)).await, 422);
+    assert_status(
+        &send(post("/whep/cam", "text/plain", offer.clone())).await,
+        415,
+    );
+    assert_status(
+        &send(post("/whep/nope", "application/sdp", offer.clone())).await,
+        404,
+    );
+    assert_status(
+        &send(post("/whep/plain", "application/sdp", offer.clone())).await,
+        404,
+    );
+    assert_status(
+        &send(post("/whep/cam", "application/sdp", "hello".into())).await,
+        400,
+    );
+    let (_two, two_offer) = receiver(&OfferOptions {
+        two_video_tracks: true,
+        ..OfferOptions::default()
+    })
+    .await;
+    assert_status(
+        &send(post("/whep/cam", "application/sdp", two_offer)).await,
+        422,
+    );
     let idle = send(post("/whep/idle", "application/sdp", offer.clone())).await;
     assert_status(&idle, 409);
     assert!(retry_after(&idle.1) >= 1, "409 without Retry-After");
@@ -258,15 +314,28 @@ async fn post_errors_discovery_and_cors() {
     let location = header_str(&headers, header::LOCATION);
     assert!(location.starts_with("/api/v3/whep/cam/"), "{location}");
     let etag = header_str(&headers, header::ETAG);
-    assert!(etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'), "{etag}");
-    assert_eq!(headers[header::ACCESS_CONTROL_EXPOSE_HEADERS], "Location, ETag, Link");
-    assert!(headers.get(header::LINK).is_none(), "no ICE servers are configured");
+    assert!(
+        etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+        "{etag}"
+    );
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+        "Location, ETag, Link"
+    );
+    assert!(
+        headers.get(header::LINK).is_none(),
+        "no ICE servers are configured"
+    );
     rx.set_answer(&answer).unwrap();
     let ok = wait_frames(&rx, 10, Duration::from_secs(15)).await;
     assert_decodes(&rx, &server, 10, ok);
 
     // Media flows now, so codec mismatches show: a VP8-only viewer of an H.264 stream.
-    let (_vp8, vp8_offer) = receiver(&OfferOptions { video_codecs: vec!["VP8"], ..OfferOptions::default() }).await;
+    let (_vp8, vp8_offer) = receiver(&OfferOptions {
+        video_codecs: vec!["VP8"],
+        ..OfferOptions::default()
+    })
+    .await;
     let got = send(post("/whep/cam", "application/sdp", vp8_offer)).await;
     assert_status(&got, 406);
     assert!(got.2.contains("H264") && got.2.contains("VP8"), "{}", got.2);
@@ -276,26 +345,45 @@ async fn post_errors_discovery_and_cors() {
     let got = send(server.http.request(Method::OPTIONS, &resource)).await;
     assert!(got.0.is_success(), "{got:?}");
     assert!(got.1.get("accept-post").is_none());
-    assert_eq!(got.1[header::ACCESS_CONTROL_ALLOW_METHODS], "OPTIONS, GET, HEAD, POST, PATCH, DELETE");
+    assert_eq!(
+        got.1[header::ACCESS_CONTROL_ALLOW_METHODS],
+        "OPTIONS, GET, HEAD, POST, PATCH, DELETE"
+    );
     assert!(send(server.http.get(&resource)).await.0.is_success());
     let (status, info) = server.get("/api/v3/process/cam/webrtc").await;
     assert_eq!(status, StatusCode::OK, "{info}");
     assert_eq!(info["flowing"], true);
     assert_eq!(info["viewers"], 1);
-    let paths: Vec<&str> = info["tracks"].as_array().unwrap().iter().map(|t| t["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = info["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, vec!["passthrough", "passthrough"], "{info}");
     assert!(info["tracks"][0]["reason"].is_string());
-    assert_eq!(server.get("/api/v3/process/plain/webrtc").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get("/api/v3/process/plain/webrtc").await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // DELETE is idempotent.
     assert_status(&send(server.http.delete(&resource)).await, 200);
     assert_status(&send(server.http.delete(&resource)).await, 200);
-    assert_eq!(server.get("/api/v3/process/cam/webrtc").await.1["viewers"], 0);
+    assert_eq!(
+        server.get("/api/v3/process/cam/webrtc").await.1["viewers"],
+        0
+    );
 }
 
 #[tokio::test]
 async fn viewer_cap_sessions_kick_and_metrics() {
-    let server = start(1, false, &[("STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM", "1")]).await;
+    let server = start(
+        1,
+        false,
+        &[("STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM", "1")],
+    )
+    .await;
     server.create(webrtc_process("cap", "public")).await;
     let (rx, resource_url, _, _) = connect(&server, "cap", None, &OfferOptions::default()).await;
     let ok = wait_frames(&rx, 30, Duration::from_secs(15)).await;
@@ -327,16 +415,37 @@ async fn viewer_cap_sessions_kick_and_metrics() {
     assert!(session["bytes_sent"].as_u64().unwrap() > 0, "{session}");
     assert!(session["packets_sent"].as_u64().unwrap() > 0, "{session}");
     assert!(session["packets_lost"].is_u64(), "{session}");
-    assert!(session.get("rtt_ms").is_some() && session.get("fraction_lost").is_some(), "{session}");
+    assert!(
+        session.get("rtt_ms").is_some() && session.get("fraction_lost").is_some(),
+        "{session}"
+    );
     assert!(session["remote_address"].is_string(), "{session}");
-    let codecs: Vec<&str> = session["codecs"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(codecs.contains(&"H264") && codecs.contains(&"OPUS"), "{codecs:?}");
+    let codecs: Vec<&str> = session["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        codecs.contains(&"H264") && codecs.contains(&"OPUS"),
+        "{codecs:?}"
+    );
 
     // The Prometheus families, with this viewer in them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
-        let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if text.contains("streamcore_webrtc_ice_connect_seconds_count 1") || Instant::now() > deadline {
+        let text = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("streamcore_webrtc_ice_connect_seconds_count 1")
+            || Instant::now() > deadline
+        {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -370,8 +479,15 @@ async fn viewer_cap_sessions_kick_and_metrics() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let stopped_at = rx.frames_decoded();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(rx.frames_decoded(), stopped_at, "frames still arrive after the kick");
-    assert_eq!(server.call(Method::DELETE, &kick, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        rx.frames_decoded(),
+        stopped_at,
+        "frames still arrive after the kick"
+    );
+    assert_eq!(
+        server.call(Method::DELETE, &kick, None).await.0,
+        StatusCode::NOT_FOUND
+    );
     // The session URL is gone too, and the freed slot takes a new viewer.
     let got = send(
         server
@@ -394,14 +510,23 @@ fn client_candidates(rx: &whep::Receiver, offer: &str) -> Vec<(String, String)> 
     rx.local_candidates()
         .into_iter()
         .map(|(mline, c)| {
-            let mid = msg.media(mline).and_then(|m| m.attribute_val("mid")).unwrap().to_string();
+            let mid = msg
+                .media(mline)
+                .and_then(|m| m.attribute_val("mid"))
+                .unwrap()
+                .to_string();
             (mid, c)
         })
         .collect()
 }
 
 /// An RFC 8840 fragment: per mid of `offer`, its credentials and the given candidates.
-fn fragment(offer: &gst_sdp::SDPMessageRef, ufrag: &str, pwd: &str, candidates: &[(String, String)]) -> String {
+fn fragment(
+    offer: &gst_sdp::SDPMessageRef,
+    ufrag: &str,
+    pwd: &str,
+    candidates: &[(String, String)],
+) -> String {
     let mut out = String::from("a=ice-options:trickle\r\n");
     for media in offer.medias() {
         let mid = media.attribute_val("mid").unwrap();
@@ -419,8 +544,18 @@ fn fragment(offer: &gst_sdp::SDPMessageRef, ufrag: &str, pwd: &str, candidates: 
     out
 }
 
-async fn patch(server: &TestServer, url: &str, content_type: &str, if_match: Option<&str>, body: &str) -> (StatusCode, HeaderMap, String) {
-    let mut req = server.http.patch(url).header(header::CONTENT_TYPE, content_type).body(body.to_string());
+async fn patch(
+    server: &TestServer,
+    url: &str,
+    content_type: &str,
+    if_match: Option<&str>,
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = server
+        .http
+        .patch(url)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.to_string());
     if let Some(tag) = if_match {
         req = req.header(header::IF_MATCH, tag);
     }
@@ -431,39 +566,84 @@ async fn patch(server: &TestServer, url: &str, content_type: &str, if_match: Opt
 async fn trickle_patch_and_preconditions() {
     let server = start(2, false, &[]).await;
     server.create(webrtc_process("trickle", "public")).await;
-    let opts = OfferOptions { strip_candidates: true, ..OfferOptions::default() };
-    let (rx, status, headers, answer) = post_when_ready(&server, "/whep/trickle", None, &opts).await;
+    let opts = OfferOptions {
+        strip_candidates: true,
+        ..OfferOptions::default()
+    };
+    let (rx, status, headers, answer) =
+        post_when_ready(&server, "/whep/trickle", None, &opts).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let url = server.url(&header_str(&headers, header::LOCATION));
     let etag = header_str(&headers, header::ETAG);
     rx.set_answer(&answer).unwrap();
 
-    let offer_text = rx.webrtcbin().property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description").unwrap().sdp().as_text().unwrap();
+    let offer_text = rx
+        .webrtcbin()
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .unwrap()
+        .sdp()
+        .as_text()
+        .unwrap();
     let offer = gst_sdp::SDPMessage::parse_buffer(offer_text.as_bytes()).unwrap();
     let (ufrag, pwd) = rx.ice_ufrag_pwd();
     let mut candidates = client_candidates(&rx, &offer_text);
     assert!(!candidates.is_empty());
     let first_mid = candidates[0].0.clone();
     // Candidates libnice cannot use must be dropped silently, not crash or stall anything.
-    candidates.push((first_mid.clone(), "candidate:9 1 udp 2113937151 0b1f6c5e-8d4b-4c3e-9a4f-2a6d7c1e9b01.local 54321 typ host".into()));
-    candidates.push((first_mid, "candidate:10 1 TCP 1518280447 192.0.2.9 9 typ host tcptype active".into()));
+    candidates.push((
+        first_mid.clone(),
+        "candidate:9 1 udp 2113937151 0b1f6c5e-8d4b-4c3e-9a4f-2a6d7c1e9b01.local 54321 typ host"
+            .into(),
+    ));
+    candidates.push((
+        first_mid,
+        "candidate:10 1 TCP 1518280447 192.0.2.9 9 typ host tcptype active".into(),
+    ));
     let body = fragment(&offer, &ufrag, &pwd, &candidates);
 
     // Preconditions and content checks.
     assert_status(&patch(&server, &url, SDPFRAG, None, &body).await, 428);
-    assert_status(&patch(&server, &url, SDPFRAG, Some("\"not-the-tag\""), &body).await, 412);
-    assert_status(&patch(&server, &url, SDPFRAG, Some(&format!("W/{etag}")), &body).await, 412);
-    assert_status(&patch(&server, &url, "application/sdp", Some(&etag), &body).await, 415);
-    assert_status(&patch(&server, &url, SDPFRAG, Some(&etag), "hello, world").await, 400);
-    assert_status(&patch(&server, &url, SDPFRAG, Some(&etag), "a=candidate:1 1 udp x y z").await, 400);
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some("\"not-the-tag\""), &body).await,
+        412,
+    );
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some(&format!("W/{etag}")), &body).await,
+        412,
+    );
+    assert_status(
+        &patch(&server, &url, "application/sdp", Some(&etag), &body).await,
+        415,
+    );
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some(&etag), "hello, world").await,
+        400,
+    );
+    assert_status(
+        &patch(
+            &server,
+            &url,
+            SDPFRAG,
+            Some(&etag),
+            "a=candidate:1 1 udp x y z",
+        )
+        .await,
+        400,
+    );
     let unknown = format!("{}/0123456789abcdef", server.url("/whep/trickle"));
-    assert_status(&patch(&server, &unknown, SDPFRAG, Some("*"), &body).await, 404);
+    assert_status(
+        &patch(&server, &unknown, SDPFRAG, Some("*"), &body).await,
+        404,
+    );
 
     // The trickle itself: 204, no body, no ETag; then media decodes.
     let got = patch(&server, &url, SDPFRAG, Some(&etag), &body).await;
     assert_status(&got, 204);
     assert!(got.2.is_empty());
-    assert!(got.1.get(header::ETAG).is_none(), "a trickle answer has no ETag");
+    assert!(
+        got.1.get(header::ETAG).is_none(),
+        "a trickle answer has no ETag"
+    );
     // `*` matches any current tag; an end-of-candidates-only fragment is a valid trickle.
     let got = patch(&server, &url, SDPFRAG, Some("*"), "a=end-of-candidates\r\n").await;
     assert_status(&got, 204);
@@ -476,19 +656,34 @@ async fn trickle_patch_and_preconditions() {
 
 /// Applies `new` ICE credentials to a description (every m-section), optionally replacing its
 /// candidates with `candidates` (section index, `candidate:...`).
-fn with_ice(sdp: &gst_sdp::SDPMessageRef, ufrag: &str, pwd: &str, candidates: Option<&[(u32, String)]>) -> gst_sdp::SDPMessage {
+fn with_ice(
+    sdp: &gst_sdp::SDPMessageRef,
+    ufrag: &str,
+    pwd: &str,
+    candidates: Option<&[(u32, String)]>,
+) -> gst_sdp::SDPMessage {
     let mut out = sdp.to_owned();
     for (index, media) in out.medias_mut().enumerate() {
         for i in (0..media.attributes_len()).rev() {
             let key = media.attribute(i).unwrap().key().to_string();
             match key.as_str() {
-                "ice-ufrag" => media.replace_attribute(i, gst_sdp::SDPAttribute::new("ice-ufrag", Some(ufrag))).unwrap(),
-                "ice-pwd" => media.replace_attribute(i, gst_sdp::SDPAttribute::new("ice-pwd", Some(pwd))).unwrap(),
-                "candidate" | "end-of-candidates" if candidates.is_some() => media.remove_attribute(i).unwrap(),
+                "ice-ufrag" => media
+                    .replace_attribute(i, gst_sdp::SDPAttribute::new("ice-ufrag", Some(ufrag)))
+                    .unwrap(),
+                "ice-pwd" => media
+                    .replace_attribute(i, gst_sdp::SDPAttribute::new("ice-pwd", Some(pwd)))
+                    .unwrap(),
+                "candidate" | "end-of-candidates" if candidates.is_some() => {
+                    media.remove_attribute(i).unwrap()
+                }
                 _ => {}
             }
         }
-        for (_, c) in candidates.unwrap_or(&[]).iter().filter(|(m, _)| *m as usize == index) {
+        for (_, c) in candidates
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(m, _)| *m as usize == index)
+        {
             media.add_attribute("candidate", Some(c.strip_prefix("candidate:").unwrap_or(c)));
         }
     }
@@ -498,9 +693,18 @@ fn with_ice(sdp: &gst_sdp::SDPMessageRef, ufrag: &str, pwd: &str, candidates: Op
 /// What an ICE-restart fragment says: (ufrag, pwd, candidates by section index).
 fn read_fragment(body: &str) -> (String, String, Vec<(u32, String)>) {
     let text = format!("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n{body}");
-    let msg = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).expect("the 200 body is an sdpfrag");
-    let ufrag = msg.medias().find_map(|m| m.attribute_val("ice-ufrag")).unwrap().to_string();
-    let pwd = msg.medias().find_map(|m| m.attribute_val("ice-pwd")).unwrap().to_string();
+    let msg =
+        gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).expect("the 200 body is an sdpfrag");
+    let ufrag = msg
+        .medias()
+        .find_map(|m| m.attribute_val("ice-ufrag"))
+        .unwrap()
+        .to_string();
+    let pwd = msg
+        .medias()
+        .find_map(|m| m.attribute_val("ice-pwd"))
+        .unwrap()
+        .to_string();
     let candidates = msg
         .medias()
         .enumerate()
@@ -517,14 +721,18 @@ fn read_fragment(body: &str) -> (String, String, Vec<(u32, String)>) {
 fn sdp_credentials(sdp: &str) -> (String, String) {
     let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
     let m = msg.media(0).unwrap();
-    (m.attribute_val("ice-ufrag").unwrap().into(), m.attribute_val("ice-pwd").unwrap().into())
+    (
+        m.attribute_val("ice-ufrag").unwrap().into(),
+        m.attribute_val("ice-pwd").unwrap().into(),
+    )
 }
 
 #[tokio::test]
 async fn ice_restart_renews_credentials_and_media_keeps_flowing() {
     let server = start(3, false, &[]).await;
     server.create(webrtc_process("restart", "public")).await;
-    let (rx, url, old_etag, answer) = connect(&server, "restart", None, &OfferOptions::default()).await;
+    let (rx, url, old_etag, answer) =
+        connect(&server, "restart", None, &OfferOptions::default()).await;
     let ok = wait_frames(&rx, 30, Duration::from_secs(15)).await;
     assert_decodes(&rx, &server, 30, ok);
     let (old_server_ufrag, old_server_pwd) = sdp_credentials(&answer);
@@ -537,9 +745,19 @@ async fn ice_restart_renews_credentials_and_media_keeps_flowing() {
         // The same media with new credentials. (webrtcbin 1.22 has no iceRestart offer option,
         // and its create-offer fails here once the recvonly pads are linked; a copy of the
         // first offer is what a browser's restart offer amounts to.)
-        let offer = client.property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description").unwrap();
-        let offer = with_ice(offer.sdp(), "clientNEWufrag", "clientNEWpassword0123456789", None);
-        let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer.clone());
+        let offer = client
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            .unwrap();
+        let offer = with_ice(
+            offer.sdp(),
+            "clientNEWufrag",
+            "clientNEWpassword0123456789",
+            None,
+        );
+        let desc = gst_webrtc::WebRTCSessionDescription::new(
+            gst_webrtc::WebRTCSDPType::Offer,
+            offer.clone(),
+        );
         whep::call_with_promise(&client, "set-local-description", desc.to_value()).unwrap();
         offer
     })
@@ -547,9 +765,17 @@ async fn ice_restart_renews_credentials_and_media_keeps_flowing() {
     .unwrap();
     let offer_text = new_offer.as_text().unwrap();
     let candidates = client_candidates(&rx, &offer_text);
-    let body = fragment(&new_offer, "clientNEWufrag", "clientNEWpassword0123456789", &candidates);
+    let body = fragment(
+        &new_offer,
+        "clientNEWufrag",
+        "clientNEWpassword0123456789",
+        &candidates,
+    );
 
-    assert_status(&patch(&server, &url, SDPFRAG, Some("\"stale\""), &body).await, 412);
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some("\"stale\""), &body).await,
+        412,
+    );
     let got = patch(&server, &url, SDPFRAG, Some("*"), &body).await;
     assert_status(&got, 200);
     assert_eq!(got.1[header::CONTENT_TYPE], SDPFRAG);
@@ -568,9 +794,12 @@ async fn ice_restart_renews_credentials_and_media_keeps_flowing() {
     let cands = server_candidates.clone();
     let (su, sp) = (server_ufrag.clone(), server_pwd.clone());
     tokio::task::spawn_blocking(move || {
-        let old = client.property::<Option<gst_webrtc::WebRTCSessionDescription>>("remote-description").unwrap();
+        let old = client
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("remote-description")
+            .unwrap();
         let answer = with_ice(old.sdp(), &su, &sp, Some(&cands));
-        let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
+        let desc =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
         whep::call_with_promise(&client, "set-remote-description", desc.to_value()).unwrap();
     })
     .await
@@ -588,14 +817,36 @@ async fn ice_restart_renews_credentials_and_media_keeps_flowing() {
         .iter()
         .find_map(|(_, c)| udp_ipv4_address(c))
         .expect("an IPv4 UDP server candidate");
-    let new = stun::check(target, &format!("{server_ufrag}:clientNEWufrag"), &server_pwd);
-    assert_eq!(new, Some(stun::BINDING_SUCCESS), "new credentials refused by {target}");
-    let old = stun::check(target, &format!("{old_server_ufrag}:clientNEWufrag"), &old_server_pwd);
-    assert_ne!(old, Some(stun::BINDING_SUCCESS), "old credentials still accepted by {target}");
+    let new = stun::check(
+        target,
+        &format!("{server_ufrag}:clientNEWufrag"),
+        &server_pwd,
+    );
+    assert_eq!(
+        new,
+        Some(stun::BINDING_SUCCESS),
+        "new credentials refused by {target}"
+    );
+    let old = stun::check(
+        target,
+        &format!("{old_server_ufrag}:clientNEWufrag"),
+        &old_server_pwd,
+    );
+    assert_ne!(
+        old,
+        Some(stun::BINDING_SUCCESS),
+        "old credentials still accepted by {target}"
+    );
 
     // Trickle is tied to the new tag now.
-    assert_status(&patch(&server, &url, SDPFRAG, Some(&old_etag), &body).await, 412);
-    assert_status(&patch(&server, &url, SDPFRAG, Some(&new_etag), &body).await, 204);
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some(&old_etag), &body).await,
+        412,
+    );
+    assert_status(
+        &patch(&server, &url, SDPFRAG, Some(&new_etag), &body).await,
+        204,
+    );
     let before = rx.frames_decoded();
     let ok = wait_frames(&rx, before + 30, Duration::from_secs(10)).await;
     assert_decodes(&rx, &server, before + 30, ok);
@@ -625,7 +876,8 @@ async fn viewer_tokens_guard_token_streams() {
         let offer = offer.clone();
         let token = token.map(str::to_string);
         async move {
-            let (status, headers, body) = whep::post_offer(&http, &url, token.as_deref(), &offer).await;
+            let (status, headers, body) =
+                whep::post_offer(&http, &url, token.as_deref(), &offer).await;
             (status, headers, body)
         }
     };
@@ -661,14 +913,37 @@ async fn viewer_tokens_guard_token_streams() {
     let viewer = minted["token"].as_str().unwrap().to_string();
     let now = common_now();
     let expires = minted["expires_at"].as_u64().unwrap();
-    assert!((now + 3590..=now + 3610).contains(&expires), "default lifetime: {minted}");
-    assert_eq!(server.call(Method::POST, mint, Some(json!({"ttl_seconds": 0}))).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(server.call(Method::POST, "/api/v3/process/nope/webrtc/token", None).await.0, StatusCode::NOT_FOUND);
-    let (_, short) = server.call(Method::POST, mint, Some(json!({"ttl_seconds": 1}))).await;
+    assert!(
+        (now + 3590..=now + 3610).contains(&expires),
+        "default lifetime: {minted}"
+    );
+    assert_eq!(
+        server
+            .call(Method::POST, mint, Some(json!({"ttl_seconds": 0})))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        server
+            .call(Method::POST, "/api/v3/process/nope/webrtc/token", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, short) = server
+        .call(Method::POST, mint, Some(json!({"ttl_seconds": 1})))
+        .await;
     let short = short["token"].as_str().unwrap().to_string();
 
     // A viewer token is no admin token.
-    let api = server.http.get(server.url("/api/v3/process")).bearer_auth(&viewer).send().await.unwrap();
+    let api = server
+        .http
+        .get(server.url("/api/v3/process"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     // ... and opens only its own process.
     let (status, headers, _) = post("other", Some(&viewer)).await;
@@ -679,14 +954,30 @@ async fn viewer_tokens_guard_token_streams() {
 
     // Expired: 401.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(post("secret", Some(&short)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post("secret", Some(&short)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The right tokens connect: admin bearer, viewer bearer, viewer ?token=.
     let mut sessions = Vec::new();
-    for (token, query) in [(Some(admin.as_str()), false), (Some(viewer.as_str()), false), (None, true)] {
-        let path = if query { format!("/whep/secret?token={viewer}") } else { "/whep/secret".to_string() };
-        let (rx, status, headers, body) = post_when_ready(&server, &path, token, &OfferOptions::default()).await;
-        assert_eq!(status, StatusCode::CREATED, "token {token:?} query {query}: {body}");
+    for (token, query) in [
+        (Some(admin.as_str()), false),
+        (Some(viewer.as_str()), false),
+        (None, true),
+    ] {
+        let path = if query {
+            format!("/whep/secret?token={viewer}")
+        } else {
+            "/whep/secret".to_string()
+        };
+        let (rx, status, headers, body) =
+            post_when_ready(&server, &path, token, &OfferOptions::default()).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "token {token:?} query {query}: {body}"
+        );
         rx.set_answer(&body).unwrap();
         sessions.push((rx, server.url(&header_str(&headers, header::LOCATION))));
     }
@@ -698,7 +989,10 @@ async fn viewer_tokens_guard_token_streams() {
 }
 
 fn common_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A local IPv4 address libnice gathers on (it ignores loopback, and a STUN server on loopback is
@@ -717,13 +1011,18 @@ async fn gather_timeout_answers_504() {
     // A STUN server that never answers keeps server-reflexive gathering open far past 50 ms.
     let silent = UdpSocket::bind((host_ipv4().await, 0)).unwrap();
     let stun = silent.local_addr().unwrap().to_string();
-    let server = start(5, false, &[
-        ("STREAMCORE_WEBRTC_STUN_SERVER", stun.as_str()),
-        ("STREAMCORE_WEBRTC_GATHER_TIMEOUT_MS", "50"),
-    ])
+    let server = start(
+        5,
+        false,
+        &[
+            ("STREAMCORE_WEBRTC_STUN_SERVER", stun.as_str()),
+            ("STREAMCORE_WEBRTC_GATHER_TIMEOUT_MS", "50"),
+        ],
+    )
     .await;
     server.create(webrtc_process("slow", "public")).await;
-    let (_rx, status, _, body) = post_when_ready(&server, "/whep/slow", None, &OfferOptions::default()).await;
+    let (_rx, status, _, body) =
+        post_when_ready(&server, "/whep/slow", None, &OfferOptions::default()).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     let (status, info) = server.get("/api/v3/process/slow/webrtc").await;
     assert_eq!(status, StatusCode::OK);
@@ -735,24 +1034,40 @@ async fn gather_timeout_answers_504() {
 async fn link_headers_announce_stun_and_turn() {
     let responder = stun::Responder::start(host_ipv4().await);
     let stun = responder.addr.to_string();
-    let server = start(6, false, &[
-        ("STREAMCORE_WEBRTC_STUN_SERVER", stun.as_str()),
-        ("STREAMCORE_WEBRTC_TURN_SERVERS", "turn.example.test:3478"),
-        ("STREAMCORE_WEBRTC_TURN_SECRET", "s3cret"),
-        ("STREAMCORE_WEBRTC_TURN_CREDENTIAL_SECONDS", "600"),
-    ])
+    let server = start(
+        6,
+        false,
+        &[
+            ("STREAMCORE_WEBRTC_STUN_SERVER", stun.as_str()),
+            ("STREAMCORE_WEBRTC_TURN_SERVERS", "turn.example.test:3478"),
+            ("STREAMCORE_WEBRTC_TURN_SECRET", "s3cret"),
+            ("STREAMCORE_WEBRTC_TURN_CREDENTIAL_SECONDS", "600"),
+        ],
+    )
     .await;
     server.create(webrtc_process("links", "public")).await;
-    let (rx, status, headers, body) = post_when_ready(&server, "/whep/links", None, &OfferOptions::default()).await;
+    let (rx, status, headers, body) =
+        post_when_ready(&server, "/whep/links", None, &OfferOptions::default()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let links: Vec<&str> = headers.get_all(header::LINK).iter().map(|v| v.to_str().unwrap()).collect();
+    let links: Vec<&str> = headers
+        .get_all(header::LINK)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(links.len(), 2, "{links:?}");
     assert_eq!(links[0], format!("<stun:{stun}>; rel=\"ice-server\""));
     let turn = links[1];
-    assert!(turn.starts_with("<turn:turn.example.test:3478?transport=udp>; rel=\"ice-server\"; "), "{turn}");
+    assert!(
+        turn.starts_with("<turn:turn.example.test:3478?transport=udp>; rel=\"ice-server\"; "),
+        "{turn}"
+    );
     assert!(turn.ends_with("credential-type=\"password\""), "{turn}");
     let attr = |name: &str| {
-        let start = turn.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in {turn}")) + name.len() + 2;
+        let start = turn
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("{name} in {turn}"))
+            + name.len()
+            + 2;
         turn[start..].split('"').next().unwrap().to_string()
     };
     let username = attr("username");
@@ -768,7 +1083,10 @@ async fn link_headers_announce_stun_and_turn() {
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(attr("credential"), expected);
     // The server used the STUN server for its own gathering.
-    assert!(responder.requests() > 0, "the server never asked the STUN server");
+    assert!(
+        responder.requests() > 0,
+        "the server never asked the STUN server"
+    );
     rx.set_answer(&body).unwrap();
     let ok = wait_frames(&rx, 10, Duration::from_secs(15)).await;
     assert_decodes(&rx, &server, 10, ok);
@@ -794,7 +1112,11 @@ mod stun {
         for &byte in data {
             crc ^= byte as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -813,7 +1135,7 @@ mod stun {
         msg.extend_from_slice(&kind.to_be_bytes());
         msg.extend_from_slice(&(value.len() as u16).to_be_bytes());
         msg.extend_from_slice(value);
-        while msg.len() % 4 != 0 {
+        while !msg.len().is_multiple_of(4) {
             msg.push(0);
         }
     }
@@ -844,7 +1166,9 @@ mod stun {
         attribute(&mut msg, 0x0008, &mac.finalize().into_bytes());
         fingerprint(&mut msg);
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut buf = [0u8; 1500];
         // A few tries: UDP, and libnice may be busy.
         for _ in 0..4 {

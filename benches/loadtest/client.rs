@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_sdp::SDPMessage;
-use gstreamer_webrtc::{WebRTCICEGatheringState, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription};
+use gstreamer_webrtc::{
+    WebRTCICEGatheringState, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
+};
 
 /// One viewer.
 pub struct Viewer {
@@ -52,23 +54,32 @@ impl Viewer {
         let pipeline_weak = pipeline.downgrade();
         let (counter, first) = (frames.clone(), first_frame.clone());
         webrtc.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
             let is_video = pad
                 .current_caps()
                 .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()))
                 .is_some_and(|m| m == "video");
-            let sink = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build().unwrap();
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .property("async", false)
+                .build()
+                .unwrap();
             if is_video {
                 let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
                 pipeline.add_many([&depay, &sink]).unwrap();
                 depay.link(&sink).unwrap();
                 let (counter, first) = (counter.clone(), first.clone());
-                depay.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                    if counter.fetch_add(1, Ordering::Relaxed) == 0 {
-                        *first.lock().unwrap() = Some(Instant::now());
-                    }
-                    gst::PadProbeReturn::Ok
-                });
+                depay.static_pad("src").unwrap().add_probe(
+                    gst::PadProbeType::BUFFER,
+                    move |_, _| {
+                        if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+                            *first.lock().unwrap() = Some(Instant::now());
+                        }
+                        gst::PadProbeReturn::Ok
+                    },
+                );
                 pad.link(&depay.static_pad("sink").unwrap()).unwrap();
                 depay.sync_state_with_parent().unwrap();
             } else {
@@ -79,7 +90,9 @@ impl Viewer {
         });
         let (tx, rx) = mpsc::channel();
         webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-            if w.property::<WebRTCICEGatheringState>("ice-gathering-state") == WebRTCICEGatheringState::Complete {
+            if w.property::<WebRTCICEGatheringState>("ice-gathering-state")
+                == WebRTCICEGatheringState::Complete
+            {
                 let _ = tx.send(());
             }
         });
@@ -89,7 +102,11 @@ impl Viewer {
         promise.wait();
         let offer = promise
             .get_reply()
-            .and_then(|r| r.value("offer").ok().and_then(|v| v.get::<WebRTCSessionDescription>().ok()))
+            .and_then(|r| {
+                r.value("offer")
+                    .ok()
+                    .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
+            })
             .expect("offer");
         let promise = gst::Promise::new();
         webrtc.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
@@ -111,11 +128,19 @@ impl Viewer {
     /// Applies the server's answer.
     pub fn answer(&self, sdp: &str) -> Result<(), String> {
         let message = SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|e| e.to_string())?;
-        let webrtc = self.pipeline.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "webrtcbin")).unwrap();
+        let webrtc = self
+            .pipeline
+            .children()
+            .into_iter()
+            .find(|e| e.factory().is_some_and(|f| f.name() == "webrtcbin"))
+            .unwrap();
         let promise = gst::Promise::new();
         webrtc.emit_by_name::<()>(
             "set-remote-description",
-            &[&WebRTCSessionDescription::new(WebRTCSDPType::Answer, message), &promise],
+            &[
+                &WebRTCSessionDescription::new(WebRTCSDPType::Answer, message),
+                &promise,
+            ],
         );
         promise.wait();
         Ok(())

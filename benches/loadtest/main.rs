@@ -36,7 +36,14 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--viewers" => args.viewers = it.next().unwrap().split(',').map(|v| v.parse().unwrap()).collect(),
+            "--viewers" => {
+                args.viewers = it
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|v| v.parse().unwrap())
+                    .collect()
+            }
             "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
             "--posts" => args.posts = it.next().unwrap().parse().unwrap(),
             "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
@@ -69,6 +76,10 @@ fn start_server() -> Server {
         .env("STREAMCORE_LOG", "warn,streamcore::server=info")
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM", "1000")
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_TOTAL", "1000")
+        .env(
+            "STREAMCORE_WEBRTC_VIEWER_QUEUE_BUFFERS",
+            std::env::var("LOADTEST_QUEUE_BUFFERS").unwrap_or_else(|_| "0".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,7 +93,9 @@ fn start_server() -> Server {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server address");
     Server {
         child,
         base: format!("http://{addr}"),
@@ -94,10 +107,36 @@ fn make_source(dir: &Path) -> PathBuf {
     let file = dir.join("loadtest-720p.mkv");
     if !file.exists() {
         let ok = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-pix_fmt", "yuv420p"])
-            .args(["-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "60", "-bf", "0"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=30",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "20",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-profile:v",
+                "baseline",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "60", "-bf", "0",
+            ])
             .args(["-c:a", "libopus", "-b:a", "64k", "-y"])
             .arg(&file)
             .status()
@@ -112,17 +151,60 @@ fn make_source(dir: &Path) -> PathBuf {
 fn sample(pid: u32) -> (u64, u64, usize) {
     let process = procfs::process::Process::new(pid as i32).unwrap();
     let stat = process.stat().unwrap();
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
-    (stat.utime + stat.stime, stat.rss * procfs::page_size(), threads)
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    (
+        stat.utime + stat.stime,
+        stat.rss * procfs::page_size(),
+        threads,
+    )
 }
 
-async fn post(http: &reqwest::Client, url: &str, offer: String) -> (reqwest::StatusCode, Option<String>, String, Duration) {
+/// Server threads grouped by name (GStreamer names its streaming threads after their pads).
+fn thread_names(pid: u32) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    offer: String,
+) -> (reqwest::StatusCode, Option<String>, String, Duration) {
     let started = Instant::now();
-    let res = http.post(url).header("content-type", "application/sdp").body(offer).send().await.unwrap();
+    let res = http
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     let status = res.status();
-    let location = res.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
-    (status, location, res.text().await.unwrap_or_default(), elapsed)
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        status,
+        location,
+        res.text().await.unwrap_or_default(),
+        elapsed,
+    )
 }
 
 async fn add_viewer(http: &reqwest::Client, base: &str, id: &str) -> (Viewer, Duration) {
@@ -173,7 +255,12 @@ async fn run(args: Args) {
     if args.force_transcode {
         process["webrtc"]["force_transcode"] = serde_json::json!(true);
     }
-    let res = http.post(format!("{}/api/v3/process", server.base)).json(&process).send().await.unwrap();
+    let res = http
+        .post(format!("{}/api/v3/process", server.base))
+        .json(&process)
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success());
     // Wait for media: one throwaway viewer that gets a 201.
     let (probe, _) = add_viewer(&http, &server.base, "load").await;
@@ -193,7 +280,10 @@ async fn run(args: Args) {
                 viewers.push(v);
             }
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let frames0: Vec<u64> = viewers.iter().map(|v| v.frames.load(Ordering::Relaxed)).collect();
+            let frames0: Vec<u64> = viewers
+                .iter()
+                .map(|v| v.frames.load(Ordering::Relaxed))
+                .collect();
             let (t0, _, _) = sample(pid);
             let start = Instant::now();
             tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -209,13 +299,20 @@ async fn run(args: Args) {
                 cpu: (t1 - t0) as f64 / ticks / wall,
                 rss_mb: rss as f64 / 1e6,
                 threads,
-                fps_avg: if fps.is_empty() { f64::NAN } else { fps.iter().sum::<f64>() / fps.len() as f64 },
+                fps_avg: if fps.is_empty() {
+                    f64::NAN
+                } else {
+                    fps.iter().sum::<f64>() / fps.len() as f64
+                },
                 fps_min: fps.iter().cloned().fold(f64::NAN, f64::min),
             };
             eprintln!(
                 "run {run} viewers {:>3}: cpu {:.3} CPU-s/s, rss {:.1} MB, threads {}, fps avg {:.1} min {:.1}",
                 row.viewers, row.cpu, row.rss_mb, row.threads, row.fps_avg, row.fps_min
             );
+            if std::env::var_os("LOADTEST_THREADS").is_some() {
+                eprintln!("  server threads by name: {:?}", thread_names(pid));
+            }
             rows.push(row);
         }
         for v in &viewers {
@@ -248,13 +345,25 @@ async fn run(args: Args) {
     });
     let done = futures_join_all(posts).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline && done.iter().any(|(v, _, _)| v.first_frame.lock().unwrap().is_none()) {
+    while Instant::now() < deadline
+        && done
+            .iter()
+            .any(|(v, _, _)| v.first_frame.lock().unwrap().is_none())
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut to_201: Vec<f64> = done.iter().map(|(_, _, e)| e.as_secs_f64() * 1000.0).collect();
+    let mut to_201: Vec<f64> = done
+        .iter()
+        .map(|(_, _, e)| e.as_secs_f64() * 1000.0)
+        .collect();
     let mut to_frame: Vec<f64> = done
         .iter()
-        .filter_map(|(v, s, _)| v.first_frame.lock().unwrap().map(|f| f.duration_since(*s).as_secs_f64() * 1000.0))
+        .filter_map(|(v, s, _)| {
+            v.first_frame
+                .lock()
+                .unwrap()
+                .map(|f| f.duration_since(*s).as_secs_f64() * 1000.0)
+        })
         .collect();
     to_201.sort_by(f64::total_cmp);
     to_frame.sort_by(f64::total_cmp);
@@ -289,10 +398,11 @@ async fn run(args: Args) {
     );
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+/// Runs the futures concurrently on the runtime and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();

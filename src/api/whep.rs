@@ -87,7 +87,8 @@ fn stream_for(
         .stream()
         .cloned()
         .ok_or_else(|| ApiError::not_found("WebRTC is not enabled for this process", id))?;
-    if entry.record.config.webrtc.access == Access::Token && !super::auth::may_view(state, token, id)
+    if entry.record.config.webrtc.access == Access::Token
+        && !super::auth::may_view(state, token, id)
     {
         return Err(ApiError::unauthorized(
             "a valid bearer token is required to watch this stream",
@@ -186,9 +187,7 @@ pub async fn post(
     };
     if let Some(webrtcbin) = stream.viewer_webrtcbin(&resource) {
         let metrics = state.metrics.clone();
-        ice::on_connected(&webrtcbin, move || {
-            metrics.ice_connected(started.elapsed())
-        });
+        ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
     }
     let prefix = if uri.path().starts_with("/api/v3/") {
         "/api/v3/whep"
@@ -226,19 +225,17 @@ fn add_error(state: &AppState, error: AddError) -> Response {
             "No media yet",
             "the process is not sending media yet",
         )),
-        AddError::Full => {
-            // The stream does not say which cap it hit; the total is the one that can be read.
-            let total = state
-                .media
-                .as_ref()
-                .is_some_and(|m| m.viewers() >= m.config().max_viewers_total);
-            state
-                .metrics
-                .viewer_rejected(if total { "total" } else { "stream" });
+        cap @ (AddError::StreamFull | AddError::ServerFull) => {
+            let which = if matches!(cap, AddError::ServerFull) {
+                "total"
+            } else {
+                "stream"
+            };
+            state.metrics.viewer_rejected(which);
             with_retry(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Viewer limit reached",
-                "try again later",
+                cap.to_string(),
             ))
         }
         AddError::Codec(why) => {
@@ -280,22 +277,31 @@ fn urlencoding(id: &str) -> String {
 #[utoipa::path(head, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
     responses((status = 200, description = "a WHEP endpoint (Content-Type: application/sdp, no body)"), (status = 404, body = ErrorBody)))]
 pub async fn endpoint_head(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    if state.registry.get(&id).and_then(|e| e.stream().cloned()).is_none() {
-        return ApiError::not_found("Unknown WHEP endpoint", "unknown process or WebRTC not enabled")
-            .into_response();
+    if state
+        .registry
+        .get(&id)
+        .and_then(|e| e.stream().cloned())
+        .is_none()
+    {
+        return ApiError::not_found(
+            "Unknown WHEP endpoint",
+            "unknown process or WebRTC not enabled",
+        )
+        .into_response();
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/sdp")]).into_response()
 }
 
-/// `OPTIONS` on the endpoint (a request that is not a CORS preflight; those are answered by the
-/// CORS layer, and [`cors_headers`] adds the WHEP headers to them).
+/// `OPTIONS` on the endpoint. In this router the CORS layer answers every OPTIONS request itself
+/// (tower-http treats each one as a preflight) and [`cors_headers`] adds `Accept-Post` and the
+/// WHEP method and header lists; this handler only answers when no CORS layer is in front.
 #[utoipa::path(options, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
-    responses((status = 204, description = "Accept-Post: application/sdp")))]
+    responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp")))]
 pub async fn endpoint_options() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `OPTIONS` on a session.
+/// `OPTIONS` on a session (see [`endpoint_options`]).
 pub async fn resource_options() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
@@ -385,8 +391,8 @@ pub async fn patch(
         return unknown_session();
     };
     if !fragment.is_restart(&remote_ufrag, &remote_pwd) {
-        let added = tokio::task::spawn_blocking(move || ice::add_candidates(&webrtcbin, &fragment))
-            .await;
+        let added =
+            tokio::task::spawn_blocking(move || ice::add_candidates(&webrtcbin, &fragment)).await;
         return match added {
             Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
             Ok(Err(_)) => unknown_session(),
@@ -511,12 +517,20 @@ pub async fn cors_headers(req: Request, next: Next) -> Response {
     let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };
-    set(headers, header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+    set(
+        headers,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        EXPOSE_HEADERS,
+    );
     if is_options && success {
         set(headers, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
         set(headers, header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
         if segments == 1 {
-            set(headers, HeaderName::from_static("accept-post"), "application/sdp");
+            set(
+                headers,
+                HeaderName::from_static("accept-post"),
+                "application/sdp",
+            );
         }
     }
     response

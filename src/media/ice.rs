@@ -130,10 +130,8 @@ pub fn restart<E>(
     check: impl FnOnce(&str) -> Result<(), E>,
 ) -> Result<Result<SDPMessage, IceError>, E> {
     let _serial = RESTARTS.lock().unwrap_or_else(|e| e.into_inner());
-    let (Some(remote), Some(local)) = (
-        remote_description(webrtcbin),
-        local_description(webrtcbin),
-    ) else {
+    let (Some(remote), Some(local)) = (remote_description(webrtcbin), local_description(webrtcbin))
+    else {
         return Ok(Err(IceError::NoSession));
     };
     let Some((current, _)) = credentials(&local) else {
@@ -153,7 +151,12 @@ fn renegotiate(
     // The old remote candidates belong to the old ICE generation; new ones come by trickle.
     let offer = with_credentials(remote, ufrag, pwd, true);
     let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer);
-    call(webrtcbin, "set-remote-description", &offer, "set-remote-description")?;
+    call(
+        webrtcbin,
+        "set-remote-description",
+        &offer,
+        "set-remote-description",
+    )?;
     let reply = call(
         webrtcbin,
         "create-answer",
@@ -167,7 +170,12 @@ fn renegotiate(
     let (local_ufrag, local_pwd) = new_credentials();
     let answer = with_credentials(answer.sdp(), &local_ufrag, &local_pwd, true);
     let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
-    call(webrtcbin, "set-local-description", &answer, "set-local-description")?;
+    call(
+        webrtcbin,
+        "set-local-description",
+        &answer,
+        "set-local-description",
+    )?;
     let mut local = local_description(webrtcbin).ok_or(IceError::NoSession)?;
     copy_candidates(previous_local, &mut local);
     Ok(local)

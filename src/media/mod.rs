@@ -47,7 +47,7 @@ pub struct IceConfig {
 pub struct MediaConfig {
     /// rtpjitterbuffer latency of the RTP legs.
     pub jitter_latency_ms: u32,
-    /// Buffers a viewer's queue holds before it drops the oldest.
+    /// Packets a per-viewer leaky queue holds; 0 means no queue in the branch.
     pub viewer_queue_buffers: u32,
     /// Viewers per stream.
     pub max_viewers_per_stream: usize,

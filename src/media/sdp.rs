@@ -123,6 +123,8 @@ pub fn parse_source(text: &str) -> Result<Vec<SourceTrack>, SdpError> {
 /// One media section of a viewer's offer.
 #[derive(Debug, Clone)]
 pub struct OfferTrack {
+    /// Index of its m-line in the offer.
+    pub mline: u32,
     /// Video or audio.
     pub kind: Kind,
     /// Payload types with their caps, in the viewer's order of preference.
@@ -171,7 +173,7 @@ impl Offer {
 pub fn parse_offer(text: &str) -> Result<Offer, SdpError> {
     let message = parse(text)?;
     let mut tracks: Vec<OfferTrack> = Vec::new();
-    for media in message.medias() {
+    for (mline, media) in message.medias().enumerate() {
         let Some(kind) = media.media().and_then(Kind::parse) else {
             continue;
         };
@@ -183,6 +185,7 @@ pub fn parse_offer(text: &str) -> Result<Offer, SdpError> {
             return Err(SdpError::TooManyTracks(kind.as_str()));
         }
         tracks.push(OfferTrack {
+            mline: mline as u32,
             kind,
             formats: formats(media),
         });
@@ -212,6 +215,38 @@ fn formats(media: &SDPMediaRef) -> Vec<(u8, gst::Caps)> {
         .collect()
 }
 
+/// The `a=fmtp` parameters of one payload type, as written. Names that are not plain tokens are
+/// skipped: they could not be caps field names, and offers are hostile input.
+fn fmtp_params(media: &SDPMediaRef, pt: i32) -> Vec<(String, String)> {
+    let pt = pt.to_string();
+    let mut out = Vec::new();
+    for n in 0..media.attributes_len() {
+        let Some(value) = media.attribute_val_n("fmtp", n) else {
+            break;
+        };
+        let Some((format, params)) = value.split_once(' ') else {
+            continue;
+        };
+        if format != pt {
+            continue;
+        }
+        for param in params.split(';') {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let key = key.trim().to_ascii_lowercase();
+            let token = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if token && key.len() <= 64 && value.len() <= 512 {
+                out.push((key, value.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// The RTP caps of one payload type. gstreamer-sdp names them `application/x-unknown`; RTP
 /// elements only take `application/x-rtp`, and encoding names compare upper-case.
 fn rtp_caps(media: &SDPMediaRef, pt: i32) -> Option<gst::Caps> {
@@ -225,13 +260,11 @@ fn rtp_caps(media: &SDPMediaRef, pt: i32) -> Option<gst::Caps> {
         if let Some(kind) = media.media() {
             s.set("media", kind);
         }
-        // `a=fmtp:96 a=1; b=2` leaves a space in front of `b`; field names must match exactly.
-        let spaced: Vec<String> = s.fields().filter(|f| f.starts_with(' ')).map(|f| f.to_string()).collect();
-        for name in spaced {
-            if let Ok(value) = s.value(name.as_str()).cloned() {
-                s.remove_field(name.as_str());
-                s.set_value(name.trim(), value);
-            }
+        // gstreamer-sdp rewrites H.264's profile-level-id into a `profile` name and drops
+        // level-asymmetry-allowed; the answer has to repeat the offer's own spelling (browsers
+        // compare profile-level-id as a string), so the raw fmtp parameters are put back.
+        for (key, value) in fmtp_params(media, pt) {
+            s.set(key.as_str(), value);
         }
     }
     Some(caps)
@@ -279,11 +312,19 @@ fn h264_score(source: &gst::Caps, offered: &gst::Caps) -> Option<u32> {
         return Some(1);
     }
     if src == off {
-        return Some(4);
+        return Some(5);
     }
     let (sp, op) = (&src[..2], &off[..2]);
+    let constrained =
+        |id: &str| id.len() >= 4 && u8::from_str_radix(&id[2..4], 16).is_ok_and(|c| c & 0x40 != 0);
     if sp == op {
-        return Some(3);
+        // Baseline and constrained baseline share profile_idc 42; the constraint flag tells them
+        // apart, and webrtcbin matches the stream's `profile` against the offer's.
+        return Some(if constrained(&src) == constrained(&off) {
+            4
+        } else {
+            3
+        });
     }
     // A constrained-baseline stream (42 with constraint_set1) decodes on main and high decoders.
     let src_constrained =
@@ -307,6 +348,7 @@ fn branch_caps(source: &SourceTrack, pt: u8, offered: &gst::Caps) -> gst::Caps {
     for field in [
         "packetization-mode",
         "profile-level-id",
+        "profile",
         "level-asymmetry-allowed",
         "encoding-params",
         "sprop-stereo",
@@ -415,6 +457,27 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=ice-ufrag:ab
             111
         );
         assert_eq!(offer.codec_names(), vec!["H264", "OPUS", "VP8"]);
+    }
+
+    #[test]
+    fn constrained_baseline_stream_picks_the_constrained_offer() {
+        init();
+        let source = parse_source(FFMPEG_SDP).unwrap();
+        // Chrome lists plain baseline (42001f) before constrained baseline (42e01f).
+        let text = offer("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f").replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 102 106 96",
+            "m=video 9 UDP/TLS/RTP/SAVPF 102 108 96",
+        ) .replace(
+            "a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
+            "a=rtpmap:108 H264/90000\r\na=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        );
+        let offer = parse_offer(&text).unwrap();
+        let caps = select_format(&source[0], offer.track(Kind::Video).unwrap()).unwrap();
+        let s = caps.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("payload").unwrap(), 108);
+        assert_eq!(s.get::<String>("profile-level-id").unwrap(), "42e01f");
+        assert_eq!(offer.track(Kind::Video).unwrap().mline, 0);
+        assert_eq!(offer.track(Kind::Audio).unwrap().mline, 1);
     }
 
     #[test]

@@ -129,7 +129,10 @@ mod tests {
                 entry(
                     "out1",
                     WebRTCStatsType::OutboundRtp,
-                    &[("bytes-sent", 1000u64.to_send_value()), ("packets-sent", 10u64.to_send_value())],
+                    &[
+                        ("bytes-sent", 1000u64.to_send_value()),
+                        ("packets-sent", 10u64.to_send_value()),
+                    ],
                 ),
             )
             .field(
@@ -137,7 +140,10 @@ mod tests {
                 entry(
                     "out2",
                     WebRTCStatsType::OutboundRtp,
-                    &[("bytes-sent", 500u64.to_send_value()), ("packets-sent", 5u64.to_send_value())],
+                    &[
+                        ("bytes-sent", 500u64.to_send_value()),
+                        ("packets-sent", 5u64.to_send_value()),
+                    ],
                 ),
             )
             .field(
@@ -157,7 +163,10 @@ mod tests {
                 entry(
                     "ice-candidate-local_1",
                     WebRTCStatsType::RemoteCandidate,
-                    &[("address", "192.0.2.7".to_send_value()), ("port", 5000u32.to_send_value())],
+                    &[
+                        ("address", "192.0.2.7".to_send_value()),
+                        ("port", 5000u32.to_send_value()),
+                    ],
                 ),
             )
             .field(
@@ -165,7 +174,10 @@ mod tests {
                 entry(
                     "ice-candidate-remote_1",
                     WebRTCStatsType::LocalCandidate,
-                    &[("address", "192.0.2.2".to_send_value()), ("port", 6000u32.to_send_value())],
+                    &[
+                        ("address", "192.0.2.2".to_send_value()),
+                        ("port", 6000u32.to_send_value()),
+                    ],
                 ),
             )
             .field(
@@ -174,8 +186,14 @@ mod tests {
                     "pair",
                     WebRTCStatsType::CandidatePair,
                     &[
-                        ("local-candidate-id", "ice-candidate-local_1".to_send_value()),
-                        ("remote-candidate-id", "ice-candidate-remote_1".to_send_value()),
+                        (
+                            "local-candidate-id",
+                            "ice-candidate-local_1".to_send_value(),
+                        ),
+                        (
+                            "remote-candidate-id",
+                            "ice-candidate-remote_1".to_send_value(),
+                        ),
                     ],
                 ),
             )

@@ -30,9 +30,12 @@ pub enum AddError {
     /// The viewer cannot receive what the stream carries.
     #[error("{0}")]
     Codec(String),
-    /// A viewer cap is reached.
-    #[error("viewer limit reached")]
-    Full,
+    /// The stream's viewer cap is reached.
+    #[error("this stream has the most viewers it may have")]
+    StreamFull,
+    /// The server-wide viewer cap is reached.
+    #[error("the server has the most viewers it may have")]
+    ServerFull,
     /// Negotiation failed.
     #[error(transparent)]
     Viewer(#[from] ViewerError),
@@ -169,7 +172,7 @@ impl Stream {
                 return Err(AddError::NotReady);
             };
             if state.viewers.len() >= inner.shared.config.max_viewers_per_stream {
-                return Err(AddError::Full);
+                return Err(AddError::StreamFull);
             }
             (
                 built.pipeline.clone(),
@@ -178,7 +181,7 @@ impl Stream {
             )
         };
         if !inner.shared.reserve_viewer() {
-            return Err(AddError::Full);
+            return Err(AddError::ServerFull);
         }
         let id = resource_id();
         let dead_tx = inner.dead_tx.clone();
@@ -296,6 +299,7 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
         };
         match select_format(source, offered) {
             Some(caps) => plans.push(TrackPlan {
+                mline: offered.mline,
                 source: source.clone(),
                 tee: tee.clone(),
                 caps,

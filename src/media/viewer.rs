@@ -11,7 +11,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
 use gstreamer_sdp::SDPMessage;
-use gstreamer_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType, WebRTCSessionDescription};
+use gstreamer_webrtc::{
+    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
+    WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
+};
 
 use super::keyframe;
 use super::sdp::{advertise_public_ip, Offer, SourceTrack};
@@ -38,6 +41,8 @@ pub enum ViewerError {
 
 /// What a branch of one track needs.
 pub struct TrackPlan {
+    /// Index of the offer's m-line this track answers.
+    pub mline: u32,
     /// The stream's track.
     pub source: SourceTrack,
     /// The tee to hang the branch on.
@@ -104,8 +109,9 @@ fn now_ms() -> u64 {
 struct Branch {
     tee: gst::Element,
     tee_pad: gst::Pad,
-    queue: gst::Element,
-    setter: gst::Element,
+    /// The first element after the tee: the queue when there is one, else the capssetter.
+    head: gst::Element,
+    elements: Vec<gst::Element>,
 }
 
 /// A connected (or connecting) viewer.
@@ -207,78 +213,59 @@ fn negotiate(
 ) -> Result<(), ViewerError> {
     let webrtcbin = viewer.webrtcbin.clone();
     let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
+    viewer.flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
+    watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
+    let (gathered_tx, gathered_rx) = mpsc::channel();
+    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        let state = bin.property::<WebRTCICEGatheringState>("ice-gathering-state");
+        if state == WebRTCICEGatheringState::Complete {
+            let _ = gathered_tx.send(());
+        }
+    });
+    webrtcbin.sync_state_with_parent().map_err(neg)?;
+
+    // One sendonly transceiver per track, its codec preferences being exactly the offer's
+    // format, added in m-line order before the offer goes in: create-answer then pairs each
+    // offered m-line with ours. If webrtcbin were left to match pads to m-lines by the caps that
+    // flow, a mismatch (baseline vs constrained baseline) leaves a transceiver without a
+    // transport, and webrtcbin 1.22 aborts the whole process on that.
+    let mut tracks = tracks;
+    tracks.sort_by_key(|t| t.mline);
+    let mut ours = Vec::new();
     for track in tracks {
-        let queue = gst::ElementFactory::make("queue")
-            .property("max-size-buffers", queue_buffers)
-            .property("max-size-bytes", 0u32)
-            .property("max-size-time", 0u64)
-            .property_from_str("leaky", "downstream")
-            .property("silent", true)
-            .build()
-            .map_err(neg)?;
-        let setter = gst::ElementFactory::make("capssetter")
-            .property("caps", &track.caps)
-            .build()
-            .map_err(neg)?;
-        pipeline.add_many([&queue, &setter]).map_err(neg)?;
-        queue.link(&setter).map_err(neg)?;
         let sink = webrtcbin
             .request_pad_simple("sink_%u")
             .ok_or_else(|| ViewerError::Negotiation("webrtcbin gave no sink pad".into()))?;
-        setter
-            .static_pad("src")
-            .expect("capssetter has a src pad")
-            .link(&sink)
-            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
-        let pt = track
-            .caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("payload").ok())
-            .unwrap_or(96) as u8;
-        install_gate(
-            &queue,
-            keyframe::detector(&track.source.encoding()),
-            pt,
+        let transceiver = sink
+            .property::<Option<WebRTCRTPTransceiver>>("transceiver")
+            .ok_or_else(|| ViewerError::Negotiation("webrtcbin pad without transceiver".into()))?;
+        transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
+        transceiver.set_property("codec-preferences", &track.caps);
+        viewer.branches.push(branch(
+            pipeline,
+            &track,
+            &sink,
+            queue_buffers,
             viewer.flags.clone(),
-        );
-        let tee_pad = track
-            .tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
-        viewer.branches.push(Branch {
-            tee: track.tee.clone(),
-            tee_pad,
-            queue,
-            setter,
-        });
+        )?);
+        ours.push((track.mline, transceiver));
     }
-    viewer.flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
-    watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
-    webrtcbin.sync_state_with_parent().map_err(neg)?;
+    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.message.clone());
+    call(&webrtcbin, "set-remote-description", &remote)?;
     for branch in &viewer.branches {
-        branch.setter.sync_state_with_parent().map_err(neg)?;
-        branch.queue.sync_state_with_parent().map_err(neg)?;
+        for element in branch.elements.iter().rev() {
+            element.sync_state_with_parent().map_err(neg)?;
+        }
         let sink = branch
-            .queue
+            .head
             .static_pad("sink")
-            .expect("queue has a sink pad");
+            .expect("branch head has a sink pad");
         branch
             .tee_pad
             .link(&sink)
             .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
     }
 
-    let (gathered_tx, gathered_rx) = mpsc::channel();
-    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
-        let state =
-            bin.property::<gstreamer_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-        if state == gstreamer_webrtc::WebRTCICEGatheringState::Complete {
-            let _ = gathered_tx.send(());
-        }
-    });
-
-    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.message.clone());
-    call(&webrtcbin, "set-remote-description", &remote)?;
     let promise = gst::Promise::new();
     webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
     promise.wait();
@@ -291,12 +278,26 @@ fn negotiate(
                 .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
         })
         .ok_or_else(|| ViewerError::Negotiation(promise_error(&promise)))?;
+    // Every track must have found its m-line (it then answers sendonly). Applying an answer that
+    // left one of our transceivers out would trip an assertion in webrtcbin and abort.
+    let unmatched: Vec<u32> = ours
+        .iter()
+        .map(|(mline, _)| *mline)
+        .filter(|mline| {
+            !answer.sdp().media(*mline).is_some_and(|m| {
+                m.attribute_val("sendonly").is_some() || m.attribute_val("sendrecv").is_some()
+            })
+        })
+        .collect();
+    if !unmatched.is_empty() {
+        return Err(ViewerError::Negotiation(format!(
+            "webrtcbin could not answer our tracks on m-lines {unmatched:?}"
+        )));
+    }
     call(&webrtcbin, "set-local-description", &answer)?;
-    let timeout = ice.gather_timeout;
-    let already = webrtcbin
-        .property::<gstreamer_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-        == gstreamer_webrtc::WebRTCICEGatheringState::Complete;
-    if !already && gathered_rx.recv_timeout(timeout).is_err() {
+    let already = webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+        == WebRTCICEGatheringState::Complete;
+    if !already && gathered_rx.recv_timeout(ice.gather_timeout).is_err() {
         return Err(ViewerError::GatherTimeout);
     }
     let local = webrtcbin
@@ -311,17 +312,81 @@ fn negotiate(
     Ok(())
 }
 
+/// `[queue →] capssetter → sink`, with the gate on the capssetter's output, and a tee pad for it.
+fn branch(
+    pipeline: &gst::Pipeline,
+    track: &TrackPlan,
+    sink: &gst::Pad,
+    queue_buffers: u32,
+    flags: Arc<ViewerFlags>,
+) -> Result<Branch, ViewerError> {
+    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
+    let setter = gst::ElementFactory::make("capssetter")
+        .property("caps", &track.caps)
+        .build()
+        .map_err(neg)?;
+    pipeline.add(&setter).map_err(neg)?;
+    let mut elements = vec![setter.clone()];
+    // A queue gives the viewer its own streaming thread. Nothing downstream blocks (nicesink
+    // sends without waiting), so by default the tee's thread pushes straight into webrtcbin and
+    // each viewer costs two threads fewer.
+    if queue_buffers > 0 {
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-buffers", queue_buffers)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 0u64)
+            .property_from_str("leaky", "downstream")
+            .property("silent", true)
+            .build()
+            .map_err(neg)?;
+        pipeline.add(&queue).map_err(neg)?;
+        queue.link(&setter).map_err(neg)?;
+        elements.insert(0, queue);
+    }
+    setter
+        .static_pad("src")
+        .expect("capssetter has a src pad")
+        .link(sink)
+        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    let pt = track
+        .caps
+        .structure(0)
+        .and_then(|s| s.get::<i32>("payload").ok())
+        .unwrap_or(96) as u8;
+    install_gate(
+        &setter,
+        keyframe::detector(&track.source.encoding()),
+        pt,
+        flags,
+    );
+    let tee_pad = track
+        .tee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
+    Ok(Branch {
+        tee: track.tee.clone(),
+        tee_pad,
+        head: elements[0].clone(),
+        elements,
+    })
+}
+
 /// Notes every packet webrtcbin's ICE sources receive, for the consent check.
 fn watch_receive(webrtcbin: &gst::Element, flags: Arc<ViewerFlags>) {
-    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else { return };
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
     for element in bin.iterate_recurse().into_iter().flatten() {
         if element.factory().is_some_and(|f| f.name() == "nicesrc") {
             if let Some(pad) = element.static_pad("src") {
                 let flags = flags.clone();
-                pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-                    flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
-                    gst::PadProbeReturn::Ok
-                });
+                pad.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    move |_, _| {
+                        flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
+                        gst::PadProbeReturn::Ok
+                    },
+                );
             }
         }
     }
@@ -370,7 +435,10 @@ fn watch_connection(
         match state {
             WebRTCPeerConnectionState::Connected => {
                 let ms = created.elapsed().as_millis().max(1) as u64;
-                let _ = flags.connect_ms.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+                let _ =
+                    flags
+                        .connect_ms
+                        .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
                 flags.connected.store(true, Ordering::Relaxed);
             }
             WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
@@ -462,7 +530,7 @@ impl Viewer {
         for branch in self.branches.drain(..) {
             let (done_tx, done_rx) = mpsc::channel::<()>();
             let tee = branch.tee.clone();
-            let sink = branch.queue.static_pad("sink");
+            let sink = branch.head.static_pad("sink");
             branch
                 .tee_pad
                 .add_probe(gst::PadProbeType::IDLE, move |pad, _| {
@@ -478,7 +546,7 @@ impl Viewer {
                 tracing::warn!("tee pad never went idle; releasing it anyway");
                 branch.tee.release_request_pad(&branch.tee_pad);
             }
-            for element in [&branch.queue, &branch.setter] {
+            for element in &branch.elements {
                 let _ = element.set_state(gst::State::Null);
                 let _ = pipeline.remove(element);
             }

@@ -18,8 +18,8 @@ pub const TURN_USER: &str = "streamcore";
 /// Time-limited TURN credentials for `secret`, valid until `expiry` (unix seconds).
 pub fn turn_rest_credentials(secret: &str, expiry: u64) -> (String, String) {
     let username = format!("{expiry}:{TURN_USER}");
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
     let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     (username, credential)
@@ -126,7 +126,11 @@ mod tests {
         let found = links(&config, 1000);
         assert_eq!(found.len(), 1);
         let (user, credential) = turn_rest_credentials("s3cret", 1100);
-        assert!(found[0].contains(&format!("username=\"{user}\"")), "{}", found[0]);
+        assert!(
+            found[0].contains(&format!("username=\"{user}\"")),
+            "{}",
+            found[0]
+        );
         assert!(found[0].contains(&format!("credential=\"{credential}\"")));
         assert!(links(&WebRtcConfig::default(), 0).is_empty());
     }

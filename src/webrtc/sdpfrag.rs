@@ -249,7 +249,11 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=ice-ufrag:EsAw\r\na=ice-pwd:P2uY
         assert_eq!(f.media.len(), 2);
         assert_eq!(f.media[0].mid.as_deref(), Some("0"));
         assert_eq!(f.media[1].mid.as_deref(), Some("1"));
-        let usable: Vec<bool> = f.media[0].candidates.iter().map(Candidate::usable).collect();
+        let usable: Vec<bool> = f.media[0]
+            .candidates
+            .iter()
+            .map(Candidate::usable)
+            .collect();
         assert_eq!(usable, vec![true, false, false]);
         assert_eq!(
             f.media[0].candidates[0].line,

@@ -20,9 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::log::{
-    EnableParams as LogEnableParams, EventEntryAdded,
-};
+use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnableParams, EventEntryAdded};
 use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
 use chromiumoxide::{Browser, Page};
 use futures_util::StreamExt;
@@ -33,8 +31,8 @@ pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Flags for a headless browser in a sandboxed CI running as root. The background-networking
 /// flags matter: without internet access, refused connections to Google services pile up.
-/// Chrome's mDNS obfuscation of host candidates is deliberately left on (the default): the
-/// server must cope with `.local` candidates, as it does with real browsers.
+/// Chrome's mDNS obfuscation of host candidates is never switched off here
+/// (`--disable-features=WebRtcHideLocalIpsWithMdns`), but see [`FAKE_MEDIA_UI`].
 pub const FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
@@ -47,9 +45,14 @@ pub const FLAGS: &[&str] = &[
     "--disable-sync",
     "--disable-extensions",
     "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream",
     "--remote-debugging-port=0",
 ];
+
+/// Auto-accepts camera/microphone prompts. Chrome treats that as granted media permission and
+/// then gathers host candidates with their real IP addresses instead of `<uuid>.local` names
+/// (checked with Chromium 156), so a browser launched with it does not behave like a real
+/// viewer's. [`Chromium::launch`] adds it; [`Chromium::launch_like_a_viewer`] does not.
+pub const FAKE_MEDIA_UI: &str = "--use-fake-ui-for-media-stream";
 
 /// How long the browser may take to announce its DevTools endpoint.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,12 +103,19 @@ impl Chromium {
         exe
     }
 
-    /// Starts a headless browser on a fresh profile and connects to it.
+    /// Starts a headless browser on a fresh profile and connects to it ([`FLAGS`] and
+    /// [`FAKE_MEDIA_UI`]).
     pub async fn launch() -> Chromium {
+        Self::launch_with(&[FAKE_MEDIA_UI]).await
+    }
+
+    /// Like [`Chromium::launch`] without [`FAKE_MEDIA_UI`]: a page that never asked for the
+    /// camera, like a real viewer's, so host candidates are mDNS names.
+    pub async fn launch_like_a_viewer() -> Chromium {
         Self::launch_with(&[]).await
     }
 
-    /// Like [`Chromium::launch`] with extra command-line flags.
+    /// A browser with [`FLAGS`] and `extra`.
     pub async fn launch_with(extra: &[&str]) -> Chromium {
         let exe = Self::executable();
         let profile = tempfile::Builder::new()
@@ -224,7 +234,10 @@ impl Chromium {
                         (None, None) => format!("<{:?}>", a.r#type),
                     })
                     .collect();
-                push(&sink, format!("[console.{:?}] {}", e.r#type, args.join(" ")));
+                push(
+                    &sink,
+                    format!("[console.{:?}] {}", e.r#type, args.join(" ")),
+                );
             }
         }));
         let mut exceptions = page
