@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use gstreamer::prelude::*;
 use serde_json::{json, Value};
 use whep::OfferOptions;
 
@@ -262,7 +263,6 @@ async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usi
 /// went away. The server must notice the silence (consent expiry) and remove the viewer.
 #[tokio::test]
 async fn silent_viewer_is_removed() {
-    use gstreamer::prelude::*;
     let server =
         TestServer::start_with(&[("STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS", "3")]).await;
     let source = make_source(&server.data_dir);
@@ -302,4 +302,108 @@ async fn silent_viewer_is_removed() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(8),
         "removed after {took:?}"
     );
+}
+
+/// A real Chromium 156 offer (it lists plain baseline H.264 before constrained baseline) used to
+/// make webrtcbin abort the whole server. Each POST must get an answer that binds our H.264 track
+/// to the constrained-baseline payload, and the server must stay up.
+#[tokio::test]
+async fn chromium_offers_get_constrained_baseline_and_never_crash_the_server() {
+    let server = TestServer::start().await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("chrome", &source)).await;
+    // Wait for media with a real viewer first.
+    let (rx, resource, _) = connect_when_ready(&server, "chrome", &OfferOptions::default()).await;
+    drop(rx);
+    server.http.delete(&resource).send().await.unwrap();
+    let offer = std::fs::read_to_string("tests/fixtures/chrome156-offer.sdp").unwrap();
+    for round in 0..20 {
+        let (status, headers, answer) =
+            whep::post_offer(&server.http, &server.url("/whep/chrome"), None, &offer).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "round {round}: {answer}");
+        let message = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+        let video = message.medias().find(|m| m.media() == Some("video")).unwrap();
+        assert_eq!(video.formats().collect::<Vec<_>>(), vec!["108"], "round {round}");
+        assert!(video.attribute_val("sendonly").is_some());
+        let fmtp = video.attribute_val("fmtp").unwrap_or_default();
+        assert!(fmtp.contains("profile-level-id=42e01f"), "round {round}: {fmtp}");
+        let location = headers.get(reqwest::header::LOCATION).unwrap().to_str().unwrap();
+        let res = server.http.delete(server.url(location)).send().await.unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+    }
+    assert_eq!(server.get("/ping").await.0, reqwest::StatusCode::OK);
+}
+
+/// Candidate IPv4 addresses and ports of an SDP answer.
+fn answer_candidates(answer: &str) -> Vec<(String, u16)> {
+    let message = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    for media in message.medias() {
+        for idx in 0..media.attributes_len() {
+            let attr = media.attribute(idx).unwrap();
+            if attr.key() == "candidate" {
+                let fields: Vec<&str> = attr.value().unwrap_or_default().split(' ').collect();
+                if fields[4].parse::<std::net::Ipv4Addr>().is_ok() {
+                    out.push((fields[4].to_string(), fields[5].parse().unwrap()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn ice_port_range_and_public_ip_are_advertised() {
+    let server = TestServer::start_with(&[
+        ("STREAMCORE_WEBRTC_ICE_PORT_MIN", "46000"),
+        ("STREAMCORE_WEBRTC_ICE_PORT_MAX", "46099"),
+        ("STREAMCORE_WEBRTC_PUBLIC_IP", "203.0.113.7"),
+    ])
+    .await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("nat", &source)).await;
+    let (rx, _, _) = connect_when_ready(&server, "nat", &OfferOptions::default()).await;
+    // The answer the client applied: read it back from the client's webrtcbin.
+    let answer = rx
+        .webrtcbin()
+        .property::<gstreamer_webrtc::WebRTCSessionDescription>("remote-description")
+        .sdp()
+        .as_text()
+        .unwrap();
+    let candidates = answer_candidates(&answer);
+    assert!(!candidates.is_empty(), "{answer}");
+    for (address, port) in &candidates {
+        assert_eq!(address, "203.0.113.7", "{answer}");
+        assert!((46000..=46099).contains(port), "port {port} outside the range");
+    }
+    // The server reaches the client through its own checks, so media still flows.
+    assert!(rx.wait_frames(10, Duration::from_secs(20)));
+}
+
+#[tokio::test]
+async fn ice_gathers_on_the_configured_interfaces_only() {
+    // This machine's own non-loopback IPv4 address, as a client's gathering finds it.
+    let (probe, offer) = tokio::task::spawn_blocking(|| whep::Receiver::new(&OfferOptions::default()))
+        .await
+        .unwrap();
+    drop(probe);
+    let Some((address, _)) = answer_candidates(&offer).into_iter().find(|(a, _)| a != "127.0.0.1") else {
+        panic!("no non-loopback IPv4 address to test with:\n{offer}");
+    };
+    let server = TestServer::start_with(&[("STREAMCORE_WEBRTC_INTERFACES", address.as_str())]).await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("iface", &source)).await;
+    let (rx, _, _) = connect_when_ready(&server, "iface", &OfferOptions::default()).await;
+    let answer = rx
+        .webrtcbin()
+        .property::<gstreamer_webrtc::WebRTCSessionDescription>("remote-description")
+        .sdp()
+        .as_text()
+        .unwrap();
+    let candidates = answer_candidates(&answer);
+    assert!(!candidates.is_empty(), "{answer}");
+    assert!(candidates.iter().all(|(a, _)| *a == address), "{answer}");
+    // No IPv6 candidates either: only the configured address is used.
+    assert!(!answer.contains(" typ host") || answer.matches("a=candidate").count() == candidates.len(), "{answer}");
+    assert!(rx.wait_frames(10, Duration::from_secs(20)));
 }

@@ -73,7 +73,10 @@ fn start_server() -> Server {
         .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
         .env("STREAMCORE_DATA_DIR", dir.path())
         .env("STREAMCORE_DEMO", "false")
-        .env("STREAMCORE_LOG", "warn,streamcore::server=info")
+        .env(
+            "STREAMCORE_LOG",
+            std::env::var("LOADTEST_SERVER_LOG").unwrap_or_else(|_| "warn,streamcore::server=info".into()),
+        )
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM", "1000")
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_TOTAL", "1000")
         .env(
@@ -88,6 +91,9 @@ fn start_server() -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("LOADTEST_SERVER_LOG").is_some() {
+                eprintln!("server: {line}");
+            }
             if let Some(addr) = line.split("address=").nth(1) {
                 let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
             }
@@ -217,8 +223,12 @@ async fn add_viewer(http: &reqwest::Client, base: &str, id: &str) -> (Viewer, Du
             continue;
         }
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-        viewer.answer(&body).unwrap();
-        let mut viewer = viewer;
+        let mut viewer = tokio::task::spawn_blocking(move || {
+            viewer.answer(&body).unwrap();
+            viewer
+        })
+        .await
+        .unwrap();
         viewer.resource = location.map(|l| format!("{base}{l}"));
         return (viewer, elapsed);
     }
@@ -337,8 +347,14 @@ async fn run(args: Args) {
             let started = Instant::now();
             let (status, location, body, elapsed) = post(&http, &url, offer).await;
             assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-            viewer.answer(&body).unwrap();
-            let mut viewer = viewer;
+            // Applying the answer blocks on webrtcbin; keep it off the runtime so the other
+            // POSTs' responses are read on time.
+            let mut viewer = tokio::task::spawn_blocking(move || {
+                viewer.answer(&body).unwrap();
+                viewer
+            })
+            .await
+            .unwrap();
             viewer.resource = location;
             (viewer, started, elapsed)
         }

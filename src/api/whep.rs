@@ -179,6 +179,12 @@ pub async fn post(
         Err(e) => return ApiError::bad_request("Malformed SDP", e.to_string()).into_response(),
     };
     let negotiating = stream.clone();
+    // Negotiations are CPU work: running a burst of them all at once makes every one of them
+    // slow, while taking them a few at a time answers most of the burst quickly.
+    let _slot = match &state.media {
+        Some(media) => Some(media.negotiation_slot().await),
+        None => None,
+    };
     let added = tokio::task::spawn_blocking(move || negotiating.add_viewer(&offer)).await;
     let (resource, answer) = match added {
         Ok(Ok(done)) => done,

@@ -68,6 +68,7 @@ pub struct MediaConfig {
 pub(crate) struct Shared {
     config: MediaConfig,
     viewers: AtomicUsize,
+    negotiations: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -143,6 +144,9 @@ impl Media {
             shared: Arc::new(Shared {
                 config,
                 viewers: AtomicUsize::new(0),
+                negotiations: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
             }),
             sdp_dir,
         })
@@ -164,6 +168,15 @@ impl Media {
         let path = self.sdp_dir.join(format!("{file}-{}.sdp", ports.video()));
         let _ = std::fs::remove_file(&path);
         Some(Stream::new(process_id, ports, path, self.shared.clone()))
+    }
+
+    /// Waits for a turn to negotiate a viewer (one per CPU at a time, first come first served).
+    pub async fn negotiation_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.shared
+            .negotiations
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Viewers attached across all streams.

@@ -169,6 +169,38 @@ impl Offer {
     }
 }
 
+impl Offer {
+    /// The offer as webrtcbin should see it: each answered m-line keeps only the payload type we
+    /// send, the others only their first one. Browser offers list thirty-odd video formats and
+    /// webrtcbin looks each one up attribute by attribute, which made negotiation CPU-bound; an
+    /// answer may carry any subset of the offered formats, so nothing is lost.
+    pub fn restricted(&self, keep: &[(u32, u8)]) -> SDPMessage {
+        let mut message = self.message.clone();
+        for (mline, media) in message.medias_mut().enumerate() {
+            let wanted = keep
+                .iter()
+                .find(|(m, _)| *m as usize == mline)
+                .map(|(_, pt)| pt.to_string())
+                .or_else(|| media.format(0).map(str::to_string));
+            let Some(wanted) = wanted else { continue };
+            for idx in (0..media.formats_len()).rev() {
+                if media.format(idx) != Some(wanted.as_str()) {
+                    let _ = media.remove_format(idx);
+                }
+            }
+            for idx in (0..media.attributes_len()).rev() {
+                let Some(attr) = media.attribute(idx) else { continue };
+                let per_format = matches!(attr.key(), "rtpmap" | "fmtp" | "rtcp-fb");
+                let format = attr.value().and_then(|v| v.split(' ').next()).unwrap_or("");
+                if per_format && format != wanted && format != "*" {
+                    let _ = media.remove_attribute(idx);
+                }
+            }
+        }
+        message
+    }
+}
+
 /// Parses a viewer's offer; more than one video or audio section is refused.
 pub fn parse_offer(text: &str) -> Result<Offer, SdpError> {
     let message = parse(text)?;
@@ -368,32 +400,26 @@ fn branch_caps(source: &SourceTrack, pt: u8, offered: &gst::Caps) -> gst::Caps {
     gst::Caps::builder_full().structure(builder.build()).build()
 }
 
-/// Rewrites host candidates of an answer to advertise `public` instead of private addresses
-/// (1:1 NAT), keeping loopback ones so local clients still connect.
+/// Rewrites host candidates of an answer to advertise `public` (1:1 NAT): every candidate of the
+/// same address family that is not loopback, since behind such a NAT the server's own addresses
+/// are not reachable from outside. Loopback candidates stay, so local clients still connect.
 pub fn advertise_public_ip(answer: &mut SDPMessage, public: IpAddr) {
-    let public = public.to_string();
+    let public_text = public.to_string();
     for media in answer.medias_mut() {
-        let count = media.attributes_len();
-        for idx in 0..count {
-            let Some(attr) = media.attribute(idx) else {
-                continue;
-            };
+        for idx in 0..media.attributes_len() {
+            let Some(attr) = media.attribute(idx) else { continue };
             if attr.key() != "candidate" {
                 continue;
             }
             let Some(value) = attr.value() else { continue };
             let mut fields: Vec<String> = value.split(' ').map(str::to_string).collect();
-            let private = fields
+            let replace = fields
                 .get(4)
                 .and_then(|a| a.parse::<IpAddr>().ok())
-                .is_some_and(|ip| match ip {
-                    IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
-                    IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
-                });
-            if private && fields.len() > 4 {
-                fields[4] = public.clone();
-                let attribute =
-                    gstreamer_sdp::SDPAttribute::new("candidate", Some(&fields.join(" ")));
+                .is_some_and(|ip| !ip.is_loopback() && ip.is_ipv4() == public.is_ipv4());
+            if replace {
+                fields[4] = public_text.clone();
+                let attribute = gstreamer_sdp::SDPAttribute::new("candidate", Some(&fields.join(" ")));
                 let _ = media.replace_attribute(idx, attribute);
             }
         }

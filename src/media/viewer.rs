@@ -222,7 +222,9 @@ fn negotiate(
             let _ = gathered_tx.send(());
         }
     });
+    let t0 = Instant::now();
     webrtcbin.sync_state_with_parent().map_err(neg)?;
+    let t_play = t0.elapsed();
 
     // One sendonly transceiver per track, its codec preferences being exactly the offer's
     // format, added in m-line order before the offer goes in: create-answer then pairs each
@@ -250,8 +252,18 @@ fn negotiate(
         )?);
         ours.push((track.mline, transceiver));
     }
-    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.message.clone());
+    let keep: Vec<(u32, u8)> = ours
+        .iter()
+        .filter_map(|(mline, t)| {
+            let caps = t.property::<Option<gst::Caps>>("codec-preferences")?;
+            let pt = caps.structure(0)?.get::<i32>("payload").ok()?;
+            Some((*mline, pt as u8))
+        })
+        .collect();
+    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
+    let t_branches = t0.elapsed();
     call(&webrtcbin, "set-remote-description", &remote)?;
+    let t_srd = t0.elapsed();
     for branch in &viewer.branches {
         for element in branch.elements.iter().rev() {
             element.sync_state_with_parent().map_err(neg)?;
@@ -294,12 +306,15 @@ fn negotiate(
             "webrtcbin could not answer our tracks on m-lines {unmatched:?}"
         )));
     }
+    let t_answer = t0.elapsed();
     call(&webrtcbin, "set-local-description", &answer)?;
+    let t_sld = t0.elapsed();
     let already = webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
         == WebRTCICEGatheringState::Complete;
     if !already && gathered_rx.recv_timeout(ice.gather_timeout).is_err() {
         return Err(ViewerError::GatherTimeout);
     }
+    tracing::debug!(?t_play, ?t_branches, ?t_srd, ?t_answer, ?t_sld, gathered = ?t0.elapsed(), "negotiation timing");
     let local = webrtcbin
         .property::<Option<WebRTCSessionDescription>>("local-description")
         .ok_or_else(|| ViewerError::Negotiation("no local description".into()))?;
