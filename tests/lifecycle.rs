@@ -207,10 +207,9 @@ async fn everything_survives_sigkill_of_the_server() {
     let mut idle = testsrc_process("idle");
     idle["autostart"] = json!(false);
     idle["reference"] = json!("ref-1");
+    idle["webrtc"] = json!({"enabled": true, "force_transcode": true, "access": "token"});
     server.create(idle).await;
-    let mut stopped = testsrc_process("stopped");
-    stopped["webrtc"] = json!({"enabled": true, "force_transcode": true});
-    server.create(stopped).await;
+    server.create(testsrc_process("stopped")).await;
     server
         .wait_state("stopped", Duration::from_secs(20), |s| {
             s["exec"] == "running"
@@ -280,10 +279,10 @@ async fn everything_survives_sigkill_of_the_server() {
         assert_eq!(state["order"], "stop", "{id}");
         assert_eq!(state["exec"], "finished", "{id}");
     }
-    assert_eq!(
-        server.get("/api/v3/process/stopped/config").await.1["webrtc"]["force_transcode"],
-        true
-    );
+    let webrtc = server.get("/api/v3/process/idle/config").await.1["webrtc"].clone();
+    assert_eq!(webrtc["enabled"], true);
+    assert_eq!(webrtc["force_transcode"], true);
+    assert_eq!(webrtc["access"], "token");
 }
 
 #[tokio::test]

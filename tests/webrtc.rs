@@ -2,117 +2,13 @@
 //! webrtcbin viewer in this process that decodes what it receives.
 
 mod common;
-#[path = "common/whep.rs"]
-mod whep;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::media::{connect_when_ready, make_source, webrtc_process};
+use common::whep::{self, OfferOptions};
 use common::TestServer;
 use gstreamer::prelude::*;
-use serde_json::{json, Value};
-use whep::OfferOptions;
-
-/// Encodes a looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus.
-fn make_source(dir: &Path) -> PathBuf {
-    let file = dir.join("source.mkv");
-    if file.exists() {
-        return file;
-    }
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "6",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-        ])
-        .args(["-c:a", "libopus", "-b:a", "64k", "-y"])
-        .arg(&file)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    file
-}
-
-fn webrtc_process(id: &str, source: &Path) -> Value {
-    json!({
-        "id": id,
-        "input": [{"id": "in", "address": source.to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
-        "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
-        "reconnect": true,
-        "reconnect_delay_seconds": 1,
-        "webrtc": {"enabled": true}
-    })
-}
-
-/// POSTs until the stream accepts viewers: 409 + Retry-After is WHEP's "no media yet" signal.
-async fn connect_when_ready(
-    server: &TestServer,
-    id: &str,
-    opts: &OfferOptions,
-) -> (whep::Receiver, String, String) {
-    let url = server.url(&format!("/whep/{id}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = opts.clone();
-        let (rx, offer) = tokio::task::spawn_blocking(move || whep::Receiver::new(&o))
-            .await
-            .unwrap();
-        let (status, headers, body) = whep::post_offer(&server.http, &url, None, &offer).await;
-        if status == reqwest::StatusCode::CONFLICT && Instant::now() < deadline {
-            let wait = headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("409 carries Retry-After");
-            assert!(wait >= 1);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        assert_eq!(
-            status,
-            reqwest::StatusCode::CREATED,
-            "{body}\n{}",
-            server.log.lock().unwrap().join("\n")
-        );
-        let location = headers
-            .get(reqwest::header::LOCATION)
-            .unwrap()
-            .to_str()
-            .unwrap();
-        let etag = headers
-            .get(reqwest::header::ETAG)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        rx.set_answer(&body).unwrap();
-        return (rx, server.url(location), etag);
-    }
-}
 
 #[tokio::test]
 async fn viewer_decodes_video_and_audio() {
@@ -122,6 +18,14 @@ async fn viewer_decodes_video_and_audio() {
     let (rx, resource, etag) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
     if !rx.wait_frames(30, Duration::from_secs(15)) {
+        eprintln!(
+            "sessions: {}",
+            server.get("/api/v3/webrtc/sessions").await.1
+        );
+        eprintln!(
+            "stream: {}",
+            server.get("/api/v3/process/cam/webrtc").await.1
+        );
         eprintln!("{}", server.log.lock().unwrap().join("\n"));
     }
     assert!(
@@ -299,7 +203,8 @@ async fn silent_viewer_is_removed() {
     }
     let took = silenced.elapsed();
     assert!(
-        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        // The last packet before the silence may predate the probe by a moment, hence 2 s, not 3.
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
         "removed after {took:?}"
     );
 }
@@ -320,15 +225,38 @@ async fn chromium_offers_get_constrained_baseline_and_never_crash_the_server() {
     for round in 0..20 {
         let (status, headers, answer) =
             whep::post_offer(&server.http, &server.url("/whep/chrome"), None, &offer).await;
-        assert_eq!(status, reqwest::StatusCode::CREATED, "round {round}: {answer}");
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "round {round}: {answer}"
+        );
         let message = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
-        let video = message.medias().find(|m| m.media() == Some("video")).unwrap();
-        assert_eq!(video.formats().collect::<Vec<_>>(), vec!["108"], "round {round}");
+        let video = message
+            .medias()
+            .find(|m| m.media() == Some("video"))
+            .unwrap();
+        assert_eq!(
+            video.formats().collect::<Vec<_>>(),
+            vec!["108"],
+            "round {round}"
+        );
         assert!(video.attribute_val("sendonly").is_some());
         let fmtp = video.attribute_val("fmtp").unwrap_or_default();
-        assert!(fmtp.contains("profile-level-id=42e01f"), "round {round}: {fmtp}");
-        let location = headers.get(reqwest::header::LOCATION).unwrap().to_str().unwrap();
-        let res = server.http.delete(server.url(location)).send().await.unwrap();
+        assert!(
+            fmtp.contains("profile-level-id=42e01f"),
+            "round {round}: {fmtp}"
+        );
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let res = server
+            .http
+            .delete(server.url(location))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), reqwest::StatusCode::OK);
     }
     assert_eq!(server.get("/ping").await.0, reqwest::StatusCode::OK);
@@ -374,7 +302,10 @@ async fn ice_port_range_and_public_ip_are_advertised() {
     assert!(!candidates.is_empty(), "{answer}");
     for (address, port) in &candidates {
         assert_eq!(address, "203.0.113.7", "{answer}");
-        assert!((46000..=46099).contains(port), "port {port} outside the range");
+        assert!(
+            (46000..=46099).contains(port),
+            "port {port} outside the range"
+        );
     }
     // The server reaches the client through its own checks, so media still flows.
     assert!(rx.wait_frames(10, Duration::from_secs(20)));
@@ -383,14 +314,19 @@ async fn ice_port_range_and_public_ip_are_advertised() {
 #[tokio::test]
 async fn ice_gathers_on_the_configured_interfaces_only() {
     // This machine's own non-loopback IPv4 address, as a client's gathering finds it.
-    let (probe, offer) = tokio::task::spawn_blocking(|| whep::Receiver::new(&OfferOptions::default()))
-        .await
-        .unwrap();
+    let (probe, offer) =
+        tokio::task::spawn_blocking(|| whep::Receiver::new(&OfferOptions::default()))
+            .await
+            .unwrap();
     drop(probe);
-    let Some((address, _)) = answer_candidates(&offer).into_iter().find(|(a, _)| a != "127.0.0.1") else {
+    let Some((address, _)) = answer_candidates(&offer)
+        .into_iter()
+        .find(|(a, _)| a != "127.0.0.1")
+    else {
         panic!("no non-loopback IPv4 address to test with:\n{offer}");
     };
-    let server = TestServer::start_with(&[("STREAMCORE_WEBRTC_INTERFACES", address.as_str())]).await;
+    let server =
+        TestServer::start_with(&[("STREAMCORE_WEBRTC_INTERFACES", address.as_str())]).await;
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("iface", &source)).await;
     let (rx, _, _) = connect_when_ready(&server, "iface", &OfferOptions::default()).await;
@@ -404,6 +340,9 @@ async fn ice_gathers_on_the_configured_interfaces_only() {
     assert!(!candidates.is_empty(), "{answer}");
     assert!(candidates.iter().all(|(a, _)| *a == address), "{answer}");
     // No IPv6 candidates either: only the configured address is used.
-    assert!(!answer.contains(" typ host") || answer.matches("a=candidate").count() == candidates.len(), "{answer}");
+    assert!(
+        !answer.contains(" typ host") || answer.matches("a=candidate").count() == candidates.len(),
+        "{answer}"
+    );
     assert!(rx.wait_frames(10, Duration::from_secs(20)));
 }

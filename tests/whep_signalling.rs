@@ -6,8 +6,7 @@
 //! test binaries may be running on the same machine).
 
 mod common;
-#[path = "common/whep.rs"]
-mod whep;
+use common::whep;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

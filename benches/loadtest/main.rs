@@ -75,7 +75,8 @@ fn start_server() -> Server {
         .env("STREAMCORE_DEMO", "false")
         .env(
             "STREAMCORE_LOG",
-            std::env::var("LOADTEST_SERVER_LOG").unwrap_or_else(|_| "warn,streamcore::server=info".into()),
+            std::env::var("LOADTEST_SERVER_LOG")
+                .unwrap_or_else(|_| "warn,streamcore::server=info".into()),
         )
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_PER_STREAM", "1000")
         .env("STREAMCORE_WEBRTC_MAX_VIEWERS_TOTAL", "1000")

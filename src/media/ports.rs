@@ -4,10 +4,13 @@ use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 
-/// An adjacent pair: video on `base`, audio on `base + 1`. Released when dropped.
+/// An adjacent pair: video on `base`, audio on `base + 1`. The sockets stay bound for as long as
+/// the pair lives and are handed to the pipeline, so no other program (or a second server on the
+/// same host) can take the port between allocation and use. Released when dropped.
 #[derive(Debug)]
 pub struct PortPair {
     base: u16,
+    sockets: [UdpSocket; 2],
     owner: Arc<Mutex<BTreeSet<u16>>>,
 }
 
@@ -20,6 +23,17 @@ impl PortPair {
     /// The audio port.
     pub fn audio(&self) -> u16 {
         self.base + 1
+    }
+
+    /// A new handle (dup) of the bound socket of `port`, for a udpsrc.
+    pub fn socket(&self, port: u16) -> std::io::Result<UdpSocket> {
+        match port.checked_sub(self.base) {
+            Some(i @ (0 | 1)) => self.sockets[i as usize].try_clone(),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "port not in this pair",
+            )),
+        }
     }
 }
 
@@ -55,13 +69,15 @@ impl PortAllocator {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut base = self.min;
         while base < self.max {
-            // Both ports must be bindable now; udpsrc binds them a moment later.
-            if !used.contains(&base) && free(base) && free(base + 1) {
-                used.insert(base);
-                return Some(PortPair {
-                    base,
-                    owner: self.used.clone(),
-                });
+            if !used.contains(&base) {
+                if let (Ok(video), Ok(audio)) = (bind(base), bind(base + 1)) {
+                    used.insert(base);
+                    return Some(PortPair {
+                        base,
+                        sockets: [video, audio],
+                        owner: self.used.clone(),
+                    });
+                }
             }
             base = base.saturating_add(2);
         }
@@ -69,8 +85,10 @@ impl PortAllocator {
     }
 }
 
-fn free(port: u16) -> bool {
-    UdpSocket::bind(("127.0.0.1", port)).is_ok()
+fn bind(port: u16) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(("127.0.0.1", port))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 #[cfg(test)]

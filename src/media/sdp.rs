@@ -189,7 +189,9 @@ impl Offer {
                 }
             }
             for idx in (0..media.attributes_len()).rev() {
-                let Some(attr) = media.attribute(idx) else { continue };
+                let Some(attr) = media.attribute(idx) else {
+                    continue;
+                };
                 let per_format = matches!(attr.key(), "rtpmap" | "fmtp" | "rtcp-fb");
                 let format = attr.value().and_then(|v| v.split(' ').next()).unwrap_or("");
                 if per_format && format != wanted && format != "*" {
@@ -407,7 +409,9 @@ pub fn advertise_public_ip(answer: &mut SDPMessage, public: IpAddr) {
     let public_text = public.to_string();
     for media in answer.medias_mut() {
         for idx in 0..media.attributes_len() {
-            let Some(attr) = media.attribute(idx) else { continue };
+            let Some(attr) = media.attribute(idx) else {
+                continue;
+            };
             if attr.key() != "candidate" {
                 continue;
             }
@@ -419,7 +423,8 @@ pub fn advertise_public_ip(answer: &mut SDPMessage, public: IpAddr) {
                 .is_some_and(|ip| !ip.is_loopback() && ip.is_ipv4() == public.is_ipv4());
             if replace {
                 fields[4] = public_text.clone();
-                let attribute = gstreamer_sdp::SDPAttribute::new("candidate", Some(&fields.join(" ")));
+                let attribute =
+                    gstreamer_sdp::SDPAttribute::new("candidate", Some(&fields.join(" ")));
                 let _ = media.replace_attribute(idx, attribute);
             }
         }

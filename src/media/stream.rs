@@ -286,15 +286,14 @@ fn track_info(track: &SourceTrack) -> TrackInfo {
     }
 }
 
+/// Which of the stream's tracks the viewer gets, with its payload type. A track browsers cannot
+/// play is left out (the viewer still gets the others); a playable track the viewer offered but
+/// cannot decode refuses the viewer, since it asked for that medium.
 fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
     let mut plans = Vec::new();
     let mut missing = Vec::new();
     for (source, tee) in &built.tracks {
-        let Some(offered) = offer.track(source.kind) else {
-            continue;
-        };
-        let Some(tee) = tee else {
-            missing.push(format!("{} (not browser-playable)", source.encoding()));
+        let (Some(offered), Some(tee)) = (offer.track(source.kind), tee) else {
             continue;
         };
         match select_format(source, offered) {
@@ -308,15 +307,22 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
         }
     }
     if !missing.is_empty() || plans.is_empty() {
-        let stream: Vec<String> = built.tracks.iter().map(|(t, _)| t.encoding()).collect();
+        let stream: Vec<String> = built
+            .tracks
+            .iter()
+            .map(|(t, tee)| match tee {
+                Some(_) => t.encoding(),
+                None => format!("{} (not browser-playable)", t.encoding()),
+            })
+            .collect();
+        let cannot = if missing.is_empty() {
+            stream.join(", ")
+        } else {
+            missing.join(", ")
+        };
         return Err(AddError::Codec(format!(
-            "the stream carries {}; the offer cannot receive {}; it offers {}",
+            "the stream carries {}; the offer cannot receive {cannot}; it offers {}",
             stream.join(", "),
-            if missing.is_empty() {
-                stream.join(", ")
-            } else {
-                missing.join(", ")
-            },
             offer.codec_names().join(", ")
         )));
     }
@@ -409,7 +415,7 @@ impl Inner {
             state.generation += 1;
             state.generation
         };
-        match build(&self.id, tracks, &self.shared, generation) {
+        match build(&self.id, tracks, &self.ports, &self.shared, generation) {
             Ok(built) => {
                 tracing::info!(stream = %self.id, "stream pipeline running");
                 let mut state = self.lock();
@@ -522,6 +528,7 @@ fn normaliser(track: &SourceTrack, ssrc: u32) -> Option<String> {
 fn build(
     id: &str,
     tracks: Vec<SourceTrack>,
+    ports: &PortPair,
     shared: &Shared,
     generation: u64,
 ) -> Result<Built, String> {
@@ -551,6 +558,13 @@ fn build(
             .by_name(&format!("src{i}"))
             .ok_or("udpsrc missing")?;
         src.set_property("caps", &track.caps);
+        // The pair's own socket: the port was bound at allocation and never left open for others.
+        let socket = ports
+            .socket(track.port)
+            .map_err(|e| format!("no socket for port {}: {e}", track.port))?;
+        let socket =
+            gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
+        src.set_property("socket", &socket);
         let seen = last_packet_ms.clone();
         src.static_pad("src").ok_or("udpsrc has no pad")?.add_probe(
             gst::PadProbeType::BUFFER,

@@ -1,0 +1,120 @@
+//! Media fixtures shared by the WebRTC tests: encoded sources, WebRTC-enabled processes, and a
+//! WHEP connect that waits for the stream the way WHEP says to (409 + Retry-After).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::whep::{self, OfferOptions};
+use super::TestServer;
+
+/// Encodes `name` in `dir` once with the given FFmpeg arguments (inputs and codecs).
+pub fn encode(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let file = dir.join(name);
+    if file.exists() {
+        return file;
+    }
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&file)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "encoding {name} failed");
+    file
+}
+
+/// A looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus, 6 s.
+pub fn make_source(dir: &Path) -> PathBuf {
+    encode(
+        dir,
+        "source.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+        ],
+    )
+}
+
+/// A process looping `source` with WebRTC on and reconnect after 1 s.
+pub fn webrtc_process(id: &str, source: &Path) -> Value {
+    json!({
+        "id": id,
+        "input": [{"id": "in", "address": source.to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
+        "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
+        "reconnect": true,
+        "reconnect_delay_seconds": 1,
+        "webrtc": {"enabled": true}
+    })
+}
+
+/// POSTs until the stream accepts viewers: 409 + Retry-After is WHEP's "no media yet" signal.
+pub async fn connect_when_ready(
+    server: &TestServer,
+    id: &str,
+    opts: &OfferOptions,
+) -> (whep::Receiver, String, String) {
+    let url = server.url(&format!("/whep/{id}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = opts.clone();
+        let (rx, offer) = tokio::task::spawn_blocking(move || whep::Receiver::new(&o))
+            .await
+            .unwrap();
+        let (status, headers, body) = whep::post_offer(&server.http, &url, None, &offer).await;
+        if status == reqwest::StatusCode::CONFLICT && Instant::now() < deadline {
+            let wait = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("409 carries Retry-After");
+            assert!(wait >= 1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "{body}\n{}",
+            server.log.lock().unwrap().join("\n")
+        );
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let etag = headers
+            .get(reqwest::header::ETAG)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        rx.set_answer(&body).unwrap();
+        return (rx, server.url(location), etag);
+    }
+}
