@@ -8,69 +8,12 @@
 mod chromium;
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chromium::{page_state, Chromium};
+use common::media::{make_source, webrtc_process};
 use common::TestServer;
 use serde_json::{json, Value};
-
-/// Encodes a looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus.
-/// (Copied from tests/webrtc.rs.)
-fn make_source(dir: &Path) -> PathBuf {
-    let file = dir.join("source.mkv");
-    if file.exists() {
-        return file;
-    }
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "6",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-        ])
-        .args(["-c:a", "libopus", "-b:a", "64k", "-y"])
-        .arg(&file)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    file
-}
-
-/// (Copied from tests/webrtc.rs.)
-fn webrtc_process(id: &str, source: &Path) -> Value {
-    json!({
-        "id": id,
-        "input": [{"id": "in", "address": source.to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
-        "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
-        "reconnect": true,
-        "reconnect_delay_seconds": 1,
-        "webrtc": {"enabled": true}
-    })
-}
 
 /// How long the page may take from load to the first decoded frame. The page itself retries
 /// the server's 409 ("no media yet", Retry-After: 2) until FFmpeg's media flows.

@@ -25,41 +25,10 @@ use whep::OfferOptions;
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
-/// A looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus, encoded
-/// once per test binary.
+/// The shared test source, encoded once per test binary.
 fn source() -> &'static Path {
     static SOURCE: OnceLock<PathBuf> = OnceLock::new();
-    SOURCE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let file = dir.join("source.mkv");
-        let status = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "6",
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "baseline",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args([
-                "-g", "30", "-bf", "0", "-c:a", "libopus", "-b:a", "64k", "-y",
-            ])
-            .arg(&file)
-            .status()
-            .expect("ffmpeg");
-        assert!(status.success());
-        file
-    })
+    SOURCE.get_or_init(|| common::media::make_source(&tempfile::tempdir().expect("tempdir").keep()))
 }
 
 fn webrtc_process(id: &str, access: &str) -> Value {
