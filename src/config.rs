@@ -75,6 +75,17 @@ pub struct WebRtcConfig {
     pub turn_credential_seconds: u64,
     /// Default lifetime of viewer tokens, in seconds.
     pub viewer_token_seconds: u64,
+    /// H.264 encoder for the transcode branch: `auto` (CUDA, VAAPI, x264, openh264, the first that
+    /// works), a family (`cuda`, `vaapi`, `x264`, `openh264`) or an element name. A forced encoder
+    /// that is missing or fails its start-up test stops the server.
+    pub encoder: String,
+    /// Directory of the pipeline descriptions; empty uses the built-in ones. A relative path that
+    /// does not exist falls back to the built-in descriptions with a warning.
+    pub pipelines_dir: String,
+    /// Default transcode settings (each process may override them in `webrtc.transcode`).
+    pub transcode: crate::media::transcode::TranscodeSettings,
+    /// Least time between two key frames forced for joining viewers (or their PLIs), in ms.
+    pub key_unit_interval_ms: u64,
 }
 
 impl Default for WebRtcConfig {
@@ -101,6 +112,10 @@ impl Default for WebRtcConfig {
             turn_password: String::new(),
             turn_credential_seconds: 86400,
             viewer_token_seconds: 3600,
+            encoder: "auto".into(),
+            pipelines_dir: "pipelines".into(),
+            transcode: Default::default(),
+            key_unit_interval_ms: 500,
         }
     }
 }
@@ -309,6 +324,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_DEMO", "demo.enabled"),
     ("STREAMCORE_WEBRTC_ENABLED", "webrtc.enabled"),
     ("STREAMCORE_WEBRTC_RTP_PORT_MIN", "webrtc.rtp_port_min"),
+    ("STREAMCORE_WEBRTC_ENCODER", "webrtc.encoder"),
+    ("STREAMCORE_WEBRTC_PIPELINES_DIR", "webrtc.pipelines_dir"),
     (
         "STREAMCORE_WEBRTC_VIEWER_QUEUE_BUFFERS",
         "webrtc.viewer_queue_buffers",
@@ -471,7 +488,9 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
                 if !key.ends_with("password")
                     && !key.ends_with("secret")
                     && !key.ends_with("username")
-                    && !key.ends_with("public_ip") =>
+                    && !key.ends_with("public_ip")
+                    && !key.ends_with("encoder")
+                    && !key.ends_with("pipelines_dir") =>
             {
                 serde_json::Value::from(n)
             }

@@ -118,6 +118,10 @@ fn media_config(config: &Config) -> MediaConfig {
         max_viewers_total: w.max_viewers_total,
         connect_timeout: Duration::from_secs(w.connect_timeout_seconds),
         consent_timeout: Duration::from_secs(w.consent_timeout_seconds),
+        encoder: w.encoder.clone(),
+        pipelines_dir: pipelines_dir(&w.pipelines_dir),
+        transcode: w.transcode.clone(),
+        key_unit_interval: Duration::from_millis(w.key_unit_interval_ms),
         rtp_port_min: w.rtp_port_min,
         rtp_port_max: w.rtp_port_max,
         ice: IceConfig {
@@ -130,6 +134,20 @@ fn media_config(config: &Config) -> MediaConfig {
             gather_timeout: Duration::from_millis(w.gather_timeout_ms),
         },
     }
+}
+
+/// The descriptions directory: none configured, or the default relative one missing, means the
+/// built-in descriptions (a bare start from any working directory must work).
+fn pipelines_dir(configured: &str) -> Option<std::path::PathBuf> {
+    if configured.is_empty() {
+        return None;
+    }
+    let path = std::path::PathBuf::from(configured);
+    if configured == "pipelines" && !path.is_dir() {
+        tracing::info!("no ./pipelines directory; using the built-in pipeline descriptions");
+        return None;
+    }
+    Some(path)
 }
 
 /// Runs the server until SIGINT or SIGTERM.

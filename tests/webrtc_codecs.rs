@@ -1,5 +1,5 @@
-//! What reaches viewers for sources of different shapes: VP8, audio-only, video-only, a codec
-//! browsers cannot play, and what stopping the process does to its viewers.
+//! What reaches viewers for sources of different shapes: VP8, audio-only, video-only, and what
+//! stopping the process does to its viewers. (Codecs browsers cannot play: tests/transcode.rs.)
 
 mod common;
 
@@ -102,68 +102,6 @@ async fn audio_only_and_video_only_processes() {
     assert!(rx.wait_frames(20, Duration::from_secs(20)));
     let info = server.get("/api/v3/process/video/webrtc").await.1;
     assert_eq!(info["tracks"].as_array().unwrap().len(), 1, "{info}");
-}
-
-#[tokio::test]
-async fn unplayable_audio_is_reported_and_left_out() {
-    let server = TestServer::start().await;
-    // H.264 with AAC: browsers cannot take AAC over WebRTC.
-    let source = encode(
-        &server.data_dir,
-        "aac.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-c:a",
-            "aac",
-        ],
-    );
-    server.create(webrtc_process("aac", &source)).await;
-    let (rx, _, _) = connect_when_ready(&server, "aac", &OfferOptions::default()).await;
-    assert!(rx.wait_frames(20, Duration::from_secs(20)));
-    let info = server.get("/api/v3/process/aac/webrtc").await.1;
-    let audio = info["tracks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["kind"] == "audio")
-        .unwrap()
-        .clone();
-    assert_eq!(audio["path"], "unsupported", "{info}");
-    assert!(
-        audio["reason"].as_str().unwrap().contains("MPEG4-GENERIC"),
-        "{info}"
-    );
-    // An audio-only viewer can receive nothing from this stream.
-    let audio_only = OfferOptions {
-        video: false,
-        ..Default::default()
-    };
-    let (_rx, offer) = tokio::task::spawn_blocking(move || whep::Receiver::new(&audio_only))
-        .await
-        .unwrap();
-    let (status, _, body) =
-        whep::post_offer(&server.http, &server.url("/whep/aac"), None, &offer).await;
-    assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{body}");
-    assert!(body.contains("not browser-playable"), "{body}");
 }
 
 #[tokio::test]

@@ -45,26 +45,41 @@ impl SkillsCache {
     }
 }
 
-fn answer(result: Result<Skills, String>) -> ApiResult<Json<Skills>> {
-    result.map(Json).map_err(|e| {
+/// The FFmpeg skills plus a `webrtc` section: the media engine's transcode capabilities (which
+/// encoder and decoders were picked, and which were passed over), or `null` when it cannot
+/// transcode or is off.
+fn answer(state: &AppState, result: Result<Skills, String>) -> ApiResult<Json<serde_json::Value>> {
+    let skills = result.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "FFmpeg is not available",
             e,
         )
-    })
+    })?;
+    let mut value =
+        serde_json::to_value(skills).map_err(|e| ApiError::internal("Encoding failed", &e))?;
+    let transcode = state
+        .media
+        .as_ref()
+        .and_then(|m| m.capabilities())
+        .and_then(|c| serde_json::to_value(c).ok());
+    value["webrtc"] = serde_json::json!({
+        "enabled": state.media.is_some(),
+        "transcode": transcode,
+    });
+    Ok(Json(value))
 }
 
 /// ffmpeg version, codecs, filters, formats, protocols and hardware acceleration.
 #[utoipa::path(get, path = "/api/v3/skills", tag = "skills", security(("bearer" = [])),
     responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>) -> ApiResult<Json<Skills>> {
-    answer(state.skills.get().await)
+pub async fn get(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    answer(&state, state.skills.get().await)
 }
 
 /// Detect the skills again.
 #[utoipa::path(get, path = "/api/v3/skills/reload", tag = "skills", security(("bearer" = [])),
     responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
-pub async fn reload(State(state): State<AppState>) -> ApiResult<Json<Skills>> {
-    answer(state.skills.reload().await)
+pub async fn reload(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    answer(&state, state.skills.reload().await)
 }

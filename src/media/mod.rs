@@ -9,6 +9,7 @@ pub mod ports;
 pub mod sdp;
 pub mod stats;
 pub mod stream;
+pub mod transcode;
 pub mod viewer;
 
 use std::net::IpAddr;
@@ -21,7 +22,7 @@ use anyhow::Context;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-pub use stream::{AddError, SessionInfo, Stream, StreamInfo, TrackInfo};
+pub use stream::{AddError, SessionInfo, Stream, StreamInfo, StreamOptions, TrackInfo};
 
 /// ICE settings for every viewer.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +64,21 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     /// ICE settings.
     pub ice: IceConfig,
+    /// Forced encoder (`auto` or empty for the registry's best).
+    pub encoder: String,
+    /// Pipeline descriptions directory; `None` for the built-in ones.
+    pub pipelines_dir: Option<PathBuf>,
+    /// Default transcode settings.
+    pub transcode: transcode::TranscodeSettings,
+    /// Least time between forced key frames per stream.
+    pub key_unit_interval: Duration,
 }
 
 pub(crate) struct Shared {
     config: MediaConfig,
+    descriptions: transcode::Descriptions,
+    /// `None` when this server cannot transcode (no encoder, no Opus encoder).
+    capabilities: Option<transcode::TranscodeCapabilities>,
     viewers: AtomicUsize,
     negotiations: tokio::sync::Semaphore,
 }
@@ -139,10 +151,43 @@ impl Media {
         let _pem: Option<String> = dtls.property("pem");
         std::fs::create_dir_all(&sdp_dir)
             .with_context(|| format!("cannot create {}", sdp_dir.display()))?;
+        let descriptions = transcode::Descriptions::load(config.pipelines_dir.as_deref())
+            .context("bad pipeline description")?;
+        for (file, why) in descriptions.unavailable() {
+            tracing::warn!(%file, %why, "pipeline description unavailable");
+        }
+        let forced = Some(config.encoder.as_str()).filter(|e| !e.is_empty() && *e != "auto");
+        let registry = transcode::Registry::from_gstreamer();
+        let capabilities = match transcode::select_checked(
+            &registry,
+            forced,
+            &descriptions,
+            &config.transcode,
+        ) {
+            Ok(caps) => {
+                tracing::info!(
+                    encoder = %caps.video_encoder,
+                    family = %caps.family,
+                    h264_decoder = %caps.h264_decoder,
+                    h265_decoder = %caps.h265_decoder,
+                    forced = caps.forced,
+                    skipped = ?caps.skipped,
+                    "transcode encoder selected"
+                );
+                Some(caps)
+            }
+            Err(e) if forced.is_some() => return Err(anyhow::anyhow!(e)).context("webrtc.encoder"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable H.264 encoder: streams are passed through only");
+                None
+            }
+        };
         Ok(Media {
             ports: ports::PortAllocator::new(config.rtp_port_min, config.rtp_port_max),
             shared: Arc::new(Shared {
                 config,
+                descriptions,
+                capabilities,
                 viewers: AtomicUsize::new(0),
                 negotiations: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -152,8 +197,13 @@ impl Media {
         })
     }
 
+    /// What transcoding this server can do, for the skills endpoint.
+    pub fn capabilities(&self) -> Option<&transcode::TranscodeCapabilities> {
+        self.shared.capabilities.as_ref()
+    }
+
     /// A stream for a process: allocates its port pair and SDP path. `None` when the range is full.
-    pub fn create_stream(&self, process_id: &str) -> Option<Stream> {
+    pub fn create_stream(&self, process_id: &str, options: StreamOptions) -> Option<Stream> {
         let ports = self.ports.allocate()?;
         let file: String = process_id
             .chars()
@@ -167,7 +217,13 @@ impl Media {
             .collect();
         let path = self.sdp_dir.join(format!("{file}-{}.sdp", ports.video()));
         let _ = std::fs::remove_file(&path);
-        Some(Stream::new(process_id, ports, path, self.shared.clone()))
+        Some(Stream::new(
+            process_id,
+            ports,
+            path,
+            self.shared.clone(),
+            options,
+        ))
     }
 
     /// Waits for a turn to negotiate a viewer (one per CPU at a time, first come first served).

@@ -18,6 +18,9 @@ use utoipa::ToSchema;
 
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
+use super::transcode::{
+    decide, fit_video_sizes, Decision, KeyUnitLimiter, TranscodeSettings, Vars,
+};
 use super::viewer::{self, TrackPlan, Viewer, ViewerError};
 use super::Shared;
 
@@ -48,7 +51,9 @@ pub struct TrackInfo {
     pub kind: Kind,
     /// Codec as FFmpeg sends it.
     pub codec: String,
-    /// `passthrough`, or `unsupported` when browsers cannot play the codec.
+    /// What viewers receive (H.264 or Opus after a transcode); absent when unsupported.
+    pub output_codec: Option<String>,
+    /// `passthrough`, `transcode`, or `unsupported`.
     pub path: String,
     /// Why that path.
     pub reason: String,
@@ -80,9 +85,30 @@ pub struct SessionInfo {
     pub age_seconds: u64,
 }
 
+/// Per-process choices that shape the pipeline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamOptions {
+    /// Re-encode every medium, playable or not.
+    pub force_transcode: bool,
+    /// The process's transcode settings (server defaults with its overrides).
+    pub transcode: TranscodeSettings,
+}
+
+/// One medium as the pipeline serves it.
+struct Track {
+    /// What FFmpeg sends.
+    source: SourceTrack,
+    /// What viewers receive (the source itself, or H.264 / Opus after a transcode).
+    output: SourceTrack,
+    /// The tee viewers hang off; `None` when the medium cannot be served.
+    tee: Option<gst::Element>,
+    /// How and why.
+    decision: Decision,
+}
+
 struct Built {
     pipeline: gst::Pipeline,
-    tracks: Vec<(SourceTrack, Option<gst::Element>)>,
+    tracks: Vec<Track>,
     last_packet_ms: Arc<AtomicU64>,
     generation: u64,
 }
@@ -95,6 +121,9 @@ struct Attached {
 #[derive(Default)]
 struct State {
     built: Option<Built>,
+    options: StreamOptions,
+    /// Options changed: rebuild even if FFmpeg's media did not.
+    stale: bool,
     sdp_text: Option<String>,
     sdp_mtime: Option<SystemTime>,
     viewers: HashMap<String, Attached>,
@@ -123,18 +152,38 @@ fn now_ms() -> u64 {
 }
 
 impl Stream {
-    pub(super) fn new(id: &str, ports: PortPair, sdp_path: PathBuf, shared: Arc<Shared>) -> Stream {
+    pub(super) fn new(
+        id: &str,
+        ports: PortPair,
+        sdp_path: PathBuf,
+        shared: Arc<Shared>,
+        options: StreamOptions,
+    ) -> Stream {
         let (dead_tx, dead_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             id: id.to_string(),
             ports,
             sdp_path,
             shared,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                options,
+                ..State::default()
+            }),
             dead_tx,
         });
         tokio::spawn(watch(Arc::downgrade(&inner), dead_rx));
         Stream { inner }
+    }
+
+    /// Changes the per-process choices; the pipeline is rebuilt (viewers reconnect) if they
+    /// differ from the current ones.
+    pub fn set_options(&self, options: StreamOptions) {
+        let mut state = self.inner.lock();
+        if state.options != options {
+            state.options = options;
+            state.stale = true;
+            state.sdp_mtime = None;
+        }
     }
 
     /// Video and audio ports FFmpeg sends to.
@@ -153,7 +202,7 @@ impl Stream {
         let tracks = state
             .built
             .as_ref()
-            .map(|b| b.tracks.iter().map(|(t, _)| track_info(t)).collect())
+            .map(|b| b.tracks.iter().map(track_info).collect())
             .unwrap_or_default();
         StreamInfo {
             tracks,
@@ -263,26 +312,14 @@ impl Stream {
     }
 }
 
-fn track_info(track: &SourceTrack) -> TrackInfo {
-    let playable = track.browser_playable();
+fn track_info(track: &Track) -> TrackInfo {
     TrackInfo {
-        kind: track.kind,
-        codec: track.encoding(),
-        path: if playable {
-            "passthrough"
-        } else {
-            "unsupported"
-        }
-        .into(),
-        reason: if playable {
-            "browsers play this codec as it is".into()
-        } else {
-            format!(
-                "browsers cannot play {}; enable force_transcode",
-                track.encoding()
-            )
-        },
-        port: track.port,
+        kind: track.source.kind,
+        codec: track.source.encoding(),
+        output_codec: track.tee.as_ref().map(|_| track.output.encoding()),
+        path: track.decision.path.to_string(),
+        reason: track.decision.reason.clone(),
+        port: track.source.port,
     }
 }
 
@@ -292,27 +329,28 @@ fn track_info(track: &SourceTrack) -> TrackInfo {
 fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
     let mut plans = Vec::new();
     let mut missing = Vec::new();
-    for (source, tee) in &built.tracks {
-        let (Some(offered), Some(tee)) = (offer.track(source.kind), tee) else {
+    for track in &built.tracks {
+        let (Some(offered), Some(tee)) = (offer.track(track.output.kind), &track.tee) else {
             continue;
         };
-        match select_format(source, offered) {
+        match select_format(&track.output, offered) {
             Some(caps) => plans.push(TrackPlan {
                 mline: offered.mline,
-                source: source.clone(),
+                source: track.output.clone(),
                 tee: tee.clone(),
                 caps,
+                transcoded: track.decision.path == "transcode",
             }),
-            None => missing.push(source.encoding()),
+            None => missing.push(track.output.encoding()),
         }
     }
     if !missing.is_empty() || plans.is_empty() {
         let stream: Vec<String> = built
             .tracks
             .iter()
-            .map(|(t, tee)| match tee {
-                Some(_) => t.encoding(),
-                None => format!("{} (not browser-playable)", t.encoding()),
+            .map(|t| match t.tee {
+                Some(_) => t.output.encoding(),
+                None => format!("{} (not browser-playable)", t.source.encoding()),
             })
             .collect();
         let cannot = if missing.is_empty() {
@@ -385,7 +423,10 @@ impl Inner {
         {
             let mut state = self.lock();
             state.sdp_mtime = mtime;
-            if state.sdp_text.as_deref() == Some(text.as_str()) && state.built.is_some() {
+            if state.sdp_text.as_deref() == Some(text.as_str())
+                && state.built.is_some()
+                && !state.stale
+            {
                 return;
             }
         }
@@ -396,11 +437,14 @@ impl Inner {
                 return;
             }
         };
-        let same_media = self
-            .lock()
-            .built
-            .as_ref()
-            .is_some_and(|b| b.tracks.iter().map(|(t, _)| t).eq(tracks.iter()));
+        let same_media = {
+            let state = self.lock();
+            !state.stale
+                && state
+                    .built
+                    .as_ref()
+                    .is_some_and(|b| b.tracks.iter().map(|t| &t.source).eq(tracks.iter()))
+        };
         if same_media {
             self.lock().sdp_text = Some(text);
             return;
@@ -410,12 +454,20 @@ impl Inner {
         if let Some(old) = old {
             let _ = old.pipeline.set_state(gst::State::Null);
         }
-        let generation = {
+        let (generation, options) = {
             let mut state = self.lock();
             state.generation += 1;
-            state.generation
+            state.stale = false;
+            (state.generation, state.options.clone())
         };
-        match build(&self.id, tracks, &self.ports, &self.shared, generation) {
+        match build(
+            &self.id,
+            tracks,
+            &self.ports,
+            &self.shared,
+            &options,
+            generation,
+        ) {
             Ok(built) => {
                 tracing::info!(stream = %self.id, "stream pipeline running");
                 let mut state = self.lock();
@@ -501,67 +553,71 @@ async fn watch(inner: Weak<Inner>, mut dead: tokio::sync::mpsc::UnboundedReceive
     }
 }
 
-/// The normalising chain per codec: depayload and payload again so that SSRC, sequence numbers
-/// and timestamps stay continuous across FFmpeg restarts; for H.264 the parser puts SPS/PPS in
-/// band before every IDR.
-fn normaliser(track: &SourceTrack, ssrc: u32) -> Option<String> {
-    let pt = track
-        .caps
-        .structure(0)
-        .and_then(|s| s.get::<i32>("payload").ok())
-        .unwrap_or(96);
-    let common = format!("pt={pt} ssrc={ssrc} mtu=1200");
-    let chain = match track.encoding().as_str() {
-        "H264" if track.browser_playable() => format!(
-            "rtph264depay ! h264parse config-interval=-1 ! rtph264pay config-interval=-1 aggregate-mode=zero-latency {common}"
-        ),
-        "VP8" => format!("rtpvp8depay ! rtpvp8pay picture-id-mode=15-bit {common}"),
-        "VP9" => format!("rtpvp9depay ! rtpvp9pay picture-id-mode=15-bit {common}"),
-        "OPUS" => format!("rtpopusdepay ! rtpopuspay {common}"),
-        "PCMU" => format!("rtppcmudepay ! rtppcmupay {common}"),
-        "PCMA" => format!("rtppcmadepay ! rtppcmapay {common}"),
-        _ => return None,
-    };
-    Some(chain)
-}
-
+/// Builds the stream pipeline: per track `udpsrc → rtpjitterbuffer → <chain> → tee`, where the
+/// chain comes from the pipeline descriptions: passthrough (depayload and payload again, so SSRC,
+/// sequence numbers and timestamps stay continuous across FFmpeg restarts, with SPS/PPS in band)
+/// or a transcode to H.264 / Opus, once per stream whatever the number of viewers.
 fn build(
     id: &str,
     tracks: Vec<SourceTrack>,
     ports: &PortPair,
     shared: &Shared,
+    options: &StreamOptions,
     generation: u64,
 ) -> Result<Built, String> {
     let latency = shared.config.jitter_latency_ms;
+    let capabilities = shared.capabilities.as_ref();
     let mut parts = Vec::new();
-    for (i, track) in tracks.iter().enumerate() {
-        let ssrc = rand::random::<u32>();
-        let tail = match normaliser(track, ssrc) {
-            Some(chain) => format!("{chain} ! tee name=tee{i} allow-not-linked=true"),
+    let mut decided = Vec::new();
+    for (i, track) in tracks.into_iter().enumerate() {
+        let decision = decide(
+            &track,
+            options.force_transcode,
+            &shared.descriptions,
+            capabilities,
+        );
+        let pt = track
+            .caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("payload").ok())
+            .unwrap_or(96) as u8;
+        let tail = match &decision.branch {
+            Some(branch) => {
+                let vars = Vars::new(pt, rand::random::<u32>(), &options.transcode, capabilities);
+                let chain = shared
+                    .descriptions
+                    .render(branch, &vars)
+                    .map_err(|e| e.to_string())?;
+                format!("{chain} ! tee name=tee{i} allow-not-linked=true")
+            }
             // Unplayable media is still received (and counted as flowing) but goes nowhere.
             None => "fakesink sync=false async=false".to_string(),
         };
+        tracing::info!(stream = %id, kind = ?track.kind, path = decision.path, reason = %decision.reason, "track");
         parts.push(format!(
             "udpsrc name=src{i} address=127.0.0.1 port={} ! rtpjitterbuffer latency={latency} ! {tail}",
             track.port
         ));
+        decided.push((track, decision));
     }
     let pipeline = gst::parse::launch(&parts.join("  "))
         .map_err(|e| e.to_string())?
         .downcast::<gst::Pipeline>()
         .map_err(|_| "not a pipeline".to_string())?;
     pipeline.set_property("name", format!("stream-{id}"));
+    // Resolution caps as exact even sizes keeping the aspect ratio (encoders refuse odd ones).
+    fit_video_sizes(pipeline.upcast_ref());
     let last_packet_ms = Arc::new(AtomicU64::new(0));
     let mut built_tracks = Vec::new();
-    for (i, track) in tracks.into_iter().enumerate() {
+    for (i, (source, decision)) in decided.into_iter().enumerate() {
         let src = pipeline
             .by_name(&format!("src{i}"))
             .ok_or("udpsrc missing")?;
-        src.set_property("caps", &track.caps);
+        src.set_property("caps", &source.caps);
         // The pair's own socket: the port was bound at allocation and never left open for others.
         let socket = ports
-            .socket(track.port)
-            .map_err(|e| format!("no socket for port {}: {e}", track.port))?;
+            .socket(source.port)
+            .map_err(|e| format!("no socket for port {}: {e}", source.port))?;
         let socket =
             gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
         src.set_property("socket", &socket);
@@ -573,7 +629,20 @@ fn build(
                 gst::PadProbeReturn::Ok
             },
         );
-        built_tracks.push((track, pipeline.by_name(&format!("tee{i}"))));
+        let tee = pipeline.by_name(&format!("tee{i}"));
+        if let (Some(tee), "transcode") = (&tee, decision.path) {
+            // Joining viewers and browser PLIs ask the encoder for key frames; at most one per
+            // interval reaches it.
+            let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
+            limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
+        }
+        let output = decision.output_track(&source, &options.transcode);
+        built_tracks.push(Track {
+            source,
+            output,
+            tee,
+            decision,
+        });
     }
     if let Some(bus) = pipeline.bus() {
         let name = id.to_string();

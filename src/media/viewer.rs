@@ -49,6 +49,8 @@ pub struct TrackPlan {
     pub tee: gst::Element,
     /// Caps with the viewer's payload type.
     pub caps: gst::Caps,
+    /// The track is re-encoded here, so a key frame can be asked for when the viewer connects.
+    pub transcoded: bool,
 }
 
 /// Connection progress shared with webrtcbin's callbacks.
@@ -373,6 +375,7 @@ fn branch(
         keyframe::detector(&track.source.encoding()),
         pt,
         flags,
+        track.transcoded,
     );
     let tee_pad = track
         .tee
@@ -470,13 +473,31 @@ fn watch_connection(
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
 fn install_gate(
-    queue: &gst::Element,
+    element: &gst::Element,
     key: Option<fn(&[u8]) -> bool>,
     pt: u8,
     flags: Arc<ViewerFlags>,
+    request_key: bool,
 ) {
-    let pad = queue.static_pad("src").expect("queue has a src pad");
+    let pad = element
+        .static_pad("src")
+        .expect("branch element has a src pad");
     let started = AtomicBool::new(key.is_none());
+    // Instant start on a transcoded stream: once connected and waiting, ask the encoder for a key
+    // frame (the stream's limiter merges the requests of many joining viewers).
+    let upstream = element
+        .static_pad("sink")
+        .expect("branch element has a sink pad")
+        .downgrade();
+    let asked = AtomicBool::new(!request_key);
+    let ask = move || {
+        if !asked.swap(true, Ordering::Relaxed) {
+            if let Some(pad) = upstream.upgrade() {
+                let sent = pad.push_event(crate::media::transcode::force_key_unit_event());
+                tracing::debug!(sent, "asked the encoder for a key frame");
+            }
+        }
+    };
     let is_key = move |buffer: &gst::BufferRef| {
         RTPBuffer::from_buffer_readable(buffer)
             .ok()
@@ -492,6 +513,7 @@ fn install_gate(
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     if !started.load(Ordering::Relaxed) {
                         if !is_key(buffer) {
+                            ask();
                             return gst::PadProbeReturn::Drop;
                         }
                         started.store(true, Ordering::Relaxed);
@@ -501,6 +523,7 @@ fn install_gate(
                 Some(gst::PadProbeData::BufferList(list)) => {
                     if !started.load(Ordering::Relaxed) {
                         let Some(first_key) = list.iter().position(&is_key) else {
+                            ask();
                             return gst::PadProbeReturn::Drop;
                         };
                         started.store(true, Ordering::Relaxed);

@@ -174,6 +174,9 @@ pub struct WebRtcSettings {
     /// Who may watch: `public` (anyone) or `token` (an admin or viewer token).
     #[serde(default, deserialize_with = "nullable")]
     pub access: Access,
+    /// Transcode settings that differ from the server's `webrtc.transcode` defaults.
+    #[serde(default, deserialize_with = "nullable")]
+    pub transcode: crate::media::transcode::TranscodeOverrides,
 }
 
 /// Viewer access to a WebRTC stream.

@@ -14,7 +14,7 @@ use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{Runner, Spec};
-use crate::media::{Media, Stream};
+use crate::media::{Media, Stream, StreamOptions};
 use crate::store::{ProcessRecord, Store, StoreError};
 
 /// Settings the registry applies to every process.
@@ -441,10 +441,20 @@ impl Registry {
             .into_iter()
             .flatten()
             .find_map(|id| self.get(id).and_then(|e| e.stream.clone()));
+        let options = StreamOptions {
+            force_transcode: config.webrtc.force_transcode,
+            transcode: media.config().transcode.with(&config.webrtc.transcode),
+        };
+        if let Err(e) = options.transcode.validate() {
+            return Err(format!("webrtc.transcode: {e}"));
+        }
         match existing {
-            Some(stream) => Ok(Some(stream)),
+            Some(stream) => {
+                stream.set_options(options);
+                Ok(Some(stream))
+            }
             None => media
-                .create_stream(&config.id)
+                .create_stream(&config.id, options)
                 .map(|s| Some(Arc::new(s)))
                 .ok_or_else(|| {
                     "no free RTP port pair for the WebRTC legs (webrtc.rtp_port_min/max)"
