@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::media::{connect_when_ready, encode, webrtc_process};
+use common::media::{clip, connect_when_ready, webrtc_process};
 use common::whep::{OfferOptions, Receiver};
 use common::TestServer;
 use gstreamer::prelude::*;
@@ -51,33 +51,12 @@ fn track<'a>(info: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
 #[tokio::test]
 async fn aac_audio_is_transcoded_to_opus() {
     let server = TestServer::start().await;
-    let source = encode(
+    let source = clip(
         &server.data_dir,
         "aac.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-c:a",
-            "aac",
-        ],
+        "320x240",
+        6,
+        "-c:v libx264 -profile:v baseline -pix_fmt yuv420p -g 30 -bf 0 -c:a aac",
     );
     server.create(webrtc_process("aac", &source)).await;
     let (rx, _, _) = connect_when_ready(&server, "aac", &OfferOptions::default()).await;
@@ -114,31 +93,12 @@ async fn aac_audio_is_transcoded_to_opus() {
 #[tokio::test]
 async fn h265_video_arrives_as_h264() {
     let server = TestServer::start().await;
-    let source = encode(
+    let source = clip(
         &server.data_dir,
         "hevc.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "log-level=error",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "libopus",
-        ],
+        "320x240",
+        6,
+        "-c:v libx265 -x265-params log-level=error -g 30 -pix_fmt yuv420p -c:a libopus",
     );
     server.create(webrtc_process("hevc", &source)).await;
     let (rx, _, _) = connect_when_ready(&server, "hevc", &OfferOptions::default()).await;
@@ -161,33 +121,12 @@ async fn h265_video_arrives_as_h264() {
 #[tokio::test]
 async fn force_transcode_turns_high_profile_with_b_frames_into_constrained_baseline() {
     let server = TestServer::start().await;
-    let source = encode(
+    let source = clip(
         &server.data_dir,
         "high.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "high",
-            "-bf",
-            "3",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "libopus",
-        ],
+        "640x360",
+        6,
+        "-c:v libx264 -profile:v high -bf 3 -g 30 -pix_fmt yuv420p -c:a libopus",
     );
     let mut process = webrtc_process("forced", &source);
     process["webrtc"]["force_transcode"] = json!(true);
@@ -218,38 +157,7 @@ async fn joining_a_transcoded_stream_mid_gop_starts_at_once() {
         TestServer::start_with(&[("STREAMCORE_LOG", "info,streamcore::media::viewer=debug")]).await;
     // A 10 s GOP at the source and at the encoder: without a forced key frame a viewer would wait
     // up to ten seconds for its first picture.
-    let source = encode(
-        &server.data_dir,
-        "longgop.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "30",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-g",
-            "300",
-            "-keyint_min",
-            "300",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "libopus",
-        ],
-    );
+    let source = clip(&server.data_dir, "longgop.mkv", "640x360", 30, "-c:v libx264 -profile:v baseline -g 300 -keyint_min 300 -sc_threshold 0 -bf 0 -pix_fmt yuv420p -c:a libopus");
     let mut process = webrtc_process("gop", &source);
     process["webrtc"]["force_transcode"] = json!(true);
     process["webrtc"]["transcode"] = json!({"gop_seconds": 10});

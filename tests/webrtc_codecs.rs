@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::media::{connect_when_ready, encode, make_source, webrtc_process};
+use common::media::{clip, connect_when_ready, make_source, webrtc_process};
 use common::whep::{self, OfferOptions};
 use common::TestServer;
 use reqwest::StatusCode;
@@ -14,31 +14,12 @@ use serde_json::json;
 #[tokio::test]
 async fn vp8_source_is_passed_through() {
     let server = TestServer::start().await;
-    let source = encode(
+    let source = clip(
         &server.data_dir,
         "vp8.webm",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libvpx",
-            "-deadline",
-            "realtime",
-            "-b:v",
-            "800k",
-            "-g",
-            "30",
-            "-c:a",
-            "libopus",
-        ],
+        "320x240",
+        6,
+        "-c:v libvpx -deadline realtime -b:v 800k -g 30 -c:a libopus",
     );
     server.create(webrtc_process("vp8", &source)).await;
     let opts = OfferOptions {

@@ -135,7 +135,6 @@ pub fn router(state: AppState) -> Router {
                     .options(whep::resource_options),
             );
     }
-    let whep = whep.route_layer(middleware::from_fn_with_state(state.clone(), whep::count));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/player", get(pages::index))
@@ -238,8 +237,10 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let response = next.run(req).await;
-    state
-        .metrics
-        .http_request(&method, &route, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.http_request(&method, &route, status);
+    if route.starts_with("/whep") || route.starts_with("/api/v3/whep") {
+        state.metrics.whep_request(&method, &route, status);
+    }
     response
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -487,21 +487,6 @@ pub async fn delete(
     }
     // Idempotent: a resource that is already gone is deleted all the same.
     StatusCode::OK.into_response()
-}
-
-/// Counts WHEP requests by method, route and status (route layer of the WHEP routes).
-pub async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(req).await;
-    state
-        .metrics
-        .whep_request(&method, &route, response.status().as_u16());
-    response
 }
 
 /// The WHEP CORS headers, added outside the CORS layer so that they reach its preflight answers

@@ -27,37 +27,34 @@ pub fn encode(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     file
 }
 
+/// A test clip: `testsrc` at `size` and 30 fps plus a 48 kHz sine, `seconds` long, encoded with
+/// `codecs` (FFmpeg codec options, whitespace-separated).
+pub fn clip(dir: &Path, name: &str, size: &str, seconds: u32, codecs: &str) -> PathBuf {
+    let video = format!("testsrc=size={size}:rate=30");
+    let seconds = seconds.to_string();
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        &video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=sample_rate=48000",
+    ];
+    args.extend(["-t", &seconds]);
+    args.extend(codecs.split_whitespace());
+    encode(dir, name, &args)
+}
+
 /// A looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus, 6 s.
 pub fn make_source(dir: &Path) -> PathBuf {
-    encode(
+    clip(
         dir,
         "source.mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "6",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "64k",
-        ],
+        "640x360",
+        6,
+        "-c:v libx264 -profile:v baseline -pix_fmt yuv420p -g 30 -bf 0 -c:a libopus -b:a 64k",
     )
 }
 
