@@ -190,3 +190,73 @@ async fn joining_a_transcoded_stream_mid_gop_starts_at_once() {
         assert!(*t < Duration::from_millis(1500), "first frame after {t:?}");
     }
 }
+
+/// Runs the server binary with `env` and expects it to refuse to start; returns its stderr.
+fn start_fails(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_streamcore"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("STREAMCORE_DATA_DIR", dir.path())
+        .env("STREAMCORE_DEMO", "false");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run streamcore");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // A start-up error makes the server exit by itself; still running after this long means it
+    // started, which is the failure this test looks for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started:\n{}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    reader.join().unwrap()
+}
+
+#[test]
+fn a_forced_encoder_that_is_missing_stops_the_server() {
+    let stderr = start_fails(&[("STREAMCORE_WEBRTC_ENCODER", "nvh264enc")]);
+    assert!(stderr.contains("nvh264enc"), "{stderr}");
+}
+
+#[test]
+fn a_bad_pipeline_description_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("video-x264.txt"),
+        "# an encoder chain with a typo in an element name\nx264encc bitrate={bitrate_kbps} ! h264parse\n",
+    )
+    .unwrap();
+    let stderr = start_fails(&[(
+        "STREAMCORE_WEBRTC_PIPELINES_DIR",
+        dir.path().to_str().unwrap(),
+    )]);
+    assert!(stderr.contains("video-x264.txt"), "{stderr}");
+    std::fs::write(
+        dir.path().join("video-x264.txt"),
+        "x264enc bitrate={no_such_placeholder}\n",
+    )
+    .unwrap();
+    let stderr = start_fails(&[(
+        "STREAMCORE_WEBRTC_PIPELINES_DIR",
+        dir.path().to_str().unwrap(),
+    )]);
+    assert!(stderr.contains("no_such_placeholder"), "{stderr}");
+}

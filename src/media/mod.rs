@@ -176,7 +176,18 @@ impl Media {
                 );
                 Some(caps)
             }
-            Err(e) if forced.is_some() => return Err(anyhow::anyhow!(e)).context("webrtc.encoder"),
+            // A forced encoder that cannot work, or a description an operator wrote that does not
+            // parse, must stop the server rather than silently pass streams through.
+            Err(e)
+                if forced.is_some()
+                    || matches!(
+                        e,
+                        transcode::TranscodeError::Description { .. }
+                            | transcode::TranscodeError::Settings(_)
+                    ) =>
+            {
+                return Err(anyhow::anyhow!(e)).context("cannot set up transcoding")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no usable H.264 encoder: streams are passed through only");
                 None
