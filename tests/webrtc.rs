@@ -346,3 +346,76 @@ async fn ice_gathers_on_the_configured_interfaces_only() {
     );
     assert!(rx.wait_frames(10, Duration::from_secs(20)));
 }
+
+/// Offers that parse as SDP but are wrong in ways a hostile or broken client could send: the
+/// server must answer each with a status (never crash or hang), and keep serving real viewers.
+#[tokio::test]
+async fn hostile_offers_never_take_the_server_down() {
+    let server = TestServer::start().await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("hostile", &source)).await;
+    let (rx, _, _) = connect_when_ready(&server, "hostile", &OfferOptions::default()).await;
+    assert!(rx.wait_frames(5, Duration::from_secs(20)));
+    let offer = std::fs::read_to_string("tests/fixtures/chrome156-offer.sdp").unwrap();
+    let without = |prefix: &str| -> String {
+        offer
+            .lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    };
+    let replaced = |from: &str, to: &str| offer.replace(from, to);
+    let many_formats = {
+        let pts: Vec<String> = (35..128).map(|p| p.to_string()).collect();
+        offer.replacen(
+            "m=video 9 UDP/TLS/RTP/SAVPF ",
+            &format!("m=video 9 UDP/TLS/RTP/SAVPF {} ", pts.join(" ")),
+            1,
+        )
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("no fingerprint", without("a=fingerprint")),
+        ("no ice-pwd", without("a=ice-pwd")),
+        ("no mid", without("a=mid")),
+        ("no rtpmap", without("a=rtpmap")),
+        ("no bundle group", without("a=group")),
+        (
+            "setup passive",
+            replaced("a=setup:actpass", "a=setup:passive"),
+        ),
+        ("sendonly viewer", replaced("a=recvonly", "a=sendonly")),
+        ("inactive", replaced("a=recvonly", "a=inactive")),
+        (
+            "all ports zero",
+            replaced("m=video 9", "m=video 0").replace("m=audio 9", "m=audio 0"),
+        ),
+        ("unknown formats", many_formats),
+        ("duplicate mids", replaced("a=mid:1", "a=mid:0")),
+        (
+            "bogus candidates",
+            replaced(
+                "a=ice-options",
+                "a=candidate:1 1 udp 1 999.1.1.1 99999 typ host\r\na=ice-options",
+            ),
+        ),
+        ("truncated", offer[..offer.len() / 2].to_string()),
+    ];
+    let url = server.url("/whep/hostile");
+    for (name, sdp) in cases {
+        let (status, _, body) = whep::post_offer(&server.http, &url, None, &sdp).await;
+        assert!(
+            status.is_client_error() || status.is_success(),
+            "{name}: {status} {body}"
+        );
+        assert_eq!(
+            server.get("/ping").await.0,
+            reqwest::StatusCode::OK,
+            "server gone after {name}"
+        );
+    }
+    let frames = rx.frames_decoded();
+    assert!(
+        rx.wait_frames(frames + 10, Duration::from_secs(10)),
+        "the real viewer stalled"
+    );
+}
