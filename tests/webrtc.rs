@@ -262,6 +262,15 @@ async fn chromium_offers_get_constrained_baseline_and_never_crash_the_server() {
     assert_eq!(server.get("/ping").await.0, reqwest::StatusCode::OK);
 }
 
+/// The answer the client applied, read back from its webrtcbin.
+fn applied_answer(rx: &whep::Receiver) -> String {
+    rx.webrtcbin()
+        .property::<gstreamer_webrtc::WebRTCSessionDescription>("remote-description")
+        .sdp()
+        .as_text()
+        .unwrap()
+}
+
 /// Candidate IPv4 addresses and ports of an SDP answer.
 fn answer_candidates(answer: &str) -> Vec<(String, u16)> {
     let message = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
@@ -291,13 +300,7 @@ async fn ice_port_range_and_public_ip_are_advertised() {
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("nat", &source)).await;
     let (rx, _, _) = connect_when_ready(&server, "nat", &OfferOptions::default()).await;
-    // The answer the client applied: read it back from the client's webrtcbin.
-    let answer = rx
-        .webrtcbin()
-        .property::<gstreamer_webrtc::WebRTCSessionDescription>("remote-description")
-        .sdp()
-        .as_text()
-        .unwrap();
+    let answer = applied_answer(&rx);
     let candidates = answer_candidates(&answer);
     assert!(!candidates.is_empty(), "{answer}");
     for (address, port) in &candidates {
@@ -330,12 +333,7 @@ async fn ice_gathers_on_the_configured_interfaces_only() {
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("iface", &source)).await;
     let (rx, _, _) = connect_when_ready(&server, "iface", &OfferOptions::default()).await;
-    let answer = rx
-        .webrtcbin()
-        .property::<gstreamer_webrtc::WebRTCSessionDescription>("remote-description")
-        .sdp()
-        .as_text()
-        .unwrap();
+    let answer = applied_answer(&rx);
     let candidates = answer_candidates(&answer);
     assert!(!candidates.is_empty(), "{answer}");
     assert!(candidates.iter().all(|(a, _)| *a == address), "{answer}");
