@@ -26,7 +26,8 @@ const TOKEN_KEY = "streamcore.token";
 
 /** Stream id from a "/player/{id}" path, URL-decoded; null when absent or malformed. */
 function streamIdFromPath(pathname) {
-  const m = /^\/player\/(.+)$/.exec(pathname);
+  // A trailing slash is not part of the id (/player/cam/ is stream "cam").
+  const m = /^\/player\/(.+?)\/?$/.exec(pathname);
   if (!m) return null;
   try {
     return decodeURIComponent(m[1]);
@@ -389,6 +390,13 @@ function main() {
 
   let token = new URLSearchParams(location.search).get("token") ?? storage("get") ?? "";
   tokenField.value = token;
+  // A token in the address bar would stay in the history and in logs: keep it for this tab only.
+  if (new URLSearchParams(location.search).has("token")) {
+    storage("set", token);
+    const clean = new URL(location.href);
+    clean.searchParams.delete("token");
+    history.replaceState(null, "", clean.pathname + clean.search + clean.hash);
+  }
 
   let session = null;
   let generation = 0; // bumped by every connect(), so a stale attempt can tell
