@@ -453,15 +453,7 @@ async fn metrics_count_processes_by_state() {
     server
         .wait_state("m", Duration::from_secs(20), |s| s["exec"] == "running")
         .await;
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     assert!(
         text.contains("streamcore_processes{state=\"running\"} 1"),
         "{text}"

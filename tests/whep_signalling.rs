@@ -402,15 +402,7 @@ async fn viewer_cap_sessions_kick_and_metrics() {
     // The Prometheus families, with this viewer in them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
-        let text = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.get_text("/metrics").await;
         if text.contains("streamcore_webrtc_ice_connect_seconds_count 1")
             || Instant::now() > deadline
         {

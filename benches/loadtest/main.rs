@@ -214,6 +214,19 @@ async fn post(
     )
 }
 
+/// Applies a 201's answer and records the absolute resource URL. Applying blocks on webrtcbin,
+/// so it runs off the runtime and the other POSTs' responses are read on time.
+async fn answered(viewer: Viewer, answer: String, location: Option<String>, base: &str) -> Viewer {
+    let mut viewer = tokio::task::spawn_blocking(move || {
+        viewer.answer(&answer).unwrap();
+        viewer
+    })
+    .await
+    .unwrap();
+    viewer.resource = location.map(|l| format!("{base}{l}"));
+    viewer
+}
+
 async fn add_viewer(http: &reqwest::Client, base: &str, id: &str) -> (Viewer, Duration) {
     let url = format!("{base}/whep/{id}");
     loop {
@@ -224,14 +237,7 @@ async fn add_viewer(http: &reqwest::Client, base: &str, id: &str) -> (Viewer, Du
             continue;
         }
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-        let mut viewer = tokio::task::spawn_blocking(move || {
-            viewer.answer(&body).unwrap();
-            viewer
-        })
-        .await
-        .unwrap();
-        viewer.resource = location.map(|l| format!("{base}{l}"));
-        return (viewer, elapsed);
+        return (answered(viewer, body, location, base).await, elapsed);
     }
 }
 
@@ -344,20 +350,16 @@ async fn run(args: Args) {
     let posts = prepared.into_iter().map(|(viewer, offer)| {
         let http = http.clone();
         let url = url.clone();
+        let base = server.base.clone();
         async move {
             let started = Instant::now();
             let (status, location, body, elapsed) = post(&http, &url, offer).await;
             assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-            // Applying the answer blocks on webrtcbin; keep it off the runtime so the other
-            // POSTs' responses are read on time.
-            let mut viewer = tokio::task::spawn_blocking(move || {
-                viewer.answer(&body).unwrap();
-                viewer
-            })
-            .await
-            .unwrap();
-            viewer.resource = location;
-            (viewer, started, elapsed)
+            (
+                answered(viewer, body, location, &base).await,
+                started,
+                elapsed,
+            )
         }
     });
     let done = futures_join_all(posts).await;

@@ -189,6 +189,18 @@ impl TestServer {
         self.call(Method::GET, path, None).await
     }
 
+    /// GET returning the body as text (for non-JSON answers such as `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates a process and asserts 200.
     pub async fn create(&self, config: Value) -> Value {
         let (status, body) = self
