@@ -23,6 +23,8 @@ pub enum TokenUse {
     Refresh,
     /// Only watching the WebRTC stream of the process named in `pid`; never API calls.
     Viewer,
+    /// Only publishing over WHIP into the process named in `pid`; never API calls.
+    Publish,
 }
 
 /// The claims of a streamcore JWT.
@@ -112,12 +114,12 @@ impl Authenticator {
         (user_ok & pass_ok).into()
     }
 
-    /// Issues a token for the admin user. Viewer tokens come from
-    /// [`crate::webrtc::token::ViewerTokens`]; asking for one here gives an access-length token
+    /// Issues a token for the admin user. Viewer and publish tokens come from
+    /// [`crate::webrtc::token::ProcessTokens`]; asking for one here gives an access-length token
     /// without a process, which no stream accepts.
     pub fn issue(&self, usefor: TokenUse) -> String {
         let validity = match usefor {
-            TokenUse::Access | TokenUse::Viewer => self.access_seconds,
+            TokenUse::Access | TokenUse::Viewer | TokenUse::Publish => self.access_seconds,
             TokenUse::Refresh => self.refresh_seconds,
         };
         let iat = now();

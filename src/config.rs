@@ -86,6 +86,14 @@ pub struct WebRtcConfig {
     pub transcode: crate::media::transcode::TranscodeSettings,
     /// Least time between two key frames forced for joining viewers (or their PLIs), in ms.
     pub key_unit_interval_ms: u64,
+    /// How often a WHIP publisher is asked for a key frame (RTCP PLI/FIR), in ms; 0 only asks
+    /// when FFmpeg (re)starts.
+    pub whip_key_frame_interval_ms: u64,
+    /// A WHIP input's FFmpeg ends after this many seconds without packets (`-listen_timeout`);
+    /// the process's reconnect settings then apply. 0 waits forever.
+    pub whip_read_timeout_seconds: u64,
+    /// Default lifetime of publish tokens, in seconds.
+    pub publish_token_seconds: u64,
 }
 
 impl Default for WebRtcConfig {
@@ -116,6 +124,9 @@ impl Default for WebRtcConfig {
             pipelines_dir: "pipelines".into(),
             transcode: Default::default(),
             key_unit_interval_ms: 500,
+            whip_key_frame_interval_ms: 2000,
+            whip_read_timeout_seconds: 10,
+            publish_token_seconds: 86400,
         }
     }
 }
@@ -371,6 +382,18 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "STREAMCORE_WEBRTC_VIEWER_TOKEN_SECONDS",
         "webrtc.viewer_token_seconds",
+    ),
+    (
+        "STREAMCORE_WEBRTC_WHIP_KEY_FRAME_INTERVAL_MS",
+        "webrtc.whip_key_frame_interval_ms",
+    ),
+    (
+        "STREAMCORE_WEBRTC_WHIP_READ_TIMEOUT_SECONDS",
+        "webrtc.whip_read_timeout_seconds",
+    ),
+    (
+        "STREAMCORE_WEBRTC_PUBLISH_TOKEN_SECONDS",
+        "webrtc.publish_token_seconds",
     ),
 ];
 

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::process::registry::{resolve_binary, Settings};
 use crate::process::Registry;
 use crate::store::Store;
-use crate::webrtc::token::ViewerTokens;
+use crate::webrtc::token::ProcessTokens;
 
 /// A bound, booted server.
 pub struct Server {
@@ -34,7 +34,7 @@ impl Server {
         let disk_dir = public.canonicalize()?;
         let secret = ensure_jwt_secret(&config)?;
         let auth = Authenticator::new(&config.auth, &secret).map(Arc::new);
-        let viewer_tokens = Arc::new(ViewerTokens::new(&config.auth, &secret));
+        let process_tokens = Arc::new(ProcessTokens::new(&config.auth, &secret));
         let instance = load_instance(data_dir)?;
 
         let db = config.storage.database_path();
@@ -74,7 +74,7 @@ impl Server {
             media,
             store,
             auth,
-            viewer_tokens,
+            process_tokens,
             skills: Arc::new(api::skills::SkillsCache::new(binary)),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -122,6 +122,10 @@ fn media_config(config: &Config) -> MediaConfig {
         pipelines_dir: pipelines_dir(&w.pipelines_dir),
         transcode: w.transcode.clone(),
         key_unit_interval: Duration::from_millis(w.key_unit_interval_ms),
+        whip_key_interval: (w.whip_key_frame_interval_ms > 0)
+            .then(|| Duration::from_millis(w.whip_key_frame_interval_ms)),
+        whip_read_timeout: (w.whip_read_timeout_seconds > 0)
+            .then(|| Duration::from_secs(w.whip_read_timeout_seconds)),
         rtp_port_min: w.rtp_port_min,
         rtp_port_max: w.rtp_port_max,
         ice: IceConfig {

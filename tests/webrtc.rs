@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::media::{connect_when_ready, make_source, webrtc_process};
 use common::whep::{self, OfferOptions};
-use common::TestServer;
+use common::{settled_counts, TestServer};
 use gstreamer::prelude::*;
 
 #[tokio::test]
@@ -106,17 +106,6 @@ async fn ten_viewers_survive_an_ffmpeg_restart() {
     }
 }
 
-/// Threads and file descriptors of a process, from /proc.
-fn threads_and_fds(pid: u32) -> (usize, usize) {
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .count();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    (threads, fds)
-}
-
 #[tokio::test]
 async fn viewer_cycles_leak_no_threads_or_fds() {
     let server = TestServer::start().await;
@@ -146,21 +135,6 @@ async fn viewer_cycles_leak_no_threads_or_fds() {
     }
     let after = settled_counts(server.pid(), Some(baseline)).await;
     assert_eq!(after, baseline, "threads/fds after 30 cycles vs baseline");
-}
-
-/// Counts settle shortly after a teardown (GLib thread pools park idle threads for a moment), so
-/// read until two consecutive samples agree, or until they are back at `target`.
-async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = threads_and_fds(pid);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = threads_and_fds(pid);
-        if Some(now) == target || (target.is_none() && now == last) || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// Makes a viewer vanish without a DELETE: everything it would send is dropped, as if its network

@@ -130,5 +130,19 @@ pub fn may_view(state: &AppState, token: Option<&str>, id: &str) -> bool {
         .auth
         .as_ref()
         .is_some_and(|auth| auth.verify(token, TokenUse::Access).is_ok());
-    admin || state.viewer_tokens.verify(token, id).is_ok()
+    admin || state.process_tokens.verify(token, id).is_ok()
+}
+
+/// True when `token` may publish into process `id` over WHIP: anyone when admin auth is off (the
+/// whole API is open then), else an admin access token or a publish token minted for exactly
+/// this process.
+pub fn may_publish(state: &AppState, token: Option<&str>, id: &str) -> bool {
+    let Some(auth) = &state.auth else {
+        return true;
+    };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    auth.verify(token, TokenUse::Access).is_ok()
+        || state.process_tokens.verify_publish(token, id).is_ok()
 }

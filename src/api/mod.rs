@@ -8,9 +8,11 @@ pub mod metadata;
 pub mod openapi;
 pub mod pages;
 pub mod process;
+pub mod signalling;
 pub mod skills;
 pub mod webrtc;
 pub mod whep;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -56,7 +58,7 @@ pub struct AppState {
     /// Token issuer and checker; `None` when auth is off.
     pub auth: Option<Arc<Authenticator>>,
     /// Issuer and checker of WHEP viewer tokens (present with auth off too).
-    pub viewer_tokens: Arc<crate::webrtc::token::ViewerTokens>,
+    pub process_tokens: Arc<crate::webrtc::token::ProcessTokens>,
     /// The configuration in force.
     pub config: Arc<Config>,
     /// Prometheus families.
@@ -96,6 +98,11 @@ pub fn router(state: AppState) -> Router {
         .route("/skills/reload", get(skills::reload))
         .route("/process/{id}/webrtc", get(webrtc::info))
         .route("/process/{id}/webrtc/token", post(webrtc::issue_token))
+        .route("/process/{id}/whip", get(webrtc::whip_info))
+        .route(
+            "/process/{id}/whip/token",
+            post(webrtc::issue_publish_token),
+        )
         .route("/webrtc/sessions", get(webrtc::sessions))
         .route(
             "/webrtc/sessions/{resource}",
@@ -132,7 +139,24 @@ pub fn router(state: AppState) -> Router {
                 axum::routing::patch(whep::patch)
                     .delete(whep::delete)
                     .get(whep::resource_get)
-                    .options(whep::resource_options),
+                    .options(signalling::options),
+            );
+    }
+    // WHIP at the same two places; the endpoint checks its own tokens.
+    for prefix in ["/whip", "/api/v3/whip"] {
+        whep = whep
+            .route(
+                &format!("{prefix}/{{id}}"),
+                post(whip::post)
+                    .get(whip::endpoint_get)
+                    .options(whip::endpoint_options),
+            )
+            .route(
+                &format!("{prefix}/{{id}}/{{resource}}"),
+                axum::routing::patch(whip::patch)
+                    .delete(whip::delete)
+                    .get(whip::resource_get)
+                    .options(signalling::options),
             );
     }
     Router::new()
@@ -141,6 +165,8 @@ pub fn router(state: AppState) -> Router {
         .route("/player/", get(pages::index))
         .route("/player/{id}", get(pages::player))
         .route("/player.js", get(pages::player_js))
+        .route("/publish/{id}", get(pages::publish))
+        .route("/publish.js", get(pages::publish_js))
         .merge(whep)
         .route("/metrics", get(prometheus))
         .merge(api)
@@ -155,7 +181,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(cors(&state.config))
         // Outside the CORS layer, so its preflight answers get the WHEP headers too.
-        .layer(middleware::from_fn(whep::cors_headers))
+        .layer(middleware::from_fn(signalling::cors_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

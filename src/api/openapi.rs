@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, process, skills, webrtc, whep};
+use super::{about, auth, metadata, process, skills, webrtc, whep, whip};
 
 struct BearerAuth;
 
@@ -37,6 +37,8 @@ impl Modify for BearerAuth {
         skills::get, skills::reload,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
+        webrtc::whip_info, webrtc::issue_publish_token,
+        whip::post, whip::endpoint_get, whip::endpoint_options, whip::patch, whip::delete,
     )
 )]
 pub struct ApiDoc;

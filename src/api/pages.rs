@@ -1,5 +1,6 @@
 //! The built-in browser player: `/player/{id}` plays one stream over WHEP, `/player/` lists the
-//! streams (from `GET /whep`), `/player.js` is the player's script. All three are compiled in.
+//! streams (from `GET /whep`), `/player.js` is the player's script; `/publish/{id}` and `/publish.js`
+//! are the WHIP publish page. All are compiled in.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -7,6 +8,8 @@ use axum::response::{Html, IntoResponse};
 const PLAYER_HTML: &str = include_str!("pages/player.html");
 const INDEX_HTML: &str = include_str!("pages/index.html");
 const PLAYER_JS: &str = include_str!("pages/player.js");
+const PUBLISH_HTML: &str = include_str!("pages/publish.html");
+const PUBLISH_JS: &str = include_str!("pages/publish.js");
 
 /// `GET /player/{id}`: the player page; the script reads the stream id from the URL.
 pub async fn player() -> impl IntoResponse {
@@ -26,5 +29,21 @@ pub async fn player_js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         PLAYER_JS,
+    )
+}
+
+/// `GET /publish/{id}`: the WHIP publish page; the script reads the process id from the URL.
+pub async fn publish() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PUBLISH_HTML))
+}
+
+/// `GET /publish.js`: the publish page's script.
+pub async fn publish_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PUBLISH_JS,
     )
 }

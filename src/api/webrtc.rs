@@ -1,5 +1,5 @@
-//! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, and the
-//! viewer sessions with their transport figures.
+//! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, the viewer
+//! sessions with their transport figures, and a WHIP input's state and publish tokens.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
+use crate::media::ingest::{Ingest, IngestInfo};
 use crate::media::{stats, Stream, StreamInfo};
 
 /// Longest viewer token lifetime a request may ask for: a year.
@@ -41,7 +42,8 @@ pub async fn info(
 /// Body of a token request; every field is optional.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
-    /// Lifetime in seconds; default `webrtc.viewer_token_seconds`.
+    /// Lifetime in seconds; default `webrtc.viewer_token_seconds` (viewer tokens) or
+    /// `webrtc.publish_token_seconds` (publish tokens).
     pub ttl_seconds: Option<u64>,
 }
 
@@ -65,25 +67,88 @@ pub async fn issue_token(
     body: Bytes,
 ) -> ApiResult<Json<ViewerToken>> {
     stream_of(&state, &id)?;
-    // The body is optional: a bare POST gets the default lifetime.
+    let ttl = requested_ttl(&body, state.config.webrtc.viewer_token_seconds)?;
+    let issued = state.process_tokens.issue(&id, ttl);
+    Ok(Json(ViewerToken {
+        token: issued.token,
+        expires_at: issued.expires_at,
+    }))
+}
+
+/// The lifetime a token request asks for. The body is optional: a bare POST gets `default`.
+fn requested_ttl(body: &Bytes, default: u64) -> ApiResult<u64> {
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
-        super::json::parse(&body)?
+        super::json::parse(body)?
     };
-    let ttl = request
-        .ttl_seconds
-        .unwrap_or(state.config.webrtc.viewer_token_seconds);
+    let ttl = request.ttl_seconds.unwrap_or(default);
     if ttl == 0 || ttl > MAX_TTL_SECONDS {
         return Err(ApiError::bad_request(
             "Invalid ttl_seconds",
             format!("ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"),
         ));
     }
-    let issued = state.viewer_tokens.issue(&id, ttl);
-    Ok(Json(ViewerToken {
+    Ok(ttl)
+}
+
+fn ingest_of(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Ingest>> {
+    let entry = state
+        .registry
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("Unknown process ID", "unknown process"))?;
+    entry.ingest().cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "This process has no WHIP input",
+            "no input address is {whip}",
+        )
+    })
+}
+
+/// The WHIP input of a process: the ports and SDP file FFmpeg reads, and the publisher.
+#[utoipa::path(get, path = "/api/v3/process/{id}/whip", tag = "whip", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = IngestInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn whip_info(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IngestInfo>> {
+    let ingest = ingest_of(&state, &id)?;
+    let info = tokio::task::spawn_blocking(move || ingest.info())
+        .await
+        .map_err(|e| ApiError::internal("Cannot read the WHIP input", &e))?;
+    Ok(Json(info))
+}
+
+/// A publish token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishToken {
+    /// The JWT: `Authorization: Bearer <token>` (or `?token=<token>`) on the WHIP POST.
+    pub token: String,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// The WHIP endpoint it opens (path; prefix the server's address).
+    pub url: String,
+}
+
+/// Mints a publish token that opens the WHIP endpoint of this process (and nothing else: not
+/// the API, not the WHEP side).
+#[utoipa::path(post, path = "/api/v3/process/{id}/whip/token", tag = "whip", params(("id" = String, Path)),
+    request_body(content = Option<TokenRequest>, description = "optional"),
+    security(("bearer" = [])),
+    responses((status = 200, body = PublishToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn issue_publish_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<PublishToken>> {
+    ingest_of(&state, &id)?;
+    let ttl = requested_ttl(&body, state.config.webrtc.publish_token_seconds)?;
+    let issued = state.process_tokens.issue_publish(&id, ttl);
+    Ok(Json(PublishToken {
         token: issued.token,
         expires_at: issued.expires_at,
+        url: format!("/whip/{}", super::signalling::urlencoding(&id)),
     }))
 }
 

@@ -10,68 +10,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::middleware::Next;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use super::signalling::{
+    self, content_type_is, unknown_session, unsupported_media_type, urlencoding, with_retry,
+    TokenQuery,
+};
 use super::AppState;
-use crate::media::ice::{self, IceError};
-use crate::media::sdp::{advertise_public_ip, parse_offer, SdpError};
+use crate::media::ice;
+use crate::media::sdp::{parse_offer, SdpError};
 use crate::media::AddError;
 use crate::process::config::Access;
-use crate::webrtc::{ice_servers, sdpfrag};
-
-/// Seconds a viewer should wait before retrying a 409 or 503.
-const RETRY_AFTER: &str = "2";
-
-/// Methods a browser may use on WHEP URLs (the CORS preflight answer).
-const ALLOW_METHODS: &str = "OPTIONS, GET, HEAD, POST, PATCH, DELETE";
-/// Request headers a browser player sends.
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match";
-/// Response headers a browser player must be able to read: without Location it cannot PATCH or
-/// DELETE, without ETag it cannot restart ICE, without Link it cannot use TURN.
-const EXPOSE_HEADERS: &str = "Location, ETag, Link";
-
-fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
-}
-
-fn unsupported_media_type(expected: &str) -> Response {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "Unsupported Media Type",
-        format!("the body must be {expected}"),
-    )
-    .into_response()
-}
-
-fn with_retry(error: ApiError) -> Response {
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-    response
-}
-
-fn unknown_session() -> Response {
-    ApiError::not_found("Unknown WHEP session", "no such resource").into_response()
-}
-
-/// `?token=` for players that cannot set an Authorization header.
-#[derive(Debug, Default, Deserialize)]
-pub struct TokenQuery {
-    /// A viewer or admin token.
-    pub token: Option<String>,
-}
 
 /// Looks a WebRTC-enabled process up and checks the viewer may watch it.
 fn stream_for(
@@ -201,26 +156,7 @@ pub async fn post(
         "/whep"
     };
     let location = format!("{prefix}/{}/{}", urlencoding(&id), resource);
-    let etag = etag_of(&answer);
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/sdp")],
-        answer,
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        headers.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, v);
-    }
-    for link in ice_servers::links(&state.config.webrtc, crate::auth::now()) {
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            headers.append(header::LINK, v);
-        }
-    }
-    response
+    signalling::created(&state, &location, answer)
 }
 
 /// Maps a failed negotiation to its WHEP status.
@@ -257,27 +193,6 @@ fn add_error(state: &AppState, error: AddError) -> Response {
     }
 }
 
-/// The strong entity-tag of an ICE session: its local ufrag, which changes on every restart.
-pub fn etag_of(answer: &str) -> String {
-    let ufrag = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes())
-        .ok()
-        .and_then(|m| ice::credentials(&m))
-        .map(|(ufrag, _)| ufrag)
-        .unwrap_or_default();
-    format!("\"{ufrag}\"")
-}
-
-fn urlencoding(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// `GET`/`HEAD` on the endpoint: 200 with `Content-Type: application/sdp` and no body, so generic
 /// players can tell a WHEP URL (WHEP editor's copy after -03).
 #[utoipa::path(head, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
@@ -298,18 +213,11 @@ pub async fn endpoint_head(State(state): State<AppState>, Path(id): Path<String>
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/sdp")]).into_response()
 }
 
-/// `OPTIONS` on the endpoint. In this router the CORS layer answers every OPTIONS request itself
-/// (tower-http treats each one as a preflight) and [`cors_headers`] adds `Accept-Post` and the
-/// WHEP method and header lists; this handler only answers when no CORS layer is in front.
+/// `OPTIONS` on the endpoint (see [`signalling::options`]).
 #[utoipa::path(options, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
     responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp")))]
 pub async fn endpoint_options() -> Response {
-    StatusCode::NO_CONTENT.into_response()
-}
-
-/// `OPTIONS` on a session (see [`endpoint_options`]).
-pub async fn resource_options() -> Response {
-    StatusCode::NO_CONTENT.into_response()
+    signalling::options().await
 }
 
 /// `GET`/`HEAD` on a session: it has no representation (RFC 9725 §4.1: 2xx, no content).
@@ -331,16 +239,6 @@ fn viewer_webrtcbin(state: &AppState, id: &str, resource: &str) -> Option<gstrea
         .and_then(|s| s.viewer_webrtcbin(resource))
 }
 
-/// Whether an `If-Match` field value matches the current entity-tag: `*`, or a listed strong tag
-/// equal to it (RFC 9110 §13.1.1; weak tags never match).
-fn if_match_matches(values: &[String], current: &str) -> bool {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == current)
-}
-
 /// Trickle candidates (204) or restart ICE (200 with the server's new credentials).
 #[utoipa::path(patch, path = "/whep/{id}/{resource}", tag = "whep",
     params(("id" = String, Path), ("resource" = String, Path)),
@@ -358,120 +256,10 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(webrtcbin) = viewer_webrtcbin(&state, &id, &resource) else {
-        return unknown_session();
-    };
-    if !content_type_is(&headers, sdpfrag::CONTENT_TYPE) {
-        return unsupported_media_type(sdpfrag::CONTENT_TYPE);
+    match viewer_webrtcbin(&state, &id, &resource) {
+        Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, &body).await,
+        None => unknown_session(),
     }
-    // Preconditions come before the body is looked at (RFC 9110 §13.2.1).
-    let if_match: Vec<String> = headers
-        .get_all(header::IF_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    if if_match.is_empty() {
-        return ApiError::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "Precondition Required",
-            "PATCH needs If-Match: the session's ETag, or * for an ICE restart",
-        )
-        .into_response();
-    }
-    let Some(current) = ice::etag(&webrtcbin) else {
-        return unknown_session();
-    };
-    if !if_match_matches(&if_match, &current) {
-        return precondition_failed();
-    }
-    let fragment = match std::str::from_utf8(&body)
-        .map_err(|_| sdpfrag::Malformed("not UTF-8".into()))
-        .and_then(sdpfrag::parse)
-    {
-        Ok(fragment) => fragment,
-        Err(e) => return ApiError::bad_request("Malformed sdpfrag", e.to_string()).into_response(),
-    };
-    let Some((remote_ufrag, remote_pwd)) =
-        ice::remote_description(&webrtcbin).and_then(|d| ice::credentials(&d))
-    else {
-        return unknown_session();
-    };
-    if !fragment.is_restart(&remote_ufrag, &remote_pwd) {
-        let added =
-            tokio::task::spawn_blocking(move || ice::add_candidates(&webrtcbin, &fragment)).await;
-        return match added {
-            Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-            Ok(Err(_)) => unknown_session(),
-            Err(e) => ApiError::internal("Trickle failed", &e).into_response(),
-        };
-    }
-    let (Some(ufrag), Some(pwd)) = (fragment.ufrag.clone(), fragment.pwd.clone()) else {
-        return ApiError::bad_request(
-            "Malformed sdpfrag",
-            "an ICE restart needs both a=ice-ufrag and a=ice-pwd",
-        )
-        .into_response();
-    };
-    restart(&state, webrtcbin, ufrag, pwd, if_match, fragment).await
-}
-
-fn precondition_failed() -> Response {
-    ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "Precondition Failed",
-        "If-Match does not match the ICE session's current ETag",
-    )
-    .into_response()
-}
-
-async fn restart(
-    state: &AppState,
-    webrtcbin: gstreamer::Element,
-    ufrag: String,
-    pwd: String,
-    if_match: Vec<String>,
-    fragment: sdpfrag::Fragment,
-) -> Response {
-    let public_ip = state.config.webrtc.public_ip.parse().ok();
-    let done = tokio::task::spawn_blocking(move || {
-        // The tag is checked again under the restart lock: two restarts racing on one tag must
-        // not both win.
-        let restarted = ice::restart(&webrtcbin, &ufrag, &pwd, |current| {
-            if if_match_matches(&if_match, current) {
-                Ok(())
-            } else {
-                Err(())
-            }
-        });
-        if let Ok(Ok(_)) = &restarted {
-            let _ = ice::add_candidates(&webrtcbin, &fragment);
-        }
-        restarted
-    })
-    .await;
-    let mut local = match done {
-        Ok(Ok(Ok(local))) => local,
-        Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
-        Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
-        Ok(Err(())) => return precondition_failed(),
-        Err(e) => return ApiError::internal("ICE restart failed", &e).into_response(),
-    };
-    if let Some(public) = public_ip {
-        advertise_public_ip(&mut local, public);
-    }
-    let etag = ice::credentials(&local)
-        .map(|(ufrag, _)| format!("\"{ufrag}\""))
-        .unwrap_or_default();
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, sdpfrag::CONTENT_TYPE)],
-        sdpfrag::render(&local),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
 }
 
 /// Stop watching.
@@ -487,57 +275,4 @@ pub async fn delete(
     }
     // Idempotent: a resource that is already gone is deleted all the same.
     StatusCode::OK.into_response()
-}
-
-/// The WHEP CORS headers, added outside the CORS layer so that they reach its preflight answers
-/// too: Expose-Headers on every WHEP response, and on OPTIONS the WHEP methods and request
-/// headers plus (on the endpoint) `Accept-Post: application/sdp`.
-pub async fn cors_headers(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let segments = path
-        .strip_prefix("/api/v3/whep")
-        .or_else(|| path.strip_prefix("/whep"))
-        .map(|rest| rest.split('/').filter(|s| !s.is_empty()).count());
-    let is_options = req.method() == Method::OPTIONS;
-    let mut response = next.run(req).await;
-    let Some(segments) = segments else {
-        return response;
-    };
-    let success = response.status().is_success();
-    let headers = response.headers_mut();
-    let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(
-        headers,
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        EXPOSE_HEADERS,
-    );
-    if is_options && success {
-        set(headers, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
-        set(headers, header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
-        if segments == 1 {
-            set(
-                headers,
-                HeaderName::from_static("accept-post"),
-                "application/sdp",
-            );
-        }
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_rules() {
-        let tag = "\"abc\"";
-        assert!(if_match_matches(&["*".into()], tag));
-        assert!(if_match_matches(&["\"abc\"".into()], tag));
-        assert!(if_match_matches(&["\"x\", \"abc\"".into()], tag));
-        assert!(!if_match_matches(&["W/\"abc\"".into()], tag));
-        assert!(!if_match_matches(&["\"abd\"".into()], tag));
-    }
 }

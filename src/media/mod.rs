@@ -4,7 +4,9 @@
 //! WebRTC-enabled process gets one [`Stream`].
 
 pub mod ice;
+pub mod ingest;
 mod keyframe;
+pub mod peer;
 pub mod ports;
 pub mod sdp;
 pub mod stats;
@@ -72,6 +74,10 @@ pub struct MediaConfig {
     pub transcode: transcode::TranscodeSettings,
     /// Least time between forced key frames per stream.
     pub key_unit_interval: Duration,
+    /// How often a WHIP publisher is asked for a key frame; `None` only on FFmpeg starts.
+    pub whip_key_interval: Option<Duration>,
+    /// FFmpeg's read timeout on a WHIP input; `None` waits forever.
+    pub whip_read_timeout: Option<Duration>,
 }
 
 pub(crate) struct Shared {
@@ -216,17 +222,9 @@ impl Media {
     /// A stream for a process: allocates its port pair and SDP path. `None` when the range is full.
     pub fn create_stream(&self, process_id: &str, options: StreamOptions) -> Option<Stream> {
         let ports = self.ports.allocate()?;
-        let file: String = process_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = self.sdp_dir.join(format!("{file}-{}.sdp", ports.video()));
+        let path = self
+            .sdp_dir
+            .join(format!("{}-{}.sdp", file_name(process_id), ports.video()));
         let _ = std::fs::remove_file(&path);
         Some(Stream::new(
             process_id,
@@ -235,6 +233,24 @@ impl Media {
             self.shared.clone(),
             options,
         ))
+    }
+
+    /// The WHIP input of a process: four loopback ports and FFmpeg's SDP file. `None` when the
+    /// port range is full or the file cannot be written.
+    pub fn create_ingest(&self, process_id: &str) -> Option<ingest::Ingest> {
+        let ports = self.ports.allocate_quad()?;
+        let path = self.sdp_dir.join(format!(
+            "{}-whip-{}.sdp",
+            file_name(process_id),
+            ports.video()
+        ));
+        match ingest::Ingest::new(process_id, ports, path, self.shared.clone()) {
+            Ok(ingest) => Some(ingest),
+            Err(e) => {
+                tracing::warn!(process = %process_id, error = %e, "cannot write the WHIP SDP file");
+                None
+            }
+        }
     }
 
     /// Waits for a turn to negotiate a viewer (one per CPU at a time, first come first served).
@@ -255,4 +271,18 @@ impl Media {
     pub fn config(&self) -> &MediaConfig {
         &self.shared.config
     }
+}
+
+/// A process id as a file name: anything but `[A-Za-z0-9_-]` becomes `_`.
+fn file_name(process_id: &str) -> String {
+    process_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

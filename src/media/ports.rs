@@ -46,6 +46,35 @@ impl Drop for PortPair {
     }
 }
 
+/// Four adjacent ports for a WHIP input FFmpeg reads: video RTP on `base`, audio RTP on
+/// `base + 2`. FFmpeg's RTP demuxer binds each RTP port and the one above it (RTCP), and it binds
+/// them itself, so unlike [`PortPair`] no socket is held here: the range is only marked as ours.
+#[derive(Debug)]
+pub struct PortQuad {
+    base: u16,
+    owner: Arc<Mutex<BTreeSet<u16>>>,
+}
+
+impl PortQuad {
+    /// Where FFmpeg receives the video RTP (RTCP on the next port).
+    pub fn video(&self) -> u16 {
+        self.base
+    }
+
+    /// Where FFmpeg receives the audio RTP (RTCP on the next port).
+    pub fn audio(&self) -> u16 {
+        self.base + 2
+    }
+}
+
+impl Drop for PortQuad {
+    fn drop(&mut self) {
+        let mut used = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        used.remove(&self.base);
+        used.remove(&(self.base + 2));
+    }
+}
+
 /// Hands out pairs from a configured range, skipping ports another program holds.
 #[derive(Debug, Clone)]
 pub struct PortAllocator {
@@ -85,6 +114,28 @@ impl PortAllocator {
     }
 }
 
+impl PortAllocator {
+    /// Four free adjacent ports (`base` a multiple of four within the range), or `None`. They are
+    /// checked free by binding them once; FFmpeg binds them again when it starts.
+    pub fn allocate_quad(&self) -> Option<PortQuad> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut base = self.min.div_ceil(4).saturating_mul(4);
+        while base >= self.min && base.checked_add(3).is_some_and(|top| top <= self.max) {
+            let free = !used.contains(&base) && !used.contains(&(base + 2));
+            if free && (base..base + 4).all(|port| bind(port).is_ok()) {
+                used.insert(base);
+                used.insert(base + 2);
+                return Some(PortQuad {
+                    base,
+                    owner: self.used.clone(),
+                });
+            }
+            base = base.checked_add(4)?;
+        }
+        None
+    }
+}
+
 fn bind(port: u16) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(("127.0.0.1", port))?;
     socket.set_nonblocking(true)?;
@@ -110,5 +161,19 @@ mod tests {
         let freed = a.video();
         drop(a);
         assert_eq!(alloc.allocate().unwrap().video(), freed);
+    }
+
+    #[test]
+    fn quads_do_not_overlap_pairs_and_are_released() {
+        let alloc = PortAllocator::new(47100, 47111);
+        let pair = alloc.allocate().unwrap();
+        assert_eq!(pair.video(), 47100);
+        let quad = alloc.allocate_quad().unwrap();
+        assert_eq!((quad.video(), quad.audio()), (47104, 47106));
+        // The pair allocator skips both halves of the quad.
+        assert_eq!(alloc.allocate().unwrap().video(), 47102);
+        assert_eq!(alloc.allocate_quad().unwrap().video(), 47108);
+        drop(quad);
+        assert_eq!(alloc.allocate_quad().unwrap().video(), 47104);
     }
 }

@@ -17,7 +17,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn parse(media: &str) -> Option<Kind> {
+    /// The kind named by an SDP media type (`video`, `audio`).
+    pub(crate) fn parse(media: &str) -> Option<Kind> {
         match media {
             "video" => Some(Kind::Video),
             "audio" => Some(Kind::Audio),

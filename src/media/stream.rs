@@ -367,7 +367,7 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
     Ok(plans)
 }
 
-fn resource_id() -> String {
+pub(super) fn resource_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -3,21 +3,20 @@
 //! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
-use gstreamer_sdp::SDPMessage;
 use gstreamer_webrtc::{
-    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
-    WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
+    WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
 };
 
 use super::keyframe;
-use super::sdp::{advertise_public_ip, Offer, SourceTrack};
+use super::peer::{self, NegotiationError, PeerFlags};
+use super::sdp::{Offer, SourceTrack};
 use super::IceConfig;
 
 /// Why a viewer could not be set up.
@@ -39,6 +38,15 @@ pub enum ViewerError {
     Negotiation(String),
 }
 
+impl From<NegotiationError> for ViewerError {
+    fn from(e: NegotiationError) -> Self {
+        match e {
+            NegotiationError::GatherTimeout => ViewerError::GatherTimeout,
+            NegotiationError::Failed(why) => ViewerError::Negotiation(why),
+        }
+    }
+}
+
 /// What a branch of one track needs.
 pub struct TrackPlan {
     /// Index of the offer's m-line this track answers.
@@ -51,61 +59,6 @@ pub struct TrackPlan {
     pub caps: gst::Caps,
     /// The track is re-encoded here, so a key frame can be asked for when the viewer connects.
     pub transcoded: bool,
-}
-
-/// Connection progress shared with webrtcbin's callbacks.
-#[derive(Default)]
-pub struct ViewerFlags {
-    connected: AtomicBool,
-    /// Milliseconds since the epoch of the last packet from the viewer (STUN, DTLS, RTCP).
-    last_rx_ms: AtomicU64,
-    /// POST → connected, in ms; 0 until connected.
-    connect_ms: AtomicU64,
-    /// A `WebRTCPeerConnectionState` as u8, for the sessions API.
-    state: AtomicU8,
-    /// Set once a failure or close was seen.
-    pub dead: AtomicBool,
-}
-
-impl ViewerFlags {
-    /// The peer connection state name.
-    pub fn state_name(&self) -> &'static str {
-        match self.state.load(Ordering::Relaxed) {
-            0 => "new",
-            1 => "connecting",
-            2 => "connected",
-            3 => "disconnected",
-            4 => "failed",
-            _ => "closed",
-        }
-    }
-
-    /// True once DTLS is up.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    /// How long the viewer has sent nothing at all. Browsers send consent checks and RTCP every
-    /// few seconds, so a long silence means the peer is gone (RFC 7675 consent expiry).
-    pub fn silent_for(&self) -> Duration {
-        let last = self.last_rx_ms.load(Ordering::Relaxed);
-        Duration::from_millis(now_ms().saturating_sub(last))
-    }
-
-    /// Time from the POST to the connected state, once connected.
-    pub fn connect_time(&self) -> Option<Duration> {
-        match self.connect_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 struct Branch {
@@ -121,7 +74,7 @@ pub struct Viewer {
     /// The viewer's webrtcbin.
     pub webrtcbin: gst::Element,
     /// Shared connection flags.
-    pub flags: Arc<ViewerFlags>,
+    pub flags: Arc<PeerFlags>,
     /// The answer we sent.
     pub answer: String,
     /// Encoding names sent, e.g. `["H264", "OPUS"]`.
@@ -141,12 +94,8 @@ pub fn create(
     queue_buffers: u32,
     on_dead: impl Fn() + Send + Sync + 'static,
 ) -> Result<Viewer, ViewerError> {
-    let webrtcbin = gst::ElementFactory::make("webrtcbin")
-        .property_from_str("bundle-policy", "max-bundle")
-        .build()
-        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
-    configure_ice(&webrtcbin, ice);
-    let flags = Arc::new(ViewerFlags::default());
+    let webrtcbin = peer::new_webrtcbin(ice)?;
+    let flags = Arc::new(PeerFlags::default());
     pipeline
         .add(&webrtcbin)
         .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
@@ -174,36 +123,9 @@ pub fn create(
     Ok(viewer)
 }
 
-fn configure_ice(webrtcbin: &gst::Element, ice: &IceConfig) {
-    if let Some(stun) = &ice.stun_server {
-        webrtcbin.set_property("stun-server", stun);
-    }
-    for turn in &ice.turn_servers {
-        let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
-    }
-    let agent = webrtcbin.property::<gst::Object>("ice-agent");
-    if ice.min_port > 0 && ice.max_port >= ice.min_port {
-        agent.set_property("min-rtp-port", ice.min_port as u32);
-        agent.set_property("max-rtp-port", ice.max_port as u32);
-    }
-    // TCP candidates are useless to browsers here and double the gathering work.
-    if agent.has_property("ice-tcp") {
-        agent.set_property("ice-tcp", false);
-    }
-    if agent.has_property("agent") {
-        let nice = agent.property::<glib::Object>("agent");
-        // Debian's libnice waits ~200 ms for UPnP on every gathering.
-        if nice.has_property("upnp") {
-            nice.set_property("upnp", false);
-        }
-    }
-    for ip in &ice.interfaces {
-        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip.to_string()]);
-    }
-}
-
 use gstreamer::glib;
 
+#[allow(clippy::too_many_arguments)]
 fn negotiate(
     pipeline: &gst::Pipeline,
     viewer: &mut Viewer,
@@ -215,15 +137,9 @@ fn negotiate(
 ) -> Result<(), ViewerError> {
     let webrtcbin = viewer.webrtcbin.clone();
     let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
-    viewer.flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
-    watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
-    let (gathered_tx, gathered_rx) = mpsc::channel();
-    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
-        let state = bin.property::<WebRTCICEGatheringState>("ice-gathering-state");
-        if state == WebRTCICEGatheringState::Complete {
-            let _ = gathered_tx.send(());
-        }
-    });
+    viewer.flags.touch();
+    peer::watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
+    let gathered_rx = peer::watch_gathering(&webrtcbin);
     let t0 = Instant::now();
     webrtcbin.sync_state_with_parent().map_err(neg)?;
     let t_play = t0.elapsed();
@@ -264,7 +180,7 @@ fn negotiate(
         .collect();
     let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
     let t_branches = t0.elapsed();
-    call(&webrtcbin, "set-remote-description", &remote)?;
+    peer::call(&webrtcbin, "set-remote-description", &remote)?;
     let t_srd = t0.elapsed();
     for branch in &viewer.branches {
         for element in branch.elements.iter().rev() {
@@ -280,18 +196,7 @@ fn negotiate(
             .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
     }
 
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-    promise.wait();
-    let answer = promise
-        .get_reply()
-        .and_then(|reply| {
-            reply
-                .value("answer")
-                .ok()
-                .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
-        })
-        .ok_or_else(|| ViewerError::Negotiation(promise_error(&promise)))?;
+    let answer = peer::create_answer(&webrtcbin)?;
     // Every track must have found its m-line (it then answers sendonly). Applying an answer that
     // left one of our transceivers out would trip an assertion in webrtcbin and abort.
     let unmatched: Vec<u32> = ours
@@ -309,23 +214,11 @@ fn negotiate(
         )));
     }
     let t_answer = t0.elapsed();
-    call(&webrtcbin, "set-local-description", &answer)?;
+    peer::call(&webrtcbin, "set-local-description", &answer)?;
     let t_sld = t0.elapsed();
-    let already = webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-        == WebRTCICEGatheringState::Complete;
-    if !already && gathered_rx.recv_timeout(ice.gather_timeout).is_err() {
-        return Err(ViewerError::GatherTimeout);
-    }
+    viewer.answer = peer::gathered_answer(&webrtcbin, &gathered_rx, ice)?;
     tracing::debug!(?t_play, ?t_branches, ?t_srd, ?t_answer, ?t_sld, gathered = ?t0.elapsed(), "negotiation timing");
-    let local = webrtcbin
-        .property::<Option<WebRTCSessionDescription>>("local-description")
-        .ok_or_else(|| ViewerError::Negotiation("no local description".into()))?;
-    let mut sdp: SDPMessage = local.sdp().to_owned();
-    if let Some(public) = ice.public_ip {
-        advertise_public_ip(&mut sdp, public);
-    }
-    viewer.answer = sdp.as_text().map_err(neg)?;
-    watch_receive(&webrtcbin, viewer.flags.clone());
+    peer::watch_receive(&webrtcbin, viewer.flags.clone());
     Ok(())
 }
 
@@ -335,7 +228,7 @@ fn branch(
     track: &TrackPlan,
     sink: &gst::Pad,
     queue_buffers: u32,
-    flags: Arc<ViewerFlags>,
+    flags: Arc<PeerFlags>,
 ) -> Result<Branch, ViewerError> {
     let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
     let setter = gst::ElementFactory::make("capssetter")
@@ -389,86 +282,6 @@ fn branch(
     })
 }
 
-/// Notes every packet webrtcbin's ICE sources receive, for the consent check.
-fn watch_receive(webrtcbin: &gst::Element, flags: Arc<ViewerFlags>) {
-    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
-        return;
-    };
-    for element in bin.iterate_recurse().into_iter().flatten() {
-        if element.factory().is_some_and(|f| f.name() == "nicesrc") {
-            if let Some(pad) = element.static_pad("src") {
-                let flags = flags.clone();
-                pad.add_probe(
-                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-                    move |_, _| {
-                        flags.last_rx_ms.store(now_ms(), Ordering::Relaxed);
-                        gst::PadProbeReturn::Ok
-                    },
-                );
-            }
-        }
-    }
-}
-
-fn promise_error(promise: &gst::Promise) -> String {
-    promise
-        .get_reply()
-        .and_then(|r| r.value("error").ok().map(|v| format!("{v:?}")))
-        .unwrap_or_else(|| "webrtcbin gave no answer".into())
-}
-
-fn call(
-    webrtcbin: &gst::Element,
-    signal: &str,
-    desc: &WebRTCSessionDescription,
-) -> Result<(), ViewerError> {
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
-    promise.wait();
-    match promise.get_reply() {
-        Some(reply) if reply.has_field("error") => {
-            Err(ViewerError::Negotiation(promise_error(&promise)))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn watch_connection(
-    webrtcbin: &gst::Element,
-    flags: Arc<ViewerFlags>,
-    created: Instant,
-    on_dead: impl Fn() + Send + Sync + 'static,
-) {
-    webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
-        let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
-        let code = match state {
-            WebRTCPeerConnectionState::New => 0,
-            WebRTCPeerConnectionState::Connecting => 1,
-            WebRTCPeerConnectionState::Connected => 2,
-            WebRTCPeerConnectionState::Disconnected => 3,
-            WebRTCPeerConnectionState::Failed => 4,
-            _ => 5,
-        };
-        flags.state.store(code, Ordering::Relaxed);
-        match state {
-            WebRTCPeerConnectionState::Connected => {
-                let ms = created.elapsed().as_millis().max(1) as u64;
-                let _ =
-                    flags
-                        .connect_ms
-                        .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
-                flags.connected.store(true, Ordering::Relaxed);
-            }
-            WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
-                if !flags.dead.swap(true, Ordering::Relaxed) =>
-            {
-                on_dead();
-            }
-            _ => {}
-        }
-    });
-}
-
 /// Drops everything until DTLS is up (webrtcbin would drop it anyway, after paying for it), then
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
@@ -476,7 +289,7 @@ fn install_gate(
     element: &gst::Element,
     key: Option<fn(&[u8]) -> bool>,
     pt: u8,
-    flags: Arc<ViewerFlags>,
+    flags: Arc<PeerFlags>,
     request_key: bool,
 ) {
     let pad = element

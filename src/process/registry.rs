@@ -14,6 +14,7 @@ use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{Runner, Spec};
+use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
 use crate::store::{ProcessRecord, Store, StoreError};
 
@@ -78,6 +79,7 @@ pub struct Entry {
     runner: Arc<Runner>,
     outputs: Vec<String>,
     stream: Option<Arc<Stream>>,
+    ingest: Option<Arc<Ingest>>,
 }
 
 impl Entry {
@@ -89,6 +91,11 @@ impl Entry {
     /// The WebRTC stream, when the process has WebRTC enabled.
     pub fn stream(&self) -> Option<&Arc<Stream>> {
         self.stream.as_ref()
+    }
+
+    /// The WHIP input, when an input's address is `{whip}`.
+    pub fn ingest(&self) -> Option<&Arc<Ingest>> {
+        self.ingest.as_ref()
     }
 }
 
@@ -270,7 +277,7 @@ impl Registry {
         self.store.delete_process(id)?;
         entry.runner.shutdown().await;
         self.remove(id);
-        close_viewers(entry.stream.clone()).await;
+        close_webrtc(&entry).await;
         Ok(())
     }
 
@@ -297,7 +304,7 @@ impl Registry {
                     self.set_order(&entry, Order::Stop)?;
                 }
                 entry.runner.stop().await;
-                close_viewers(entry.stream.clone()).await;
+                close_webrtc(&entry).await;
             }
             ProcessCommand::Restart => entry.runner.restart(),
             ProcessCommand::Reload => {
@@ -325,6 +332,7 @@ impl Registry {
             runner: entry.runner.clone(),
             outputs: entry.outputs.clone(),
             stream: entry.stream.clone(),
+            ingest: entry.ingest.clone(),
         });
         Ok(())
     }
@@ -383,16 +391,24 @@ impl Registry {
     /// The resolved argv for a probe: global options and inputs only.
     pub fn probe_command(&self, id: &str) -> Option<(PathBuf, Vec<String>)> {
         let entry = self.get(id)?;
-        let resolved = self.resolve(&entry.record.config, Some(id)).ok()?;
+        let resolved = self
+            .resolve(&entry.record.config, Some(id), entry.ingest.as_deref())
+            .ok()?;
         Some((resolve_binary(&self.settings.binary), resolved.probe_argv))
     }
 
     fn build(&self, record: ProcessRecord, replacing: Option<&str>) -> Entry {
         let mut invalid = None;
-        let mut resolved = self
-            .resolve(&record.config, replacing)
+        let ingest = self
+            .ingest_for(&record.config, replacing)
             .unwrap_or_else(|why| {
                 invalid = Some(why);
+                None
+            });
+        let mut resolved = self
+            .resolve(&record.config, replacing, ingest.as_deref())
+            .unwrap_or_else(|why| {
+                invalid.get_or_insert(why);
                 Resolved::default()
             });
         let stream = match self.stream_for(&record.config, replacing) {
@@ -408,18 +424,65 @@ impl Registry {
                 .extend(webrtc_legs(&record.config.webrtc, stream));
         }
         let outputs = resolved.outputs.iter().map(|o| o.address.clone()).collect();
-        let spec = self.spec(
+        let mut spec = self.spec(
             &record.config,
             resolved.argv,
             resolved.inputs,
             resolved.outputs,
         );
+        if let Some(ingest) = &ingest {
+            // A restarted FFmpeg must start from a key frame, which only the publisher can send.
+            let ingest = Arc::downgrade(ingest);
+            spec.on_spawn = Some(Arc::new(move || {
+                if let Some(ingest) = ingest.upgrade() {
+                    ingest.ffmpeg_started();
+                }
+            }));
+        }
         Entry {
             record,
             invalid,
             runner: Arc::new(Runner::new(spec)),
             outputs,
             stream,
+            ingest,
+        }
+    }
+
+    /// The WHIP input of a process with a `{whip}` input: the one it (or the process it replaces)
+    /// has, so its ports and its publisher survive updates, or a new one.
+    fn ingest_for(
+        &self,
+        config: &ProcessConfig,
+        replacing: Option<&str>,
+    ) -> std::result::Result<Option<Arc<Ingest>>, String> {
+        let whip_inputs = config
+            .input
+            .iter()
+            .filter(|io| io.address.trim() == WHIP_ADDRESS)
+            .count();
+        match whip_inputs {
+            0 => return Ok(None),
+            1 => {}
+            _ => return Err(format!("only one input may be {WHIP_ADDRESS}")),
+        }
+        let Some(media) = &self.media else {
+            return Err(format!(
+                "a {WHIP_ADDRESS} input needs the WebRTC media engine (webrtc.enabled)"
+            ));
+        };
+        let existing = [Some(config.id.as_str()), replacing]
+            .into_iter()
+            .flatten()
+            .find_map(|id| self.get(id).and_then(|e| e.ingest.clone()));
+        match existing {
+            Some(ingest) => Ok(Some(ingest)),
+            None => media
+                .create_ingest(&config.id)
+                .map(|i| Some(Arc::new(i)))
+                .ok_or_else(|| {
+                    "no free RTP ports for the WHIP input (webrtc.rtp_port_min/max)".to_string()
+                }),
         }
     }
 
@@ -483,6 +546,7 @@ impl Registry {
             kill_timeout: self.settings.kill_timeout,
             log_max_lines: self.settings.log_max_lines,
             log_max_history: self.settings.log_max_history,
+            on_spawn: None,
         }
     }
 
@@ -491,6 +555,7 @@ impl Registry {
         &self,
         config: &ProcessConfig,
         replacing: Option<&str>,
+        ingest: Option<&Ingest>,
     ) -> std::result::Result<Resolved, String> {
         let id = config.id.trim();
         if id.is_empty() {
@@ -541,9 +606,14 @@ impl Registry {
                     .iter()
                     .map(|o| placeholder::replace(o, &values))
                     .collect();
+                let mut options = options;
                 if kind == "input" {
                     if let Some(reference) = address.strip_prefix('#') {
                         address = self.resolve_reference(id, reference, replacing)?;
+                    } else if address == WHIP_ADDRESS {
+                        let ingest = ingest.ok_or("the WHIP input has no ports")?;
+                        options.extend(self.whip_input_options());
+                        address = ingest.sdp_path().to_string_lossy().into_owned();
                     }
                     argv.extend(options.iter().cloned());
                     argv.extend(["-i".to_string(), address.clone()]);
@@ -594,6 +664,29 @@ impl Registry {
             .get(index)
             .cloned()
             .ok_or_else(|| format!("process '{pid}' is invalid"))
+    }
+}
+
+/// The input address that makes an input a WHIP input.
+pub const WHIP_ADDRESS: &str = "{whip}";
+
+impl Registry {
+    /// What FFmpeg needs to read a WHIP input's SDP file: the RTP it names comes over UDP, and
+    /// without packets for the read timeout FFmpeg ends (reconnect rules then apply).
+    fn whip_input_options(&self) -> Vec<String> {
+        let timeout = self
+            .media
+            .as_ref()
+            .and_then(|m| m.config().whip_read_timeout)
+            .map_or(-1, |t| t.as_secs().max(1) as i64);
+        [
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-listen_timeout",
+            &timeout.to_string(),
+        ]
+        .map(str::to_string)
+        .into()
     }
 }
 
@@ -649,11 +742,19 @@ fn webrtc_legs(settings: &WebRtcSettings, stream: &Stream) -> Vec<String> {
     args
 }
 
-/// Closes a stream's viewers off the async runtime (teardown waits on GStreamer).
-async fn close_viewers(stream: Option<Arc<Stream>>) {
-    if let Some(stream) = stream {
-        let _ = tokio::task::spawn_blocking(move || stream.close_viewers()).await;
-    }
+/// Closes a process's viewers and its publisher off the async runtime (teardown waits on
+/// GStreamer).
+async fn close_webrtc(entry: &Entry) {
+    let (stream, ingest) = (entry.stream.clone(), entry.ingest.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(stream) = stream {
+            stream.close_viewers();
+        }
+        if let Some(ingest) = ingest {
+            ingest.close();
+        }
+    })
+    .await;
 }
 
 fn normalise(mut config: ProcessConfig) -> ProcessConfig {

@@ -63,7 +63,7 @@ pub struct ProcessState {
 }
 
 /// Everything the runner needs to run a process; built by the registry from a resolved config.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Spec {
     /// The ffmpeg binary.
     pub binary: PathBuf,
@@ -87,6 +87,8 @@ pub struct Spec {
     pub log_max_lines: usize,
     /// Report history size.
     pub log_max_history: usize,
+    /// Called each time the process is spawned.
+    pub on_spawn: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 enum Command {
@@ -338,6 +340,9 @@ async fn run_once(
         }
     };
     let pid = child.id().unwrap_or(0);
+    if let Some(hook) = &spec.on_spawn {
+        hook();
+    }
     live.lock().unwrap_or_else(|e| e.into_inner()).pid = Some(pid);
     set_exec(live, Exec::Running);
     tracing::info!(pid, "ffmpeg started");

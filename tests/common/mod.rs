@@ -5,6 +5,7 @@
 
 pub mod media;
 pub mod whep;
+pub mod whip;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -313,4 +314,30 @@ pub fn testsrc_process(id: &str) -> Value {
 fn strip_ansi(s: &str) -> String {
     let re = regex::Regex::new(r"\x1b\[[0-9;]*m").unwrap();
     re.replace_all(s, "").into_owned()
+}
+
+/// Threads and file descriptors of a process, from /proc.
+pub fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (threads, fds)
+}
+
+/// Counts settle shortly after a teardown (GLib thread pools park idle threads for a moment), so
+/// read until two consecutive samples agree, or until they are back at `target`.
+pub async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = threads_and_fds(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = threads_and_fds(pid);
+        if Some(now) == target || (target.is_none() && now == last) || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
 }

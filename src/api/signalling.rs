@@ -1,0 +1,311 @@
+//! What WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep-03) share: the HTTP side of one ICE
+//! session. Content types, the 201 with `Location`/`ETag`/`Link`, PATCH (trickle and ICE restart
+//! under the `If-Match` rules), and the CORS headers a browser needs to use any of it. The
+//! handlers in [`super::whep`] and [`super::whip`] find the session's webrtcbin; everything after
+//! that is here.
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::media::ice::{self, IceError};
+use crate::media::sdp::advertise_public_ip;
+use crate::webrtc::{ice_servers, sdpfrag};
+
+/// Seconds a client should wait before retrying a 409 or 503.
+const RETRY_AFTER: &str = "2";
+
+/// Methods a browser may use on WHIP/WHEP URLs (the CORS preflight answer).
+const ALLOW_METHODS: &str = "OPTIONS, GET, HEAD, POST, PATCH, DELETE";
+/// Request headers a browser client sends.
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match";
+/// Response headers a browser client must be able to read: without Location it cannot PATCH or
+/// DELETE, without ETag it cannot restart ICE, without Link it cannot use TURN.
+const EXPOSE_HEADERS: &str = "Location, ETag, Link";
+
+/// `?token=` for clients that cannot set an Authorization header.
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenQuery {
+    /// A viewer, publish or admin token.
+    pub token: Option<String>,
+}
+
+/// Whether the request body has this media type (parameters ignored).
+pub fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+/// 415 naming the type expected.
+pub fn unsupported_media_type(expected: &str) -> Response {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Unsupported Media Type",
+        format!("the body must be {expected}"),
+    )
+    .into_response()
+}
+
+/// The error with `Retry-After`.
+pub fn with_retry(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+    response
+}
+
+/// 404 for a session URL that names nothing (any more).
+pub fn unknown_session() -> Response {
+    ApiError::not_found("Unknown session", "no such resource").into_response()
+}
+
+/// A process id as a URL path segment.
+pub fn urlencoding(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The strong entity-tag of an ICE session: its local ufrag, which changes on every restart.
+pub fn etag_of(answer: &str) -> String {
+    let ufrag = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes())
+        .ok()
+        .and_then(|m| ice::credentials(&m))
+        .map(|(ufrag, _)| ufrag)
+        .unwrap_or_default();
+    format!("\"{ufrag}\"")
+}
+
+/// `201 Created` with the SDP answer, the session URL, its ETag and one `Link rel="ice-server"`
+/// per configured STUN/TURN server.
+pub fn created(state: &AppState, location: &str, answer: String) -> Response {
+    let etag = etag_of(&answer);
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/sdp")],
+        answer,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    for link in ice_servers::links(&state.config.webrtc, crate::auth::now()) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, v);
+        }
+    }
+    response
+}
+
+/// Whether an `If-Match` field value matches the current entity-tag: `*`, or a listed strong tag
+/// equal to it (RFC 9110 §13.1.1; weak tags never match).
+fn if_match_matches(values: &[String], current: &str) -> bool {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == current)
+}
+
+fn precondition_failed() -> Response {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "Precondition Failed",
+        "If-Match does not match the ICE session's current ETag",
+    )
+    .into_response()
+}
+
+/// PATCH on a session whose webrtcbin was found: trickle candidates (204) or restart ICE (200
+/// with the server's new credentials and candidates, and a new ETag).
+pub async fn patch(
+    state: &AppState,
+    webrtcbin: gstreamer::Element,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    if !content_type_is(headers, sdpfrag::CONTENT_TYPE) {
+        return unsupported_media_type(sdpfrag::CONTENT_TYPE);
+    }
+    // Preconditions come before the body is looked at (RFC 9110 §13.2.1).
+    let if_match: Vec<String> = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if if_match.is_empty() {
+        return ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "Precondition Required",
+            "PATCH needs If-Match: the session's ETag, or * for an ICE restart",
+        )
+        .into_response();
+    }
+    let Some(current) = ice::etag(&webrtcbin) else {
+        return unknown_session();
+    };
+    if !if_match_matches(&if_match, &current) {
+        return precondition_failed();
+    }
+    let fragment = match std::str::from_utf8(body)
+        .map_err(|_| sdpfrag::Malformed("not UTF-8".into()))
+        .and_then(sdpfrag::parse)
+    {
+        Ok(fragment) => fragment,
+        Err(e) => return ApiError::bad_request("Malformed sdpfrag", e.to_string()).into_response(),
+    };
+    let Some((remote_ufrag, remote_pwd)) =
+        ice::remote_description(&webrtcbin).and_then(|d| ice::credentials(&d))
+    else {
+        return unknown_session();
+    };
+    if !fragment.is_restart(&remote_ufrag, &remote_pwd) {
+        let added =
+            tokio::task::spawn_blocking(move || ice::add_candidates(&webrtcbin, &fragment)).await;
+        return match added {
+            Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+            Ok(Err(_)) => unknown_session(),
+            Err(e) => ApiError::internal("Trickle failed", &e).into_response(),
+        };
+    }
+    let (Some(ufrag), Some(pwd)) = (fragment.ufrag.clone(), fragment.pwd.clone()) else {
+        return ApiError::bad_request(
+            "Malformed sdpfrag",
+            "an ICE restart needs both a=ice-ufrag and a=ice-pwd",
+        )
+        .into_response();
+    };
+    restart(state, webrtcbin, ufrag, pwd, if_match, fragment).await
+}
+
+async fn restart(
+    state: &AppState,
+    webrtcbin: gstreamer::Element,
+    ufrag: String,
+    pwd: String,
+    if_match: Vec<String>,
+    fragment: sdpfrag::Fragment,
+) -> Response {
+    let public_ip = state.config.webrtc.public_ip.parse().ok();
+    let done = tokio::task::spawn_blocking(move || {
+        // The tag is checked again under the restart lock: two restarts racing on one tag must
+        // not both win.
+        let restarted = ice::restart(&webrtcbin, &ufrag, &pwd, |current| {
+            if if_match_matches(&if_match, current) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        });
+        if let Ok(Ok(_)) = &restarted {
+            let _ = ice::add_candidates(&webrtcbin, &fragment);
+        }
+        restarted
+    })
+    .await;
+    let mut local = match done {
+        Ok(Ok(Ok(local))) => local,
+        Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
+        Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
+        Ok(Err(())) => return precondition_failed(),
+        Err(e) => return ApiError::internal("ICE restart failed", &e).into_response(),
+    };
+    if let Some(public) = public_ip {
+        advertise_public_ip(&mut local, public);
+    }
+    let etag = ice::credentials(&local)
+        .map(|(ufrag, _)| format!("\"{ufrag}\""))
+        .unwrap_or_default();
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, sdpfrag::CONTENT_TYPE)],
+        sdpfrag::render(&local),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// The WHIP/WHEP CORS headers, added outside the CORS layer so that they reach its preflight
+/// answers too: Expose-Headers on every WHIP/WHEP response, and on OPTIONS the methods and
+/// request headers plus (on an endpoint) `Accept-Post: application/sdp`.
+pub async fn cors_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let segments = ["/api/v3/whep", "/api/v3/whip", "/whep", "/whip"]
+        .iter()
+        .find_map(|prefix| {
+            path.strip_prefix(prefix)
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .map(|rest| rest.split('/').filter(|s| !s.is_empty()).count());
+    let is_options = req.method() == Method::OPTIONS;
+    let mut response = next.run(req).await;
+    let Some(segments) = segments else {
+        return response;
+    };
+    let success = response.status().is_success();
+    let headers = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        EXPOSE_HEADERS,
+    );
+    if is_options && success {
+        set(headers, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
+        set(headers, header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
+        if segments == 1 {
+            set(
+                headers,
+                HeaderName::from_static("accept-post"),
+                "application/sdp",
+            );
+        }
+    }
+    response
+}
+
+/// `OPTIONS` on an endpoint or a session. In this router the CORS layer answers every OPTIONS
+/// request itself (tower-http treats each one as a preflight) and [`cors_headers`] adds
+/// `Accept-Post` and the method and header lists; this handler only answers when no CORS layer
+/// is in front.
+pub async fn options() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_rules() {
+        let tag = "\"abc\"";
+        assert!(if_match_matches(&["*".into()], tag));
+        assert!(if_match_matches(&["\"abc\"".into()], tag));
+        assert!(if_match_matches(&["\"x\", \"abc\"".into()], tag));
+        assert!(!if_match_matches(&["W/\"abc\"".into()], tag));
+        assert!(!if_match_matches(&["\"abd\"".into()], tag));
+    }
+}

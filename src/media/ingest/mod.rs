@@ -1,0 +1,356 @@
+//! WHIP ingest: a process input `{whip}` reads RTP that a WebRTC publisher sends.
+//!
+//! Each such process has one [`Ingest`]: four loopback ports FFmpeg reads (video RTP on the
+//! first, audio RTP on the third: FFmpeg binds RTP port + 1 for RTCP), the SDP file that tells
+//! FFmpeg what arrives there, and at most one [`publisher::Publisher`] at a time. Publishers come
+//! and go; FFmpeg keeps reading the same ports, and the packets it gets continue one RTP source
+//! per medium (see [`continuity`]).
+
+mod continuity;
+pub mod formats;
+mod publisher;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use gstreamer as gst;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::peer::NegotiationError;
+use super::ports::PortQuad;
+use super::sdp::Offer;
+use super::Shared;
+use continuity::Continuity;
+use formats::{accept_offer, IngestMedia, FFMPEG_AUDIO_PT, FFMPEG_VIDEO_PT};
+use publisher::{Publisher, Sink};
+
+/// Why a publisher was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another publisher is live (RFC 9725 leaves this to the server: one at a time).
+    #[error("another publisher is live on this process")]
+    Busy,
+    /// The offer sends nothing this server takes.
+    #[error("{0}")]
+    Codec(String),
+    /// webrtcbin failed.
+    #[error(transparent)]
+    Negotiation(#[from] NegotiationError),
+    /// The SDP file for FFmpeg could not be written.
+    #[error("cannot write the SDP file for FFmpeg: {0}")]
+    Io(String),
+}
+
+/// A publisher taken.
+#[derive(Debug)]
+pub struct Published {
+    /// Session resource id.
+    pub resource: String,
+    /// SDP answer.
+    pub answer: String,
+    /// FFmpeg's SDP file changed (another codec): FFmpeg must restart to read it.
+    pub media_changed: bool,
+}
+
+/// The publisher of a process, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PublisherInfo {
+    /// Session resource id.
+    pub id: String,
+    /// Peer connection state.
+    pub state: String,
+    /// Codecs received.
+    pub codecs: Vec<String>,
+    /// Seconds since the POST.
+    pub age_seconds: u64,
+}
+
+/// The WHIP side of a process, for the API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IngestInfo {
+    /// Loopback port of the video RTP FFmpeg reads.
+    pub video_port: u16,
+    /// Loopback port of the audio RTP FFmpeg reads.
+    pub audio_port: u16,
+    /// The SDP file FFmpeg reads.
+    pub sdp: String,
+    /// The publisher, when one is attached.
+    pub publisher: Option<PublisherInfo>,
+}
+
+struct State {
+    publisher: Option<(String, Publisher)>,
+    /// What the SDP file says now.
+    media: IngestMedia,
+}
+
+struct Inner {
+    id: String,
+    ports: PortQuad,
+    sdp_path: PathBuf,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    video: Arc<Mutex<Continuity>>,
+    audio: Arc<Mutex<Continuity>>,
+    dead_tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// The WHIP input of one process. Dropping it tears the publisher down and frees the ports.
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+impl Ingest {
+    pub(super) fn new(
+        id: &str,
+        ports: PortQuad,
+        sdp_path: PathBuf,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Ingest> {
+        // Fixed per process (like the egress legs'), so the source FFmpeg sees never changes.
+        let ssrc = 0x5d00_0000u32 | u32::from(ports.video());
+        let (dead_tx, dead_rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            id: id.to_string(),
+            sdp_path,
+            shared,
+            state: Mutex::new(State {
+                publisher: None,
+                media: IngestMedia::default(),
+            }),
+            video: Arc::new(Mutex::new(Continuity::new(ssrc, FFMPEG_VIDEO_PT))),
+            audio: Arc::new(Mutex::new(Continuity::new(ssrc + 1, FFMPEG_AUDIO_PT))),
+            ports,
+            dead_tx,
+        });
+        inner.write_sdp(&IngestMedia::default())?;
+        tokio::spawn(watch(Arc::downgrade(&inner), dead_rx));
+        Ok(Ingest { inner })
+    }
+
+    /// The SDP file FFmpeg reads.
+    pub fn sdp_path(&self) -> &Path {
+        &self.inner.sdp_path
+    }
+
+    /// Video and audio RTP ports FFmpeg reads.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.inner.ports.video(), self.inner.ports.audio())
+    }
+
+    /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher makes
+    /// this fail with [`PublishError::Busy`]; one whose connection failed, never came up or went
+    /// silent is replaced.
+    pub fn publish(&self, offer: &Offer) -> Result<Published, PublishError> {
+        let inner = &self.inner;
+        let accepted = accept_offer(offer).map_err(PublishError::Codec)?;
+        // Held while negotiating: two POSTs racing for one process must not both win.
+        let mut state = inner.lock();
+        if let Some((resource, publisher)) = &state.publisher {
+            if !inner.is_stale(publisher) {
+                return Err(PublishError::Busy);
+            }
+            tracing::info!(process = %inner.id, publisher = %resource, "replacing a stale publisher");
+            state.publisher = None;
+        }
+        let resource = super::stream::resource_id();
+        let dead_tx = inner.dead_tx.clone();
+        let dead_id = resource.clone();
+        let sinks = [
+            Sink {
+                port: inner.ports.video(),
+                continuity: inner.video.clone(),
+            },
+            Sink {
+                port: inner.ports.audio(),
+                continuity: inner.audio.clone(),
+            },
+        ];
+        let config = &inner.shared.config;
+        let publisher = Publisher::create(
+            &format!("whip-{}", inner.id),
+            offer,
+            &accepted,
+            sinks,
+            &config.ice,
+            config.jitter_latency_ms,
+            move || {
+                let _ = dead_tx.send(dead_id.clone());
+            },
+        )?;
+        let media = IngestMedia::of(&accepted);
+        let media_changed = media != state.media;
+        if media_changed {
+            inner
+                .write_sdp(&media)
+                .map_err(|e| PublishError::Io(e.to_string()))?;
+            state.media = media;
+        }
+        let answer = publisher.answer.clone();
+        tracing::info!(process = %inner.id, publisher = %resource, codecs = ?publisher.codecs, media_changed, "publisher added");
+        state.publisher = Some((resource.clone(), publisher));
+        Ok(Published {
+            resource,
+            answer,
+            media_changed,
+        })
+    }
+
+    /// The webrtcbin of the publisher with this resource id.
+    pub fn webrtcbin(&self, resource: &str) -> Option<gst::Element> {
+        let state = self.inner.lock();
+        state
+            .publisher
+            .as_ref()
+            .filter(|(id, _)| id == resource)
+            .map(|(_, p)| p.webrtcbin.clone())
+    }
+
+    /// Ends the session with this resource id (blocking). Returns whether it existed.
+    pub fn unpublish(&self, resource: &str) -> bool {
+        self.inner.remove(resource, "deleted")
+    }
+
+    /// Ends whatever session there is (blocking), e.g. when the process stops.
+    pub fn close(&self) {
+        let taken = self.inner.lock().publisher.take();
+        if let Some((resource, _publisher)) = taken {
+            tracing::info!(process = %self.inner.id, publisher = %resource, "publisher closed");
+        }
+    }
+
+    /// FFmpeg (re)started: it needs a key frame to begin with, and it binds its ports only after a
+    /// moment, so the publisher is asked twice.
+    pub fn ffmpeg_started(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            for wait in [Duration::from_millis(300), Duration::from_millis(1000)] {
+                tokio::time::sleep(wait).await;
+                match inner.upgrade() {
+                    Some(inner) => inner.request_key_frame(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// The state for the API.
+    pub fn info(&self) -> IngestInfo {
+        let state = self.inner.lock();
+        IngestInfo {
+            video_port: self.inner.ports.video(),
+            audio_port: self.inner.ports.audio(),
+            sdp: self.inner.sdp_path.display().to_string(),
+            publisher: state.publisher.as_ref().map(|(id, p)| PublisherInfo {
+                id: id.clone(),
+                state: p.flags.state_name().to_string(),
+                codecs: p.codecs.clone(),
+                age_seconds: p.created.elapsed().as_secs(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Failed or closed, never connected in time, or silent past the consent timeout.
+    fn is_stale(&self, publisher: &Publisher) -> bool {
+        let config = &self.shared.config;
+        let flags = &publisher.flags;
+        flags.dead.load(std::sync::atomic::Ordering::Relaxed)
+            || (!flags.connected() && publisher.created.elapsed() > config.connect_timeout)
+            || (flags.connected() && flags.silent_for() > config.consent_timeout)
+    }
+
+    fn remove(&self, resource: &str, why: &str) -> bool {
+        let taken = {
+            let mut state = self.lock();
+            match &state.publisher {
+                Some((id, _)) if id == resource => state.publisher.take(),
+                _ => None,
+            }
+        };
+        // Dropped outside the lock: teardown waits for webrtcbin's threads.
+        let found = taken.is_some();
+        if found {
+            tracing::info!(process = %self.id, publisher = %resource, why, "publisher removed");
+        }
+        found
+    }
+
+    /// Written next to the final name and renamed, so FFmpeg never reads half a file.
+    fn write_sdp(&self, media: &IngestMedia) -> std::io::Result<()> {
+        let text = media.ffmpeg_sdp(
+            &format!("streamcore WHIP {}", self.id),
+            self.ports.video(),
+            self.ports.audio(),
+        );
+        let tmp = self.sdp_path.with_extension("sdp.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.sdp_path)
+    }
+
+    fn request_key_frame(&self) {
+        // Never wait for a negotiation in progress here: this runs on the async runtime.
+        let Ok(state) = self.state.try_lock() else {
+            return;
+        };
+        if let Some((_, publisher)) = state.publisher.as_ref() {
+            if publisher.flags.connected() {
+                let sent = publisher.request_key_frame();
+                tracing::trace!(process = %self.id, sent, "asked the publisher for a key frame");
+            }
+        }
+    }
+
+    /// Takes a stale publisher out (to be dropped off the runtime), without waiting for the lock.
+    fn take_stale(&self) -> Option<(String, Publisher)> {
+        let mut state = self.state.try_lock().ok()?;
+        let stale = state
+            .publisher
+            .as_ref()
+            .is_some_and(|(_, p)| self.is_stale(p));
+        stale.then(|| state.publisher.take()).flatten()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sdp_path);
+    }
+}
+
+/// Removes publishers whose connection failed or went stale, and asks the live one for key
+/// frames on the configured interval.
+async fn watch(inner: Weak<Inner>, mut dead_rx: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let interval = match inner.upgrade() {
+        Some(inner) => inner.shared.config.whip_key_interval,
+        None => return,
+    };
+    let mut reap = tokio::time::interval(Duration::from_secs(1));
+    let mut key = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            dead = dead_rx.recv() => {
+                let (Some(resource), Some(inner)) = (dead, inner.upgrade()) else { return };
+                let _ = tokio::task::spawn_blocking(move || inner.remove(&resource, "connection failed")).await;
+            }
+            _ = reap.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                if let Some((resource, publisher)) = inner.take_stale() {
+                    tracing::info!(process = %inner.id, publisher = %resource, "stale publisher removed");
+                    let _ = tokio::task::spawn_blocking(move || drop(publisher)).await;
+                }
+            }
+            _ = key.tick(), if interval.is_some() => {
+                let Some(inner) = inner.upgrade() else { return };
+                inner.request_key_frame();
+            }
+        }
+    }
+}

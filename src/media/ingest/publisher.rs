@@ -1,0 +1,257 @@
+//! One WHIP publisher: a pipeline of its own with a receiving webrtcbin whose RTP goes, rewritten
+//! onto the process's continuous sources, to the loopback ports FFmpeg reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_rtp::RTPBuffer;
+use gstreamer_webrtc::{
+    WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
+};
+
+use super::continuity::{Continuity, Verdict};
+use super::formats::Accepted;
+use crate::media::peer::{self, NegotiationError, PeerFlags};
+use crate::media::sdp::{Kind, Offer};
+use crate::media::IceConfig;
+
+/// Where one medium goes: FFmpeg's port and the rewriting state that outlives publishers.
+#[derive(Clone)]
+pub struct Sink {
+    /// Loopback port FFmpeg reads.
+    pub port: u16,
+    /// Shared with every publisher of the process.
+    pub continuity: Arc<Mutex<Continuity>>,
+}
+
+/// A live publisher.
+pub struct Publisher {
+    pipeline: gst::Pipeline,
+    /// Its webrtcbin (PATCH, stats).
+    pub webrtcbin: gst::Element,
+    /// Connection flags.
+    pub flags: Arc<PeerFlags>,
+    /// The answer sent.
+    pub answer: String,
+    /// Codec names received, e.g. `["H264", "OPUS"]`.
+    pub codecs: Vec<String>,
+    /// When the POST arrived.
+    pub created: Instant,
+    /// webrtcbin's video source pad, once the publisher's video arrives.
+    video_pad: Arc<Mutex<Option<glib::WeakRef<gst::Pad>>>>,
+}
+
+impl Publisher {
+    /// Builds the pipeline, negotiates, and returns once all candidates are gathered. `on_dead`
+    /// runs (on a GStreamer thread) when the connection fails or closes.
+    pub fn create(
+        name: &str,
+        offer: &Offer,
+        accepted: &[Accepted],
+        sinks: [Sink; 2],
+        ice: &IceConfig,
+        jitter_latency_ms: u32,
+        on_dead: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Publisher, NegotiationError> {
+        let pipeline = gst::Pipeline::with_name(name);
+        let webrtcbin = peer::new_webrtcbin(ice)?;
+        webrtcbin.set_property("latency", jitter_latency_ms);
+        pipeline.add(&webrtcbin)?;
+        let publisher = Publisher {
+            pipeline,
+            webrtcbin,
+            flags: Arc::new(PeerFlags::default()),
+            answer: String::new(),
+            codecs: accepted
+                .iter()
+                .map(|a| a.codec.name().to_string())
+                .collect(),
+            created: Instant::now(),
+            video_pad: Arc::default(),
+        };
+        let [video, audio] = sinks;
+        for (kind, sink) in [(Kind::Video, &video), (Kind::Audio, &audio)] {
+            if let Some(a) = accepted.iter().find(|a| a.kind == kind) {
+                sink.continuity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .begin(a.codec.clock_rate());
+            }
+        }
+        publisher.forward_pads(video, audio);
+        let mut publisher = publisher;
+        match publisher.negotiate(offer, accepted, ice, on_dead) {
+            Ok(()) => Ok(publisher),
+            Err(e) => {
+                publisher.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    fn negotiate(
+        &mut self,
+        offer: &Offer,
+        accepted: &[Accepted],
+        ice: &IceConfig,
+        on_dead: impl Fn() + Send + Sync + 'static,
+    ) -> Result<(), NegotiationError> {
+        let webrtcbin = self.webrtcbin.clone();
+        self.flags.touch();
+        peer::watch_connection(&webrtcbin, self.flags.clone(), self.created, on_dead);
+        let gathered = peer::watch_gathering(&webrtcbin);
+        self.pipeline.set_state(gst::State::Playing).map_err(|e| {
+            NegotiationError::Failed(format!("the publisher pipeline does not start: {e}"))
+        })?;
+        // Transceivers go in before the offer, in m-line order, each limited to the one format
+        // accepted: webrtcbin then answers exactly those, recvonly, with the feedback (PLI, FIR,
+        // NACK, transport-wide CC) their caps carry.
+        let mut sorted: Vec<&Accepted> = accepted.iter().collect();
+        sorted.sort_by_key(|a| a.mline);
+        for a in &sorted {
+            let _transceiver = webrtcbin.emit_by_name::<WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&WebRTCRTPTransceiverDirection::Recvonly, &a.caps],
+            );
+        }
+        let keep: Vec<(u32, u8)> = sorted.iter().map(|a| (a.mline, a.pt)).collect();
+        let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
+        peer::call(&webrtcbin, "set-remote-description", &remote)?;
+        let answer = peer::create_answer(&webrtcbin)?;
+        let unanswered: Vec<u32> = sorted
+            .iter()
+            .map(|a| a.mline)
+            .filter(|mline| {
+                !answer.sdp().media(*mline).is_some_and(|m| {
+                    m.port() != 0
+                        && (m.attribute_val("recvonly").is_some()
+                            || m.attribute_val("sendrecv").is_some())
+                })
+            })
+            .collect();
+        if !unanswered.is_empty() {
+            return Err(NegotiationError::Failed(format!(
+                "webrtcbin could not receive the offer's m-lines {unanswered:?}"
+            )));
+        }
+        peer::call(&webrtcbin, "set-local-description", &answer)?;
+        self.answer = peer::gathered_answer(&webrtcbin, &gathered, ice)?;
+        peer::watch_receive(&webrtcbin, self.flags.clone());
+        Ok(())
+    }
+
+    /// Links every source pad webrtcbin adds to a udpsink towards FFmpeg, through the rewriter.
+    fn forward_pads(&self, video: Sink, audio: Sink) {
+        let pipeline = self.pipeline.downgrade();
+        let video_pad = self.video_pad.clone();
+        self.webrtcbin.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = pipeline.upgrade() else {
+                return;
+            };
+            let kind = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|caps| {
+                    caps.structure(0)
+                        .and_then(|s| s.get::<String>("media").ok())
+                })
+                .and_then(|media| Kind::parse(&media));
+            let sink = match kind {
+                Some(Kind::Video) => {
+                    *video_pad.lock().unwrap_or_else(|e| e.into_inner()) = Some(pad.downgrade());
+                    video.clone()
+                }
+                Some(Kind::Audio) => audio.clone(),
+                None => {
+                    tracing::warn!(pad = %pad.name(), "publisher pad of unknown media: dropped");
+                    return;
+                }
+            };
+            if let Err(e) = link_to_ffmpeg(&pipeline, pad, sink) {
+                tracing::warn!(error = %e, "cannot forward a publisher track to FFmpeg");
+            }
+        });
+    }
+
+    /// Asks the publisher for a key frame: upstream force-key-unit on webrtcbin's video pad, which
+    /// its RTP session sends as RTCP PLI (or FIR). Returns whether a video pad was there.
+    pub fn request_key_frame(&self) -> bool {
+        let pad = self
+            .video_pad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        match pad {
+            Some(pad) => pad.send_event(crate::media::transcode::force_key_unit_event()),
+            None => false,
+        }
+    }
+
+    /// Stops the pipeline and waits for it, which joins webrtcbin's threads.
+    pub fn teardown(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn link_to_ffmpeg(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: Sink) -> Result<(), String> {
+    let udpsink = gst::ElementFactory::make("udpsink")
+        .property("host", "127.0.0.1")
+        .property("port", i32::from(sink.port))
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pipeline.add(&udpsink).map_err(|e| e.to_string())?;
+    udpsink
+        .sync_state_with_parent()
+        .map_err(|e| e.to_string())?;
+    let sink_pad = udpsink
+        .static_pad("sink")
+        .ok_or("udpsink has no sink pad")?;
+    let continuity = sink.continuity;
+    sink_pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let mut state = continuity.lock().unwrap_or_else(|e| e.into_inner());
+            match info.data.as_mut() {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let verdict = rewrite(&mut state, buffer);
+                    if verdict == Verdict::Drop {
+                        return gst::PadProbeReturn::Drop;
+                    }
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    list.make_mut().foreach_mut(|mut buffer, _| {
+                        let keep = rewrite(&mut state, &mut buffer) == Verdict::Send;
+                        std::ops::ControlFlow::Continue(keep.then_some(buffer))
+                    });
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pad.link(&sink_pad).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn rewrite(state: &mut Continuity, buffer: &mut gst::Buffer) -> Verdict {
+    match RTPBuffer::from_buffer_writable(buffer.make_mut()) {
+        Ok(mut rtp) => state.rewrite(&mut rtp),
+        Err(_) => Verdict::Drop,
+    }
+}

@@ -1,0 +1,268 @@
+//! What every webrtcbin peer of the server needs, viewers (WHEP) and publishers (WHIP) alike:
+//! ICE settings, promise-based signalling without a GLib main loop, answering with all
+//! candidates gathered, and the connection flags the reapers read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_sdp::SDPMessage;
+use gstreamer_webrtc::{
+    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSessionDescription,
+};
+
+use super::sdp::advertise_public_ip;
+use super::IceConfig;
+
+/// Why webrtcbin could not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiationError {
+    /// ICE gathering did not finish in time.
+    #[error("ICE gathering timed out")]
+    GatherTimeout,
+    /// webrtcbin refused something.
+    #[error("negotiation failed: {0}")]
+    Failed(String),
+}
+
+impl From<glib::BoolError> for NegotiationError {
+    fn from(e: glib::BoolError) -> Self {
+        NegotiationError::Failed(e.to_string())
+    }
+}
+
+/// Connection progress shared with webrtcbin's callbacks.
+#[derive(Default)]
+pub struct PeerFlags {
+    connected: AtomicBool,
+    /// Milliseconds since the epoch of the last packet from the peer (STUN, DTLS, RTP, RTCP).
+    last_rx_ms: AtomicU64,
+    /// POST → connected, in ms; 0 until connected.
+    connect_ms: AtomicU64,
+    /// A `WebRTCPeerConnectionState` as u8, for the sessions API.
+    state: AtomicU8,
+    /// Set once a failure or close was seen.
+    pub dead: AtomicBool,
+}
+
+impl PeerFlags {
+    /// The peer connection state name.
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            0 => "new",
+            1 => "connecting",
+            2 => "connected",
+            3 => "disconnected",
+            4 => "failed",
+            _ => "closed",
+        }
+    }
+
+    /// True once DTLS is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// How long the peer has sent nothing at all. Browsers send consent checks and RTCP every
+    /// few seconds, so a long silence means the peer is gone (RFC 7675 consent expiry).
+    pub fn silent_for(&self) -> Duration {
+        let last = self.last_rx_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(last))
+    }
+
+    /// Time from the POST to the connected state, once connected.
+    pub fn connect_time(&self) -> Option<Duration> {
+        match self.connect_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Counts as "heard from the peer" now (negotiation start).
+    pub fn touch(&self) {
+        self.last_rx_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A webrtcbin with the server's ICE settings (max-bundle: browsers refuse anything else).
+pub fn new_webrtcbin(ice: &IceConfig) -> Result<gst::Element, NegotiationError> {
+    let webrtcbin = gst::ElementFactory::make("webrtcbin")
+        .property_from_str("bundle-policy", "max-bundle")
+        .build()?;
+    configure_ice(&webrtcbin, ice);
+    Ok(webrtcbin)
+}
+
+fn configure_ice(webrtcbin: &gst::Element, ice: &IceConfig) {
+    if let Some(stun) = &ice.stun_server {
+        webrtcbin.set_property("stun-server", stun);
+    }
+    for turn in &ice.turn_servers {
+        let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
+    }
+    let agent = webrtcbin.property::<gst::Object>("ice-agent");
+    if ice.min_port > 0 && ice.max_port >= ice.min_port {
+        agent.set_property("min-rtp-port", ice.min_port as u32);
+        agent.set_property("max-rtp-port", ice.max_port as u32);
+    }
+    // TCP candidates are useless to browsers here and double the gathering work.
+    if agent.has_property("ice-tcp") {
+        agent.set_property("ice-tcp", false);
+    }
+    if agent.has_property("agent") {
+        let nice = agent.property::<glib::Object>("agent");
+        // Debian's libnice waits ~200 ms for UPnP on every gathering.
+        if nice.has_property("upnp") {
+            nice.set_property("upnp", false);
+        }
+    }
+    for ip in &ice.interfaces {
+        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip.to_string()]);
+    }
+}
+
+/// A channel that receives once ICE gathering completes. Connect it before the local
+/// description is set, or the notification can be missed.
+pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
+    let (gathered_tx, gathered_rx) = mpsc::channel();
+    webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        let state = bin.property::<WebRTCICEGatheringState>("ice-gathering-state");
+        if state == WebRTCICEGatheringState::Complete {
+            let _ = gathered_tx.send(());
+        }
+    });
+    gathered_rx
+}
+
+fn promise_error(promise: &gst::Promise) -> String {
+    promise
+        .get_reply()
+        .and_then(|r| r.value("error").ok().map(|v| format!("{v:?}")))
+        .unwrap_or_else(|| "webrtcbin gave no answer".into())
+}
+
+/// Emits `set-remote-description` / `set-local-description` and waits for the result.
+pub fn call(
+    webrtcbin: &gst::Element,
+    signal: &str,
+    desc: &WebRTCSessionDescription,
+) -> Result<(), NegotiationError> {
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
+    promise.wait();
+    match promise.get_reply() {
+        Some(reply) if reply.has_field("error") => {
+            Err(NegotiationError::Failed(promise_error(&promise)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Asks webrtcbin for its answer to the remote offer.
+pub fn create_answer(
+    webrtcbin: &gst::Element,
+) -> Result<WebRTCSessionDescription, NegotiationError> {
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+    promise.wait();
+    promise
+        .get_reply()
+        .and_then(|reply| {
+            reply
+                .value("answer")
+                .ok()
+                .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
+        })
+        .ok_or_else(|| NegotiationError::Failed(promise_error(&promise)))
+}
+
+/// Waits for gathering (all candidates go into the answer: the server does not trickle) and
+/// returns the local description as sent, with the public address advertised when configured.
+pub fn gathered_answer(
+    webrtcbin: &gst::Element,
+    gathered: &mpsc::Receiver<()>,
+    ice: &IceConfig,
+) -> Result<String, NegotiationError> {
+    let already = webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+        == WebRTCICEGatheringState::Complete;
+    if !already && gathered.recv_timeout(ice.gather_timeout).is_err() {
+        return Err(NegotiationError::GatherTimeout);
+    }
+    let local = webrtcbin
+        .property::<Option<WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| NegotiationError::Failed("no local description".into()))?;
+    let mut sdp: SDPMessage = local.sdp().to_owned();
+    if let Some(public) = ice.public_ip {
+        advertise_public_ip(&mut sdp, public);
+    }
+    Ok(sdp.as_text()?)
+}
+
+/// Keeps `flags` up to date with the connection state; `on_dead` runs once (on a GStreamer
+/// thread) when the connection fails or closes.
+pub fn watch_connection(
+    webrtcbin: &gst::Element,
+    flags: Arc<PeerFlags>,
+    created: Instant,
+    on_dead: impl Fn() + Send + Sync + 'static,
+) {
+    webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
+        let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
+        let code = match state {
+            WebRTCPeerConnectionState::New => 0,
+            WebRTCPeerConnectionState::Connecting => 1,
+            WebRTCPeerConnectionState::Connected => 2,
+            WebRTCPeerConnectionState::Disconnected => 3,
+            WebRTCPeerConnectionState::Failed => 4,
+            _ => 5,
+        };
+        flags.state.store(code, Ordering::Relaxed);
+        match state {
+            WebRTCPeerConnectionState::Connected => {
+                let ms = created.elapsed().as_millis().max(1) as u64;
+                let _ =
+                    flags
+                        .connect_ms
+                        .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+                flags.connected.store(true, Ordering::Relaxed);
+            }
+            WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
+                if !flags.dead.swap(true, Ordering::Relaxed) =>
+            {
+                on_dead();
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Notes every packet webrtcbin's ICE sources receive, for the consent check.
+pub fn watch_receive(webrtcbin: &gst::Element, flags: Arc<PeerFlags>) {
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        if element.factory().is_some_and(|f| f.name() == "nicesrc") {
+            if let Some(pad) = element.static_pad("src") {
+                let flags = flags.clone();
+                pad.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    move |_, _| {
+                        flags.touch();
+                        gst::PadProbeReturn::Ok
+                    },
+                );
+            }
+        }
+    }
+}

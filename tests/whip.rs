@@ -1,0 +1,644 @@
+//! WHIP ingest end to end: a real WebRTC publisher (GStreamer webrtcbin with x264 + Opus test
+//! media) publishes into a process whose input is `{whip}`; real FFmpeg reads it, and its output
+//! (a file, or the WHEP side) is checked for decodable media.
+//!
+//! Run with `cargo test --test whip -- --test-threads=2`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::media::connect_when_ready;
+use common::whep::OfferOptions;
+use common::whip::{self, PublisherOptions};
+use common::{settled_counts, threads_and_fds, TestServer};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A GOP far longer than any test: every key frame FFmpeg gets was asked for by the server.
+const NO_GOP: u32 = 100_000;
+
+/// Prints the server's log when the test panics.
+struct ServerLogOnPanic<'a>(&'a TestServer);
+
+impl Drop for ServerLogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = &log[log.len().saturating_sub(150)..];
+            eprintln!("--- server log (tail) ---\n{}", tail.join("\n"));
+        }
+    }
+}
+
+fn publisher_options() -> PublisherOptions {
+    PublisherOptions {
+        key_int_max: NO_GOP,
+        ..PublisherOptions::default()
+    }
+}
+
+/// A process that records its WHIP input into `file` for `seconds` (stream copy).
+fn recorder(id: &str, file: &Path, seconds: u32) -> Value {
+    json!({
+        "id": id,
+        "options": ["-y", "-loglevel", "level+info"],
+        "input": [{"id": "in", "address": "{whip}", "options": []}],
+        "output": [{"id": "file", "address": file.to_string_lossy(),
+                    "options": ["-c", "copy", "-t", seconds.to_string()]}],
+        "autostart": true
+    })
+}
+
+/// ffprobe's view of a file: (duration, [codec names]).
+fn probe(file: &Path) -> (f64, Vec<String>) {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let duration = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    let codecs = v["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["codec_name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (duration, codecs)
+}
+
+/// Decodes every stream of `file`: (video frames, audio frames); panics on decode errors.
+fn decode(file: &Path) -> (u64, u64) {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-print_format",
+            "json",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim().is_empty(),
+        "decode errors in {}: {stderr}",
+        file.display()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let frames = |kind: &str| {
+        v["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["codec_type"] == kind)
+            .filter_map(|s| s["nb_read_frames"].as_str()?.parse::<u64>().ok())
+            .sum()
+    };
+    (frames("video"), frames("audio"))
+}
+
+#[tokio::test]
+async fn published_media_is_recorded_decodable_and_complete() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    let file = server.data_dir.join("rec.mkv");
+    server.create(recorder("rec", &file, 4)).await;
+    let published = whip::publish(
+        &server.http,
+        &server.base,
+        "rec",
+        None,
+        &publisher_options(),
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
+    assert!(
+        published.publisher.wait_connected(Duration::from_secs(10)),
+        "publisher never connected: {}",
+        published.publisher.connection_state()
+    );
+    // FFmpeg stops by itself after 4 s of media.
+    let state = server
+        .wait_state("rec", Duration::from_secs(30), |s| s["exec"] == "finished")
+        .await;
+    assert!(
+        published.publisher.key_unit_requests() > 0,
+        "the server never asked for a key frame"
+    );
+    let (duration, codecs) = probe(&file);
+    assert!(
+        codecs.contains(&"h264".to_string()) && codecs.contains(&"opus".to_string()),
+        "{codecs:?}; state {state}"
+    );
+    assert!((3.5..=4.6).contains(&duration), "duration {duration}");
+    let (video, audio) = decode(&file);
+    // 4 s at 30 fps, minus what came before the first key frame FFmpeg could start from.
+    assert!(video >= 90, "only {video} video frames decoded");
+    assert!(audio >= 150, "only {audio} Opus frames decoded");
+}
+
+/// A process that reads its WHIP input and serves it over WHEP (nothing else to do).
+fn relay(id: &str) -> Value {
+    json!({
+        "id": id,
+        "options": ["-loglevel", "level+info"],
+        "input": [{"id": "in", "address": "{whip}", "options": []}],
+        "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
+        "reconnect": true,
+        "reconnect_delay_seconds": 1,
+        "autostart": true,
+        "webrtc": {"enabled": true}
+    })
+}
+
+/// FFmpeg runs that have ended (the report's history).
+async fn runs(server: &TestServer, id: &str) -> usize {
+    let report = server.get(&format!("/api/v3/process/{id}/report")).await.1;
+    report["history"].as_array().map_or(0, Vec::len)
+}
+
+/// Frames FFmpeg has processed so far (its progress), or 0.
+async fn ffmpeg_frames(server: &TestServer, id: &str) -> u64 {
+    let state = server.state(id).await;
+    state["progress"]["frame"].as_u64().unwrap_or(0)
+}
+
+/// The whole chain, with an OBS-style offer (no candidates at all: the server learns the
+/// publisher from its connectivity checks): WHIP publisher → FFmpeg → WHEP viewer.
+#[tokio::test]
+async fn candidate_less_publisher_reaches_a_whep_viewer() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("chain")).await;
+    let opts = PublisherOptions {
+        strip_candidates: true,
+        width: 320,
+        height: 240,
+        ..publisher_options()
+    };
+    let published = whip::publish(&server.http, &server.base, "chain", None, &opts)
+        .await
+        .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
+    assert!(
+        published.publisher.wait_connected(Duration::from_secs(10)),
+        "a candidate-less publisher never connected: {}",
+        published.publisher.connection_state()
+    );
+    let (viewer, _resource, _etag) =
+        connect_when_ready(&server, "chain", &OfferOptions::default()).await;
+    assert!(
+        viewer.wait_frames(20, Duration::from_secs(20)),
+        "the WHEP viewer decoded {} frames",
+        viewer.frames_decoded()
+    );
+    assert_eq!(viewer.resolution(), Some((320, 240)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while viewer.audio_samples() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(viewer.audio_samples() > 0, "no audio reached the viewer");
+    // The admin view names the publisher and what it sends.
+    let (status, info) = server.get("/api/v3/process/chain/whip").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["publisher"]["state"], "connected", "{info}");
+    let mut codecs: Vec<&str> = info["publisher"]["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    codecs.sort();
+    assert_eq!(codecs, ["H264", "OPUS"], "{info}");
+}
+
+/// A VP8 publisher: the SDP FFmpeg reads follows the negotiation (FFmpeg is restarted to read
+/// it), and the recording is VP8.
+#[tokio::test]
+async fn vp8_publisher_changes_what_ffmpeg_reads() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    let file = server.data_dir.join("vp8.mkv");
+    let mut process = recorder("vp8", &file, 3);
+    process["reconnect"] = json!(false);
+    server.create(process).await;
+    let opts = PublisherOptions {
+        video: Some("VP8"),
+        ..publisher_options()
+    };
+    let published = whip::publish(&server.http, &server.base, "vp8", None, &opts)
+        .await
+        .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
+    assert!(published.publisher.wait_connected(Duration::from_secs(10)));
+    let info = server.get("/api/v3/process/vp8/whip").await.1;
+    let sdp = std::fs::read_to_string(info["sdp"].as_str().unwrap()).unwrap();
+    assert!(sdp.contains("VP8/90000"), "{sdp}");
+    server
+        .wait_state("vp8", Duration::from_secs(30), |s| s["exec"] == "finished")
+        .await;
+    let (_, codecs) = probe(&file);
+    assert!(codecs.contains(&"vp8".to_string()), "{codecs:?}");
+    let (video, _) = decode(&file);
+    assert!(video >= 60, "only {video} VP8 frames decoded");
+}
+
+/// Every refusal the issue lists, with the exact status, and nothing left behind by any of them.
+#[tokio::test]
+async fn refusals_have_their_statuses() {
+    let mut server = TestServer::start_with_auth(&[]).await;
+    server.login().await;
+    let _log = ServerLogOnPanic(&server);
+    let admin = server.token.clone().unwrap();
+    server.create(relay("guarded")).await;
+    server
+        .create(
+            json!({"id": "plain", "input": [{"address": "testsrc", "options": ["-f", "lavfi"]}],
+                        "output": [{"address": "-", "options": ["-f", "null"]}]}),
+        )
+        .await;
+    let url = server.url("/whip/guarded");
+    let (probe_publisher, offer) =
+        tokio::task::spawn_blocking(|| whip::Publisher::new(&PublisherOptions::default()))
+            .await
+            .unwrap();
+
+    // 401 without a token, with a wrong one, with a viewer token; WWW-Authenticate: Bearer.
+    let viewer_token = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v3/process/guarded/webrtc/token",
+            None,
+        )
+        .await
+        .1["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for token in [None, Some("not-a-jwt"), Some(viewer_token.as_str())] {
+        let res = whip::post_offer(&server.http, &url, token, &offer).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "token {token:?}");
+        assert!(res
+            .headers()
+            .get("www-authenticate")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")));
+    }
+    // A publish token for another process opens nothing here.
+    let other = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v3/process/guarded/whip/token",
+            None,
+        )
+        .await
+        .1;
+    assert!(other["url"] == "/whip/guarded", "{other}");
+    // 404: unknown process, and a process without a {whip} input.
+    for id in ["nope", "plain"] {
+        let res = whip::post_offer(
+            &server.http,
+            &server.url(&format!("/whip/{id}")),
+            Some(&admin),
+            &offer,
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{id}");
+    }
+    // 415: wrong content type.
+    let res = server
+        .http
+        .post(&url)
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(offer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // 400: malformed SDP; 422: two video tracks; 406: nothing the server takes.
+    let two_videos = offer.clone() + &offer[offer.find("m=video").unwrap()..];
+    let vp9 = offer
+        .replace("H264/90000", "VP9/90000")
+        .replace("packetization-mode=1;", "");
+    for (body, expected) in [
+        (
+            "v=0\r\nthis is not sdp".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            offer.replace("a=ice-ufrag", "a=x-ufrag"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (two_videos, StatusCode::UNPROCESSABLE_ENTITY),
+        (vp9, StatusCode::NOT_ACCEPTABLE),
+    ] {
+        let res = whip::post_offer(&server.http, &url, Some(&admin), &body).await;
+        let status = res.status();
+        let json: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{json}");
+        assert!(json["message"].is_string(), "error bodies are JSON: {json}");
+    }
+    drop(probe_publisher);
+    let (status, info) = server.get("/api/v3/process/guarded/whip").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        info["publisher"].is_null(),
+        "a refusal left a publisher: {info}"
+    );
+
+    // A publish token publishes; a second publisher gets 409 while the first is live.
+    let publish_token = other["token"].as_str().unwrap().to_string();
+    let first = whip::publish(
+        &server.http,
+        &server.base,
+        "guarded",
+        Some(&publish_token),
+        &publisher_options(),
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("publish with a publish token: {s} {b}"));
+    assert!(first.publisher.wait_connected(Duration::from_secs(10)));
+    match whip::publish(
+        &server.http,
+        &server.base,
+        "guarded",
+        Some(&admin),
+        &publisher_options(),
+    )
+    .await
+    {
+        Err((status, body)) => assert_eq!(status, StatusCode::CONFLICT, "{body}"),
+        Ok(_) => panic!("a second publisher was taken while the first is live"),
+    }
+    assert!(
+        first.publisher.wait_connected(Duration::from_secs(1)),
+        "the first publisher was disturbed"
+    );
+
+    // OPTIONS and GET on the endpoint; GET on the session.
+    let res = server
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "http://example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(res.headers()["accept-post"], "application/sdp");
+    assert!(res.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Location"));
+    assert_eq!(
+        server.http.get(&url).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server
+            .http
+            .get(&first.location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // PATCH: 415, 428 without If-Match, 412 with a stale tag, 204 for a trickled candidate.
+    let etag = first.etag.clone().expect("201 carries an ETag");
+    let (cand_mline, candidate) = first.publisher.local_candidates()[0].clone();
+    let (ufrag, pwd) = first.publisher.ice_ufrag_pwd();
+    let fragment = format!(
+        "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{cand_mline}\r\na={candidate}\r\n"
+    );
+    let patch = |content_type: &'static str, if_match: Option<String>| {
+        let mut req = server
+            .http
+            .patch(&first.location)
+            .header("content-type", content_type)
+            .body(fragment.clone());
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        req.send()
+    };
+    assert_eq!(
+        patch("text/plain", Some(etag.clone()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        patch("application/trickle-ice-sdpfrag", None)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::PRECONDITION_REQUIRED
+    );
+    assert_eq!(
+        patch("application/trickle-ice-sdpfrag", Some("\"stale\"".into()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        patch("application/trickle-ice-sdpfrag", Some(etag))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // DELETE: 200, twice; the slot is free again.
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .http
+                .delete(&first.location)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        server
+            .http
+            .get(&first.location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let second = whip::publish(
+        &server.http,
+        &server.base,
+        "guarded",
+        Some(&admin),
+        &publisher_options(),
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("publish after DELETE: {s} {b}"));
+    assert!(second.publisher.wait_connected(Duration::from_secs(10)));
+}
+
+/// A publisher that leaves: FFmpeg's input stalls, the read timeout ends FFmpeg and reconnect
+/// starts it again; a new publisher makes it run again, from a key frame the server asked for.
+/// Stop tears the session down.
+#[tokio::test]
+async fn ffmpeg_recovers_when_the_publisher_comes_back() {
+    let server =
+        TestServer::start_with(&[("STREAMCORE_WEBRTC_WHIP_READ_TIMEOUT_SECONDS", "2")]).await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("again")).await;
+    let first = whip::publish(
+        &server.http,
+        &server.base,
+        "again",
+        None,
+        &publisher_options(),
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
+    assert!(first.publisher.wait_connected(Duration::from_secs(10)));
+    server
+        .wait_state("again", Duration::from_secs(20), |s| {
+            s["progress"]["frame"].as_u64().unwrap_or(0) > 30
+        })
+        .await;
+    let runs_before = runs(&server, "again").await;
+    // Periodic key-frame requests (every 2 s by default) keep coming while it publishes.
+    let asked = first.publisher.key_unit_requests();
+    assert!(
+        first
+            .publisher
+            .wait_for(Duration::from_secs(6), |p| p.key_unit_requests()
+                >= asked + 2),
+        "key-frame requests stopped at {}",
+        first.publisher.key_unit_requests()
+    );
+    assert_eq!(
+        server
+            .http
+            .delete(&first.location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    drop(first);
+    // Without packets FFmpeg ends after the read timeout and is started again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs(&server, "again").await == runs_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        runs(&server, "again").await > runs_before,
+        "FFmpeg did not end without its input"
+    );
+    server
+        .wait_state("again", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
+    let second = whip::publish(
+        &server.http,
+        &server.base,
+        "again",
+        None,
+        &publisher_options(),
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("publish again: {s} {b}"));
+    assert!(second.publisher.wait_connected(Duration::from_secs(10)));
+    let before = ffmpeg_frames(&server, "again").await;
+    server
+        .wait_state("again", Duration::from_secs(20), |s| {
+            s["progress"]["frame"].as_u64().unwrap_or(0) > before + 30
+        })
+        .await;
+    // Stop closes the session.
+    assert_eq!(server.command("again", "stop").await.0, StatusCode::OK);
+    let info = server.get("/api/v3/process/again/whip").await.1;
+    assert!(info["publisher"].is_null(), "{info}");
+    assert_eq!(
+        server
+            .http
+            .get(&second.location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// 20 publish/unpublish cycles end with the server's threads and file descriptors back at the
+/// baseline.
+#[tokio::test]
+async fn publish_cycles_leak_no_threads_or_fds() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("cycles")).await;
+    let cycle = |n: usize| {
+        let server = &server;
+        async move {
+            let published = whip::publish(
+                &server.http,
+                &server.base,
+                "cycles",
+                None,
+                &publisher_options(),
+            )
+            .await
+            .unwrap_or_else(|(s, b)| panic!("cycle {n}: {s} {b}"));
+            assert!(
+                published.publisher.wait_connected(Duration::from_secs(10)),
+                "cycle {n}: not connected"
+            );
+            assert_eq!(
+                server
+                    .http
+                    .delete(&published.location)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                StatusCode::OK
+            );
+        }
+    };
+    // Warm up: the first publisher creates process-wide things (DTLS context, thread pools).
+    cycle(0).await;
+    let baseline = settled_counts(server.pid(), None).await;
+    for n in 1..=20 {
+        cycle(n).await;
+    }
+    let after = settled_counts(server.pid(), Some(baseline)).await;
+    assert_eq!(
+        after,
+        baseline,
+        "threads/fds after 20 cycles vs baseline ({:?} now)",
+        threads_and_fds(server.pid())
+    );
+}
