@@ -12,30 +12,14 @@ use std::time::{Duration, Instant};
 
 use chromium::{page_state, Chromium};
 use common::media::{make_source, webrtc_process};
-use common::TestServer;
+use common::{ServerLogOnPanic, TestServer};
 use serde_json::{json, Value};
 
 /// How long the page may take from load to the first decoded frame. The page itself retries
 /// the server's 409 ("no media yet", Retry-After: 2) until FFmpeg's media flows.
 const FIRST_FRAME: Duration = Duration::from_secs(30);
 
-/// Prints the server's log when the test panics (the browser's output comes from
-/// `Chromium`'s own drop).
-struct ServerLogOnPanic<'a>(&'a TestServer);
-
-impl Drop for ServerLogOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.log.lock().unwrap_or_else(|e| e.into_inner());
-            let tail = &log[log.len().saturating_sub(150)..];
-            eprintln!("--- server log (tail) ---\n{}", tail.join("\n"));
-        }
-    }
-}
-
-/// Polls the player's `window.streamcore` until `pred` holds; panics with the last state after
-/// `timeout`, or at once when the server process died meanwhile (a crash would otherwise only
-/// show as a timeout, with the page retrying against a closed port).
+/// Polls the player's `window.streamcore` until `pred` holds (see [`chromium::wait_page`]).
 async fn wait_player(
     server: &TestServer,
     page: &chromiumoxide::Page,
@@ -43,32 +27,7 @@ async fn wait_player(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = page_state(page).await;
-        if pred(&state) {
-            return state;
-        }
-        assert!(
-            server_alive(server),
-            "the server died while waiting for {what}; player: {state:#}"
-        );
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; player: {state:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// False once the server process has exited (it stays a zombie until TestServer reaps it).
-fn server_alive(server: &TestServer) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_string())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    chromium::wait_page(page, "streamcore", timeout, what, || server.alive(), pred).await
 }
 
 fn frames(state: &Value) -> u64 {

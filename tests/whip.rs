@@ -12,25 +12,12 @@ use std::time::{Duration, Instant};
 use common::media::connect_when_ready;
 use common::whep::OfferOptions;
 use common::whip::{self, PublisherOptions};
-use common::{settled_counts, threads_and_fds, TestServer};
+use common::{settled_counts, threads_and_fds, ServerLogOnPanic, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// A GOP far longer than any test: every key frame FFmpeg gets was asked for by the server.
 const NO_GOP: u32 = 100_000;
-
-/// Prints the server's log when the test panics.
-struct ServerLogOnPanic<'a>(&'a TestServer);
-
-impl Drop for ServerLogOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.log.lock().unwrap_or_else(|e| e.into_inner());
-            let tail = &log[log.len().saturating_sub(150)..];
-            eprintln!("--- server log (tail) ---\n{}", tail.join("\n"));
-        }
-    }
-}
 
 fn publisher_options() -> PublisherOptions {
     PublisherOptions {
@@ -121,20 +108,7 @@ async fn published_media_is_recorded_decodable_and_complete() {
     let _log = ServerLogOnPanic(&server);
     let file = server.data_dir.join("rec.mkv");
     server.create(recorder("rec", &file, 4)).await;
-    let published = whip::publish(
-        &server.http,
-        &server.base,
-        "rec",
-        None,
-        &publisher_options(),
-    )
-    .await
-    .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
-    assert!(
-        published.publisher.wait_connected(Duration::from_secs(10)),
-        "publisher never connected: {}",
-        published.publisher.connection_state()
-    );
+    let published = publish_connected(&server, "rec").await;
     // FFmpeg stops by itself after 4 s of media.
     let state = server
         .wait_state("rec", Duration::from_secs(30), |s| s["exec"] == "finished")
@@ -169,10 +143,33 @@ fn relay(id: &str) -> Value {
     })
 }
 
-/// FFmpeg runs that have ended (the report's history).
-async fn runs(server: &TestServer, id: &str) -> usize {
+/// Publishes the default test media into `id` (auth off) and waits until it is connected.
+async fn publish_connected(server: &TestServer, id: &str) -> whip::Published {
+    let published = whip::publish(&server.http, &server.base, id, None, &publisher_options())
+        .await
+        .unwrap_or_else(|(s, b)| panic!("publish to {id}: {s} {b}"));
+    assert!(
+        published.publisher.wait_connected(Duration::from_secs(10)),
+        "the publisher to {id} never connected: {}",
+        published.publisher.connection_state()
+    );
+    published
+}
+
+/// Waits until FFmpeg has processed more than `frames` frames of its input.
+async fn wait_ffmpeg_frames(server: &TestServer, id: &str, frames: u64) {
+    server
+        .wait_state(id, Duration::from_secs(20), |s| {
+            s["progress"]["frame"].as_u64().unwrap_or(0) > frames
+        })
+        .await;
+}
+
+/// When the current FFmpeg run of a process started (the report's `created_at`): it changes with
+/// every new run (the history length would not: it is capped).
+async fn run_started(server: &TestServer, id: &str) -> i64 {
     let report = server.get(&format!("/api/v3/process/{id}/report")).await.1;
-    report["history"].as_array().map_or(0, Vec::len)
+    report["created_at"].as_i64().unwrap_or(0)
 }
 
 /// Frames FFmpeg has processed so far (its progress), or 0.
@@ -512,22 +509,9 @@ async fn ffmpeg_recovers_when_the_publisher_comes_back() {
         TestServer::start_with(&[("STREAMCORE_WEBRTC_WHIP_READ_TIMEOUT_SECONDS", "2")]).await;
     let _log = ServerLogOnPanic(&server);
     server.create(relay("again")).await;
-    let first = whip::publish(
-        &server.http,
-        &server.base,
-        "again",
-        None,
-        &publisher_options(),
-    )
-    .await
-    .unwrap_or_else(|(s, b)| panic!("publish: {s} {b}"));
-    assert!(first.publisher.wait_connected(Duration::from_secs(10)));
-    server
-        .wait_state("again", Duration::from_secs(20), |s| {
-            s["progress"]["frame"].as_u64().unwrap_or(0) > 30
-        })
-        .await;
-    let runs_before = runs(&server, "again").await;
+    let first = publish_connected(&server, "again").await;
+    wait_ffmpeg_frames(&server, "again", 30).await;
+    let run_before = run_started(&server, "again").await;
     // Periodic key-frame requests (every 2 s by default) keep coming while it publishes.
     let asked = first.publisher.key_unit_requests();
     assert!(
@@ -551,26 +535,18 @@ async fn ffmpeg_recovers_when_the_publisher_comes_back() {
     drop(first);
     // Without packets FFmpeg ends after the read timeout and is started again.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while runs(&server, "again").await == runs_before && Instant::now() < deadline {
+    while run_started(&server, "again").await == run_before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        runs(&server, "again").await > runs_before,
+    assert_ne!(
+        run_started(&server, "again").await,
+        run_before,
         "FFmpeg did not end without its input"
     );
     server
         .wait_state("again", Duration::from_secs(20), |s| s["exec"] == "running")
         .await;
-    let second = whip::publish(
-        &server.http,
-        &server.base,
-        "again",
-        None,
-        &publisher_options(),
-    )
-    .await
-    .unwrap_or_else(|(s, b)| panic!("publish again: {s} {b}"));
-    assert!(second.publisher.wait_connected(Duration::from_secs(10)));
+    let second = publish_connected(&server, "again").await;
     let before = ffmpeg_frames(&server, "again").await;
     server
         .wait_state("again", Duration::from_secs(20), |s| {
@@ -640,5 +616,123 @@ async fn publish_cycles_leak_no_threads_or_fds() {
         baseline,
         "threads/fds after 20 cycles vs baseline ({:?} now)",
         threads_and_fds(server.pid())
+    );
+}
+
+/// With the periodic requests off, a restarted FFmpeg still gets a key frame asked for: the
+/// server sends PLI/FIR when FFmpeg starts.
+#[tokio::test]
+async fn ffmpeg_restart_asks_the_publisher_for_a_key_frame() {
+    let server =
+        TestServer::start_with(&[("STREAMCORE_WEBRTC_WHIP_KEY_FRAME_INTERVAL_MS", "0")]).await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("restart")).await;
+    let published = publish_connected(&server, "restart").await;
+    wait_ffmpeg_frames(&server, "restart", 10).await;
+    let asked = published.publisher.key_unit_requests();
+    assert_eq!(server.command("restart", "restart").await.0, StatusCode::OK);
+    assert!(
+        published
+            .publisher
+            .wait_for(Duration::from_secs(5), |p| p.key_unit_requests() > asked),
+        "no key-frame request after the FFmpeg restart"
+    );
+    // And the restarted FFmpeg decodes (it starts from that key frame).
+    server
+        .wait_state("restart", Duration::from_secs(20), |s| {
+            s["exec"] == "running" && s["progress"]["frame"].as_u64().unwrap_or(0) > 10
+        })
+        .await;
+}
+
+/// Browsers hide their addresses behind mDNS names (`<uuid>.local`) that the server cannot
+/// resolve: the POST must not wait on them, and the connection comes up peer-reflexively.
+#[tokio::test]
+async fn mdns_candidates_neither_crash_nor_stall() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("mdns")).await;
+    let (publisher, offer) =
+        tokio::task::spawn_blocking(|| whip::Publisher::new(&publisher_options()))
+            .await
+            .unwrap();
+    let mut n = 0;
+    let offer: String = offer
+        .split("\r\n")
+        .map(|line| {
+            let Some(rest) = line.strip_prefix("a=candidate:") else {
+                return line.to_string();
+            };
+            let mut fields: Vec<String> = rest.split(' ').map(str::to_string).collect();
+            n += 1;
+            fields[4] = format!("2f9c{n:04}-7a1e-4c1b-9d3e-5b1f0c2a6e7d.local");
+            format!("a=candidate:{}", fields.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert!(n > 0, "the publisher offered no candidates to disguise");
+    let started = Instant::now();
+    let res = whip::post_offer(&server.http, &server.url("/whip/mdns"), None, &offer).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the POST took {:?}",
+        started.elapsed()
+    );
+    let answer = res.text().await.unwrap();
+    let publisher = tokio::task::spawn_blocking(move || {
+        publisher.set_answer(&answer).unwrap();
+        publisher
+    })
+    .await
+    .unwrap();
+    assert!(
+        publisher.wait_connected(Duration::from_secs(10)),
+        "never connected: {}",
+        publisher.connection_state()
+    );
+    wait_ffmpeg_frames(&server, "mdns", 10).await;
+}
+
+/// A publisher that vanishes without a DELETE (its network gone, the app killed) holds the
+/// process only until its consent expires: then a new publisher is taken.
+#[tokio::test]
+async fn vanished_publisher_is_replaced() {
+    let server =
+        TestServer::start_with(&[("STREAMCORE_WEBRTC_CONSENT_TIMEOUT_SECONDS", "3")]).await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("gone")).await;
+    let first = publish_connected(&server, "gone").await;
+    let vanished = Instant::now();
+    drop(first.publisher);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        match whip::publish(
+            &server.http,
+            &server.base,
+            "gone",
+            None,
+            &publisher_options(),
+        )
+        .await
+        {
+            Ok(published) => break published,
+            Err((StatusCode::CONFLICT, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err((status, body)) => panic!("after {:?}: {status} {body}", vanished.elapsed()),
+        }
+    };
+    assert!(second.publisher.wait_connected(Duration::from_secs(10)));
+    // The old session URL is gone.
+    assert_eq!(
+        server
+            .http
+            .get(&first.location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
     );
 }

@@ -316,18 +316,20 @@ fn install_gate(
             .ok()
             .is_some_and(|rtp| rtp.payload().is_ok_and(|p| key.is_some_and(|k| k(p))))
     };
+    // Dropped buffers are returned as Handled (the binding frees them): with Drop, GStreamer
+    // 1.22 can unref the probe's data pointer after the binding took it.
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
             if !flags.connected() {
-                return gst::PadProbeReturn::Drop;
+                return gst::PadProbeReturn::Handled;
             }
             match info.data.as_mut() {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     if !started.load(Ordering::Relaxed) {
                         if !is_key(buffer) {
                             ask();
-                            return gst::PadProbeReturn::Drop;
+                            return gst::PadProbeReturn::Handled;
                         }
                         started.store(true, Ordering::Relaxed);
                     }
@@ -337,7 +339,7 @@ fn install_gate(
                     if !started.load(Ordering::Relaxed) {
                         let Some(first_key) = list.iter().position(&is_key) else {
                             ask();
-                            return gst::PadProbeReturn::Drop;
+                            return gst::PadProbeReturn::Handled;
                         };
                         started.store(true, Ordering::Relaxed);
                         if first_key > 0 {

@@ -315,32 +315,46 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// `window.streamcore` of the page (the player's state for automated tests), `Null` while the
-/// script has not set it.
-pub async fn page_state(page: &Page) -> Value {
+/// `window.<global>` of the page as JSON (the pages keep their state there for automated tests),
+/// `Null` while the script has not set it.
+pub async fn page_value(page: &Page, global: &str) -> Value {
     let json: String = page
-        .evaluate("JSON.stringify(window.streamcore ?? null)")
+        .evaluate(format!("JSON.stringify(window.{global} ?? null)"))
         .await
-        .expect("evaluate window.streamcore")
+        .unwrap_or_else(|e| panic!("evaluate window.{global}: {e}"))
         .into_value()
         .expect("a string");
     serde_json::from_str(&json).expect("JSON")
 }
 
-/// Polls `window.streamcore` until `pred` holds; `Err` with the last state after `timeout`.
-pub async fn wait_state(
+/// `window.streamcore` of the player page.
+pub async fn page_state(page: &Page) -> Value {
+    page_value(page, "streamcore").await
+}
+
+/// Polls `window.<global>` until `pred` holds; panics with the last state after `timeout`, or at
+/// once when `alive` says the server died (a crash would otherwise only show as a timeout, with
+/// the page retrying against a closed port).
+pub async fn wait_page(
     page: &Page,
+    global: &str,
     timeout: Duration,
+    what: &str,
+    alive: impl Fn() -> bool,
     pred: impl Fn(&Value) -> bool,
-) -> Result<Value, Value> {
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let state = page_state(page).await;
+        let state = page_value(page, global).await;
         if pred(&state) {
-            return Ok(state);
+            return state;
         }
+        assert!(
+            alive(),
+            "the server died while waiting for {what}; page: {state:#}"
+        );
         if Instant::now() >= deadline {
-            return Err(state);
+            panic!("timed out after {timeout:?} waiting for {what}; page: {state:#}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -16,6 +16,19 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
+/// Prints the server's log when the test panics; hold one for the length of a test.
+pub struct ServerLogOnPanic<'a>(pub &'a TestServer);
+
+impl Drop for ServerLogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = &log[log.len().saturating_sub(150)..];
+            eprintln!("--- server log (tail) ---\n{}", tail.join("\n"));
+        }
+    }
+}
+
 /// A running server.
 pub struct TestServer {
     child: Child,
@@ -140,6 +153,17 @@ impl TestServer {
     /// Server pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// False once the server process has exited (it stays a zombie until it is reaped on drop).
+    pub fn alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
     }
 
     /// Logs in and keeps the access token for later requests.

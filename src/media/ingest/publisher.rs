@@ -231,7 +231,9 @@ fn link_to_ffmpeg(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: Sink) -> Resul
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     let verdict = rewrite(&mut state, buffer);
                     if verdict == Verdict::Drop {
-                        return gst::PadProbeReturn::Drop;
+                        // Handled: the binding drops the buffer. Drop made GStreamer 1.22 unref
+                        // the probe's data pointer after the binding had taken it (a CRITICAL).
+                        return gst::PadProbeReturn::Handled;
                     }
                 }
                 Some(gst::PadProbeData::BufferList(list)) => {
