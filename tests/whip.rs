@@ -736,3 +736,83 @@ async fn vanished_publisher_is_replaced() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Another program takes a WHIP input's ports in the moment between the server releasing them and
+/// FFmpeg binding them: FFmpeg's run fails, and the input moves to free ports (a new SDP file
+/// for the next run, the publisher's packets following) instead of failing forever.
+#[tokio::test]
+async fn taken_ports_move_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let steal = dir.path().join("steal");
+    let stealer_pid = dir.path().join("stealer.pid");
+    // Stands in for FFmpeg: the first run starts "another program" that binds the four ports
+    // named in the SDP file and keeps them, then fails; later runs are the real FFmpeg.
+    let wrapper = dir.path().join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/bin/sh
+if [ -e {steal} ]; then
+  rm -f {steal}
+  sdp=""; for a in "$@"; do case "$a" in *.sdp) sdp="$a";; esac; done
+  port=$(sed -n 's/^m=video \([0-9]*\) .*/\1/p' "$sdp")
+  python3 -c 'import socket,sys,time
+s=[socket.socket(socket.AF_INET,socket.SOCK_DGRAM) for _ in range(4)]
+[x.bind(("127.0.0.1",int(sys.argv[1])+i)) for i,x in enumerate(s)]
+time.sleep(600)' "$port" &
+  echo $! > {pid}
+  sleep 0.5
+  exit 1
+fi
+exec ffmpeg "$@"
+"#,
+            steal = steal.display(),
+            pid = stealer_pid.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&steal, "").unwrap();
+    let server =
+        TestServer::start_with(&[("STREAMCORE_FFMPEG_BINARY", wrapper.to_str().unwrap())]).await;
+    let _log = ServerLogOnPanic(&server);
+    struct Kill(std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+    let _stealer = Kill(stealer_pid.clone());
+    let mut process = relay("moved");
+    process["webrtc"]["enabled"] = json!(false);
+    server.create(process).await;
+    let first_ports = server.get("/api/v3/process/moved/whip").await.1["video_port"].clone();
+    // The first run fails; the input moves; the reconnect runs the real FFmpeg.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let info = server.get("/api/v3/process/moved/whip").await.1;
+        if info["video_port"] != first_ports || Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(
+        info["video_port"], first_ports,
+        "the input did not move: {info}"
+    );
+    let sdp = std::fs::read_to_string(info["sdp"].as_str().unwrap()).unwrap();
+    assert!(
+        sdp.contains(&format!("m=video {} ", info["video_port"])),
+        "{sdp}"
+    );
+    let _published = publish_connected(&server, "moved").await;
+    wait_ffmpeg_frames(&server, "moved", 30).await;
+}

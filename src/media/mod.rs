@@ -244,7 +244,13 @@ impl Media {
             file_name(process_id),
             ports.video()
         ));
-        match ingest::Ingest::new(process_id, ports, path, self.shared.clone()) {
+        match ingest::Ingest::new(
+            process_id,
+            ports,
+            self.ports.clone(),
+            path,
+            self.shared.clone(),
+        ) {
             Ok(ingest) => Some(ingest),
             Err(e) => {
                 tracing::warn!(process = %process_id, error = %e, "cannot write the WHIP SDP file");

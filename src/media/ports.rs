@@ -47,11 +47,14 @@ impl Drop for PortPair {
 }
 
 /// Four adjacent ports for a WHIP input FFmpeg reads: video RTP on `base`, audio RTP on
-/// `base + 2`. FFmpeg's RTP demuxer binds each RTP port and the one above it (RTCP), and it binds
-/// them itself, so unlike [`PortPair`] no socket is held here: the range is only marked as ours.
+/// `base + 2`. FFmpeg's RTP demuxer binds each RTP port and the one above it (RTCP) itself, so
+/// the quad holds the four sockets only while no FFmpeg runs: [`PortQuad::release`] right before
+/// FFmpeg starts, [`PortQuad::hold`] again once it exited. Another program (or a second server on
+/// the same host) then never finds them free.
 #[derive(Debug)]
 pub struct PortQuad {
     base: u16,
+    held: Mutex<Vec<UdpSocket>>,
     owner: Arc<Mutex<BTreeSet<u16>>>,
 }
 
@@ -64,6 +67,27 @@ impl PortQuad {
     /// Where FFmpeg receives the audio RTP (RTCP on the next port).
     pub fn audio(&self) -> u16 {
         self.base + 2
+    }
+
+    /// Closes the held sockets, for FFmpeg to bind the ports.
+    pub fn release(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Binds the ports again (FFmpeg exited). Returns false when one is taken by someone else.
+    pub fn hold(&self) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() == 4 {
+            return true;
+        }
+        held.clear();
+        for port in self.base..self.base + 4 {
+            match bind(port) {
+                Ok(socket) => held.push(socket),
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
@@ -115,20 +139,26 @@ impl PortAllocator {
 }
 
 impl PortAllocator {
-    /// Four free adjacent ports (`base` a multiple of four within the range), or `None`. They are
-    /// checked free by binding them once; FFmpeg binds them again when it starts.
+    /// Four free adjacent ports (`base` a multiple of four within the range), bound and held, or
+    /// `None`.
     pub fn allocate_quad(&self) -> Option<PortQuad> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut base = self.min.div_ceil(4).saturating_mul(4);
         while base >= self.min && base.checked_add(3).is_some_and(|top| top <= self.max) {
             let free = !used.contains(&base) && !used.contains(&(base + 2));
-            if free && (base..base + 4).all(|port| bind(port).is_ok()) {
-                used.insert(base);
-                used.insert(base + 2);
-                return Some(PortQuad {
-                    base,
-                    owner: self.used.clone(),
-                });
+            if free {
+                let sockets: Vec<UdpSocket> = (base..base + 4)
+                    .filter_map(|port| bind(port).ok())
+                    .collect();
+                if sockets.len() == 4 {
+                    used.insert(base);
+                    used.insert(base + 2);
+                    return Some(PortQuad {
+                        base,
+                        held: Mutex::new(sockets),
+                        owner: self.used.clone(),
+                    });
+                }
             }
             base = base.checked_add(4)?;
         }
@@ -173,6 +203,14 @@ mod tests {
         // The pair allocator skips both halves of the quad.
         assert_eq!(alloc.allocate().unwrap().video(), 47102);
         assert_eq!(alloc.allocate_quad().unwrap().video(), 47108);
+        // Held sockets keep a second allocator (another server) off the quad until released.
+        let other = PortAllocator::new(47104, 47107);
+        assert!(other.allocate_quad().is_none());
+        quad.release();
+        let theirs = other.allocate_quad().unwrap();
+        assert!(!quad.hold(), "the ports went to the other allocator");
+        drop(theirs);
+        assert!(quad.hold());
         drop(quad);
         assert_eq!(alloc.allocate_quad().unwrap().video(), 47104);
     }

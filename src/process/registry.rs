@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
-use super::runner::{Runner, Spec};
+use super::runner::{RunHooks, Runner, Spec};
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
 use crate::store::{ProcessRecord, Store, StoreError};
@@ -431,13 +431,7 @@ impl Registry {
             resolved.outputs,
         );
         if let Some(ingest) = &ingest {
-            // A restarted FFmpeg must start from a key frame, which only the publisher can send.
-            let ingest = Arc::downgrade(ingest);
-            spec.on_spawn = Some(Arc::new(move || {
-                if let Some(ingest) = ingest.upgrade() {
-                    ingest.ffmpeg_started();
-                }
-            }));
+            spec.hooks = Some(Arc::new(IngestHooks(Arc::downgrade(ingest))));
         }
         Entry {
             record,
@@ -546,7 +540,7 @@ impl Registry {
             kill_timeout: self.settings.kill_timeout,
             log_max_lines: self.settings.log_max_lines,
             log_max_history: self.settings.log_max_history,
-            on_spawn: None,
+            hooks: None,
         }
     }
 
@@ -664,6 +658,30 @@ impl Registry {
             .get(index)
             .cloned()
             .ok_or_else(|| format!("process '{pid}' is invalid"))
+    }
+}
+
+/// Hands a WHIP input's ports to FFmpeg for each run (the ingest holds them in between, so no
+/// one else takes them), and has the publisher send a key frame to every new FFmpeg.
+struct IngestHooks(std::sync::Weak<Ingest>);
+
+impl RunHooks for IngestHooks {
+    fn before_spawn(&self) {
+        if let Some(ingest) = self.0.upgrade() {
+            ingest.release_ports();
+        }
+    }
+
+    fn after_spawn(&self) {
+        if let Some(ingest) = self.0.upgrade() {
+            ingest.ffmpeg_started();
+        }
+    }
+
+    fn after_exit(&self) {
+        if let Some(ingest) = self.0.upgrade() {
+            ingest.hold_ports();
+        }
     }
 }
 

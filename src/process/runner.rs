@@ -87,8 +87,18 @@ pub struct Spec {
     pub log_max_lines: usize,
     /// Report history size.
     pub log_max_history: usize,
-    /// Called each time the process is spawned.
-    pub on_spawn: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Told about each run.
+    pub hooks: Option<Arc<dyn RunHooks>>,
+}
+
+/// What else must happen around each FFmpeg run (all called from the supervisor task).
+pub trait RunHooks: Send + Sync {
+    /// Right before FFmpeg is spawned.
+    fn before_spawn(&self) {}
+    /// Right after FFmpeg was spawned.
+    fn after_spawn(&self) {}
+    /// After FFmpeg exited, or failed to spawn.
+    fn after_exit(&self) {}
 }
 
 enum Command {
@@ -328,6 +338,9 @@ async fn run_once(
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }
+    if let Some(hooks) = &spec.hooks {
+        hooks.before_spawn();
+    }
     let spawned = command.spawn();
     let mut child = match spawned {
         Ok(child) => child,
@@ -336,12 +349,15 @@ async fn run_once(
             tracing::warn!(binary = %spec.binary.display(), error = %err, "ffmpeg spawn failed");
             log_line(live, &msg, false);
             set_exec(live, Exec::Failed);
+            if let Some(hooks) = &spec.hooks {
+                hooks.after_exit();
+            }
             return end;
         }
     };
     let pid = child.id().unwrap_or(0);
-    if let Some(hook) = &spec.on_spawn {
-        hook();
+    if let Some(hooks) = &spec.hooks {
+        hooks.after_spawn();
     }
     live.lock().unwrap_or_else(|e| e.into_inner()).pid = Some(pid);
     set_exec(live, Exec::Running);
@@ -395,6 +411,9 @@ async fn run_once(
             },
             exit = child.wait(), if status.is_none() => {
                 status = Some(exit);
+                if let Some(hooks) = &spec.hooks {
+                    hooks.after_exit();
+                }
                 drain_deadline = Some(Instant::now() + Duration::from_secs(1));
             },
             _ = sleep_until(drain_deadline.unwrap_or(far)), if status.is_some() => break,

@@ -29,6 +29,16 @@ impl Drop for ServerLogOnPanic<'_> {
     }
 }
 
+/// A private RTP port range for the next server: 100 ports out of 41000–48999, by test process
+/// and server count, so concurrent servers (and concurrent test binaries) do not share one.
+fn rtp_range() -> (u16, u16) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 80;
+    let min = 41000 + slot as u16 * 100;
+    (min, min + 99)
+}
+
 /// A running server.
 pub struct TestServer {
     child: Child,
@@ -88,6 +98,12 @@ impl TestServer {
             .env("STREAMCORE_LOG", "info")
             .env("STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS", "2")
             .env("STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS", "300");
+        // Each server of a test run gets its own loopback RTP range. WHIP inputs hand their ports
+        // to FFmpeg for each run, and a second server allocating in the same range at that moment
+        // would take them (the server recovers by moving the input, but tests want no detours).
+        let (min, max) = rtp_range();
+        cmd.env("STREAMCORE_WEBRTC_RTP_PORT_MIN", min.to_string())
+            .env("STREAMCORE_WEBRTC_RTP_PORT_MAX", max.to_string());
         // GStreamer debugging of the server from the test's environment.
         for var in ["GST_DEBUG", "GST_DEBUG_FILE", "GST_DEBUG_NO_COLOR"] {
             if let Ok(v) = std::env::var(var) {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::peer::NegotiationError;
-use super::ports::PortQuad;
+use super::ports::{PortAllocator, PortQuad};
 use super::sdp::Offer;
 use super::Shared;
 use continuity::Continuity;
@@ -88,7 +88,8 @@ struct State {
 
 struct Inner {
     id: String,
-    ports: PortQuad,
+    ports: Mutex<PortQuad>,
+    allocator: PortAllocator,
     sdp_path: PathBuf,
     shared: Arc<Shared>,
     state: Mutex<State>,
@@ -106,6 +107,7 @@ impl Ingest {
     pub(super) fn new(
         id: &str,
         ports: PortQuad,
+        allocator: PortAllocator,
         sdp_path: PathBuf,
         shared: Arc<Shared>,
     ) -> std::io::Result<Ingest> {
@@ -122,7 +124,8 @@ impl Ingest {
             }),
             video: Arc::new(Mutex::new(Continuity::new(ssrc, FFMPEG_VIDEO_PT))),
             audio: Arc::new(Mutex::new(Continuity::new(ssrc + 1, FFMPEG_AUDIO_PT))),
-            ports,
+            ports: Mutex::new(ports),
+            allocator,
             dead_tx,
         });
         inner.write_sdp(&IngestMedia::default())?;
@@ -137,7 +140,7 @@ impl Ingest {
 
     /// Video and audio RTP ports FFmpeg reads.
     pub fn ports(&self) -> (u16, u16) {
-        (self.inner.ports.video(), self.inner.ports.audio())
+        self.inner.ports()
     }
 
     /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher makes
@@ -158,13 +161,14 @@ impl Ingest {
         let resource = super::stream::resource_id();
         let dead_tx = inner.dead_tx.clone();
         let dead_id = resource.clone();
+        let (video_port, audio_port) = inner.ports();
         let sinks = [
             Sink {
-                port: inner.ports.video(),
+                port: video_port,
                 continuity: inner.video.clone(),
             },
             Sink {
-                port: inner.ports.audio(),
+                port: audio_port,
                 continuity: inner.audio.clone(),
             },
         ];
@@ -221,6 +225,37 @@ impl Ingest {
         }
     }
 
+    /// FFmpeg is about to start: it binds the ports itself.
+    pub fn release_ports(&self) {
+        self.inner.lock_ports().release();
+    }
+
+    /// FFmpeg exited: the ports are held again until the next start. When another program took
+    /// one meanwhile (FFmpeg then fails to bind it), the input moves to a free quad: the SDP file
+    /// is rewritten (FFmpeg reads it on its next start) and the publisher's packets follow.
+    pub fn hold_ports(&self) {
+        let inner = &self.inner;
+        let mut ports = inner.lock_ports();
+        if ports.hold() {
+            return;
+        }
+        let Some(fresh) = inner.allocator.allocate_quad() else {
+            tracing::warn!(process = %inner.id, "a WHIP input port is taken and no other ports are free");
+            return;
+        };
+        tracing::warn!(process = %inner.id, from = ports.video(), to = fresh.video(), "a WHIP input port was taken by another program; moving the input");
+        *ports = fresh;
+        let (video, audio) = (ports.video(), ports.audio());
+        drop(ports);
+        let mut state = inner.lock();
+        if let Err(e) = inner.write_sdp(&state.media) {
+            tracing::warn!(process = %inner.id, error = %e, "cannot rewrite the WHIP SDP file");
+        }
+        if let Some((_, publisher)) = state.publisher.as_mut() {
+            publisher.retarget(video, audio);
+        }
+    }
+
     /// FFmpeg (re)started: it needs a key frame to begin with, and it binds its ports only after a
     /// moment, so the publisher is asked twice.
     pub fn ffmpeg_started(&self) {
@@ -240,8 +275,8 @@ impl Ingest {
     pub fn info(&self) -> IngestInfo {
         let state = self.inner.lock();
         IngestInfo {
-            video_port: self.inner.ports.video(),
-            audio_port: self.inner.ports.audio(),
+            video_port: self.inner.ports().0,
+            audio_port: self.inner.ports().1,
             sdp: self.inner.sdp_path.display().to_string(),
             publisher: state.publisher.as_ref().map(|(id, p)| PublisherInfo {
                 id: id.clone(),
@@ -256,6 +291,15 @@ impl Ingest {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_ports(&self) -> MutexGuard<'_, PortQuad> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        let ports = self.lock_ports();
+        (ports.video(), ports.audio())
     }
 
     /// Failed or closed, never connected in time, or silent past the consent timeout.
@@ -285,11 +329,8 @@ impl Inner {
 
     /// Written next to the final name and renamed, so FFmpeg never reads half a file.
     fn write_sdp(&self, media: &IngestMedia) -> std::io::Result<()> {
-        let text = media.ffmpeg_sdp(
-            &format!("streamcore WHIP {}", self.id),
-            self.ports.video(),
-            self.ports.audio(),
-        );
+        let (video, audio) = self.ports();
+        let text = media.ffmpeg_sdp(&format!("streamcore WHIP {}", self.id), video, audio);
         let tmp = self.sdp_path.with_extension("sdp.tmp");
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &self.sdp_path)

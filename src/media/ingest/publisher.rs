@@ -27,6 +27,9 @@ pub struct Sink {
     pub continuity: Arc<Mutex<Continuity>>,
 }
 
+/// A udpsink towards FFmpeg and the medium it carries.
+type UdpSinkRef = (Kind, glib::WeakRef<gst::Element>);
+
 /// A live publisher.
 pub struct Publisher {
     pipeline: gst::Pipeline,
@@ -42,6 +45,8 @@ pub struct Publisher {
     pub created: Instant,
     /// webrtcbin's video source pad, once the publisher's video arrives.
     video_pad: Arc<Mutex<Option<glib::WeakRef<gst::Pad>>>>,
+    /// The udpsinks towards FFmpeg, by medium.
+    udpsinks: Arc<Mutex<Vec<UdpSinkRef>>>,
 }
 
 impl Publisher {
@@ -71,6 +76,7 @@ impl Publisher {
                 .collect(),
             created: Instant::now(),
             video_pad: Arc::default(),
+            udpsinks: Arc::default(),
         };
         let [video, audio] = sinks;
         for (kind, sink) in [(Kind::Video, &video), (Kind::Audio, &audio)] {
@@ -147,6 +153,7 @@ impl Publisher {
     fn forward_pads(&self, video: Sink, audio: Sink) {
         let pipeline = self.pipeline.downgrade();
         let video_pad = self.video_pad.clone();
+        let udpsinks = self.udpsinks.clone();
         self.webrtcbin.connect_pad_added(move |_, pad| {
             if pad.direction() != gst::PadDirection::Src {
                 return;
@@ -173,8 +180,12 @@ impl Publisher {
                     return;
                 }
             };
-            if let Err(e) = link_to_ffmpeg(&pipeline, pad, sink) {
-                tracing::warn!(error = %e, "cannot forward a publisher track to FFmpeg");
+            match link_to_ffmpeg(&pipeline, pad, sink) {
+                Ok(udpsink) => udpsinks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(kind.map(|k| (k, udpsink.downgrade()))),
+                Err(e) => tracing::warn!(error = %e, "cannot forward a publisher track to FFmpeg"),
             }
         });
     }
@@ -194,6 +205,21 @@ impl Publisher {
         }
     }
 
+    /// Sends to other FFmpeg ports from now on (the input moved).
+    pub fn retarget(&self, video: u16, audio: u16) {
+        for (kind, sink) in self
+            .udpsinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Some(sink) = sink.upgrade() {
+                let port = if *kind == Kind::Video { video } else { audio };
+                sink.set_property("port", i32::from(port));
+            }
+        }
+    }
+
     /// Stops the pipeline and waits for it, which joins webrtcbin's threads.
     pub fn teardown(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
@@ -207,7 +233,11 @@ impl Drop for Publisher {
     }
 }
 
-fn link_to_ffmpeg(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: Sink) -> Result<(), String> {
+fn link_to_ffmpeg(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    sink: Sink,
+) -> Result<gst::Element, String> {
     let udpsink = gst::ElementFactory::make("udpsink")
         .property("host", "127.0.0.1")
         .property("port", i32::from(sink.port))
@@ -248,7 +278,7 @@ fn link_to_ffmpeg(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: Sink) -> Resul
         },
     );
     pad.link(&sink_pad).map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(udpsink)
 }
 
 fn rewrite(state: &mut Continuity, buffer: &mut gst::Buffer) -> Verdict {
