@@ -816,3 +816,82 @@ exec ffmpeg "$@"
     let _published = publish_connected(&server, "moved").await;
     wait_ffmpeg_frames(&server, "moved", 30).await;
 }
+
+/// Malformed-but-parseable publisher offers (a real Chromium 156 offer made sendonly, then broken
+/// one way each) get a status each, never take the server down, and leave it publishing.
+#[tokio::test]
+async fn hostile_offers_never_take_the_server_down() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("hostile")).await;
+    let offer = std::fs::read_to_string("tests/fixtures/chrome156-offer.sdp")
+        .unwrap()
+        .replace("a=recvonly", "a=sendonly");
+    let without = |prefix: &str| -> String {
+        offer
+            .lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    };
+    let replaced = |from: &str, to: &str| offer.replace(from, to);
+    let cases: Vec<(&str, String)> = vec![
+        ("chrome as it is", offer.clone()),
+        ("no fingerprint", without("a=fingerprint")),
+        ("no ice-pwd", without("a=ice-pwd")),
+        ("no mid", without("a=mid")),
+        ("no rtpmap", without("a=rtpmap")),
+        ("no bundle group", without("a=group")),
+        ("no extmap", without("a=extmap")),
+        ("no rtcp-fb", without("a=rtcp-fb")),
+        (
+            "setup passive",
+            replaced("a=setup:actpass", "a=setup:passive"),
+        ),
+        ("recvonly publisher", replaced("a=sendonly", "a=recvonly")),
+        ("inactive", replaced("a=sendonly", "a=inactive")),
+        (
+            "all ports zero",
+            replaced("m=video 9", "m=video 0").replace("m=audio 9", "m=audio 0"),
+        ),
+        ("duplicate mids", replaced("a=mid:1", "a=mid:0")),
+        (
+            "bogus candidates",
+            replaced(
+                "a=ice-options",
+                "a=candidate:1 1 udp 1 999.1.1.1 99999 typ host\r\na=ice-options",
+            ),
+        ),
+        ("truncated", offer[..offer.len() / 2].to_string()),
+    ];
+    let url = server.url("/whip/hostile");
+    for (name, sdp) in cases {
+        let res = whip::post_offer(&server.http, &url, None, &sdp).await;
+        let status = res.status();
+        let location = res
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| server.url(l));
+        let body = res.text().await.unwrap_or_default();
+        assert!(
+            status.is_client_error() || status == StatusCode::CREATED,
+            "{name}: {status} {body}"
+        );
+        if name == "chrome as it is" {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        // A taken offer will never connect: free the slot for the next case.
+        if let Some(location) = location {
+            let deleted = server.http.delete(&location).send().await.unwrap();
+            assert_eq!(deleted.status(), StatusCode::OK);
+        }
+        assert_eq!(
+            server.get("/ping").await.0,
+            StatusCode::OK,
+            "server gone after {name}"
+        );
+    }
+    let _published = publish_connected(&server, "hostile").await;
+    wait_ffmpeg_frames(&server, "hostile", 30).await;
+}
