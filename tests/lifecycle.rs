@@ -61,26 +61,35 @@ async fn login_create_run_stop_restart_delete() {
 
     // Start again, then restart: the run moves into the history and a new child runs.
     assert_eq!(server.command("life", "start").await.0, StatusCode::OK);
+    // Wait for output: a run that printed nothing yet leaves no history entry (as in Core), and
+    // on a slow machine a restart can come that early.
     server
-        .wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running")
+        .wait_state("life", Duration::from_secs(20), |s| {
+            s["exec"] == "running" && s["progress"]["frame"].as_u64().unwrap_or(0) > 0
+        })
         .await;
     let before = server.get("/api/v3/process/life/report").await.1;
     let old_pid = server.ffmpeg_children();
     assert_eq!(server.command("life", "restart").await.0, StatusCode::OK);
-    let mut new_pid = Vec::new();
+    // The old run is in the history once the new one started. (Child pids alone could mislead:
+    // the server also runs short-lived FFmpeg children, e.g. to detect its skills.)
+    let mut after = before.clone();
     for _ in 0..200 {
-        new_pid = server.ffmpeg_children();
-        if !new_pid.is_empty() && new_pid != old_pid {
+        after = server.get("/api/v3/process/life/report").await.1;
+        if history_len(&after) > history_len(&before) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_ne!(new_pid, old_pid, "restart must spawn a new ffmpeg");
+    assert_eq!(history_len(&after), history_len(&before) + 1);
     server
         .wait_state("life", Duration::from_secs(20), |s| s["exec"] == "running")
         .await;
-    let after = server.get("/api/v3/process/life/report").await.1;
-    assert_eq!(history_len(&after), history_len(&before) + 1);
+    let new_pid = server.ffmpeg_children();
+    assert!(
+        !new_pid.is_empty() && new_pid.iter().all(|p| !old_pid.contains(p)),
+        "restart must spawn a new ffmpeg: {old_pid:?} → {new_pid:?}"
+    );
 
     let (status, body) = server
         .call(Method::DELETE, "/api/v3/process/life", None)
