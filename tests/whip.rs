@@ -9,10 +9,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::ice::{read_fragment, stun, udp_ipv4_address};
 use common::media::connect_when_ready;
 use common::whep::OfferOptions;
 use common::whip::{self, PublisherOptions};
 use common::{settled_counts, threads_and_fds, ServerLogOnPanic, TestServer};
+use gstreamer::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -894,4 +896,68 @@ async fn hostile_offers_never_take_the_server_down() {
     }
     let _published = publish_connected(&server, "hostile").await;
     wait_ffmpeg_frames(&server, "hostile", 30).await;
+}
+
+/// ICE restart on a WHIP session: PATCH with `If-Match: *` and new credentials answers 200 with
+/// the server's new credentials and candidates and a new ETag, and the server's ICE agent takes
+/// only the new credentials from then on.
+#[tokio::test]
+async fn ice_restart_renews_the_publishers_session() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(relay("restart-ice")).await;
+    let published = publish_connected(&server, "restart-ice").await;
+    let old_etag = published.etag.clone().unwrap();
+    let answer = published
+        .publisher
+        .webrtcbin()
+        .property::<Option<gstreamer_webrtc::WebRTCSessionDescription>>("remote-description")
+        .unwrap()
+        .sdp()
+        .as_text()
+        .unwrap();
+    let (old_ufrag, old_pwd, _) = read_fragment(&answer[answer.find("m=").unwrap()..]);
+    let fragment = "a=ice-ufrag:pubNEWufrag\r\na=ice-pwd:pubNEWpassword0123456789ab\r\n\
+                    m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
+    let res = server
+        .http
+        .patch(&published.location)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body(fragment)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    let body = res.text().await.unwrap();
+    let (ufrag, pwd, candidates) = read_fragment(&body);
+    assert_ne!(etag, old_etag);
+    assert_eq!(etag, format!("\"{ufrag}\""));
+    assert_ne!((&ufrag, &pwd), (&old_ufrag, &old_pwd));
+    let target = candidates
+        .iter()
+        .find_map(|(_, c)| udp_ipv4_address(c))
+        .expect("an IPv4 UDP server candidate");
+    assert_eq!(
+        stun::check(target, &format!("{ufrag}:pubNEWufrag"), &pwd),
+        Some(stun::BINDING_SUCCESS),
+        "new credentials refused by {target}"
+    );
+    assert_ne!(
+        stun::check(target, &format!("{old_ufrag}:pubNEWufrag"), &old_pwd),
+        Some(stun::BINDING_SUCCESS),
+        "old credentials still accepted by {target}"
+    );
+    // The old tag is stale now.
+    let stale = server
+        .http
+        .patch(&published.location)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", old_etag)
+        .body(fragment)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod ice;
 pub mod media;
 pub mod whep;
 pub mod whip;
