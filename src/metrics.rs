@@ -1,8 +1,9 @@
 //! Prometheus metrics: HTTP requests as they happen, process figures read at scrape time.
 //!
-//! WebRTC: viewers per stream and the bytes sent to them are read at scrape time (the latter from
-//! webrtcbin's stats, so [`Metrics::render`] blocks; the handler runs it off the runtime), WHEP
-//! requests, ICE connect times and cap rejections are counted as they happen.
+//! WebRTC: viewers per stream, the bytes sent to them and whether a WHIP publisher is connected
+//! are read at scrape time (the bytes from webrtcbin's stats, so [`Metrics::render`] blocks; the
+//! handler runs it off the runtime); WHEP and WHIP requests, ICE connect times and cap rejections
+//! are counted as they happen.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub struct Metrics {
     webrtc_viewers: Family<StreamLabels, Gauge>,
     webrtc_bytes_sent: Family<StreamLabels, Gauge>,
     whep_requests: Family<HttpLabels, Counter>,
+    whip_requests: Family<HttpLabels, Counter>,
+    publishers: Family<StreamLabels, Gauge>,
     ice_connect: Histogram,
     viewer_rejections: Family<CapLabels, Counter>,
 }
@@ -107,6 +110,18 @@ impl Default for Metrics {
             "WHEP requests by method, route and status",
             whep_requests.clone(),
         );
+        let whip_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "whip_requests",
+            "WHIP requests by method, route and status",
+            whip_requests.clone(),
+        );
+        let publishers = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "webrtc_publisher_connected",
+            "1 while a WHIP publisher is connected to the process's {whip} input, else 0",
+            publishers.clone(),
+        );
         let ice_connect = Histogram::new(ICE_CONNECT_BUCKETS);
         registry.register(
             "webrtc_ice_connect_seconds",
@@ -128,6 +143,8 @@ impl Default for Metrics {
             webrtc_viewers,
             webrtc_bytes_sent,
             whep_requests,
+            whip_requests,
+            publishers,
             ice_connect,
             viewer_rejections,
         }
@@ -158,6 +175,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one WHIP request (route is the matched pattern).
+    pub fn whip_request(&self, method: &str, route: &str, status: u16) {
+        self.whip_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+    }
+
     /// Records how long a viewer took from its POST to `connected`.
     pub fn ice_connected(&self, elapsed: Duration) {
         self.ice_connect.observe(elapsed.as_secs_f64());
@@ -178,6 +206,7 @@ impl Metrics {
         self.memory.clear();
         self.webrtc_viewers.clear();
         self.webrtc_bytes_sent.clear();
+        self.publishers.clear();
         for exec in [
             Exec::Finished,
             Exec::Starting,
@@ -208,6 +237,17 @@ impl Metrics {
                 .set(state.memory_bytes as i64);
             if let Some(stream) = entry.stream() {
                 self.render_stream(&entry.record.config.id, stream);
+            }
+            if let Some(ingest) = entry.ingest() {
+                let connected = ingest
+                    .info()
+                    .publisher
+                    .is_some_and(|p| p.state == "connected");
+                self.publishers
+                    .get_or_create(&StreamLabels {
+                        stream: entry.record.config.id.clone(),
+                    })
+                    .set(i64::from(connected));
             }
         }
         let mut out = String::new();

@@ -226,6 +226,16 @@ async fn candidate_less_publisher_reaches_a_whep_viewer() {
         .collect();
     codecs.sort();
     assert_eq!(codecs, ["H264", "OPUS"], "{info}");
+    let metrics = server.get_text("/metrics").await;
+    for line in [
+        "streamcore_webrtc_publisher_connected{stream=\"chain\"} 1",
+        "streamcore_whip_requests_total{method=\"POST\",route=\"/whip/{id}\",status=\"201\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
 }
 
 /// A VP8 publisher: the SDP FFmpeg reads follows the negotiation (FFmpeg is restarted to read

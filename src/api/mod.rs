@@ -265,6 +265,9 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     let response = next.run(req).await;
     let status = response.status().as_u16();
     state.metrics.http_request(&method, &route, status);
+    if route.starts_with("/whip") || route.starts_with("/api/v3/whip") {
+        state.metrics.whip_request(&method, &route, status);
+    }
     if route.starts_with("/whep") || route.starts_with("/api/v3/whep") {
         state.metrics.whep_request(&method, &route, status);
     }
