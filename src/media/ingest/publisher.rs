@@ -187,6 +187,12 @@ impl Publisher {
                     .extend(kind.map(|k| (k, udpsink.downgrade()))),
                 Err(e) => tracing::warn!(error = %e, "cannot forward a publisher track to FFmpeg"),
             }
+            // The publisher's first key frame went out before DTLS was up and is lost: ask for
+            // one as soon as its video arrives, so FFmpeg can start at once.
+            if kind == Some(Kind::Video) {
+                let sent = pad.send_event(crate::media::transcode::force_key_unit_event());
+                tracing::debug!(sent, "asked a new publisher for a key frame");
+            }
         });
     }
 
