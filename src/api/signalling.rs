@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::AppState;
 use crate::media::ice::{self, IceError};
-use crate::media::sdp::advertise_public_ip;
+use crate::media::sdp::{advertise_public_ip, parse_offer, Offer, SdpError};
 use crate::webrtc::{ice_servers, sdpfrag};
 
 /// Seconds a client should wait before retrying a 409 or 503.
@@ -90,9 +90,40 @@ pub fn etag_of(answer: &str) -> String {
     format!("\"{ufrag}\"")
 }
 
-/// `201 Created` with the SDP answer, the session URL, its ETag and one `Link rel="ice-server"`
-/// per configured STUN/TURN server.
-pub fn created(state: &AppState, location: &str, answer: String) -> Response {
+/// The offer of a POST body: 400 when it is not UTF-8 or not a usable offer, 422 when it has more
+/// than one video or audio track (RFC 9725 §4.2 lets the server pick either for that).
+pub fn offer_of(body: &[u8]) -> Result<Offer, ApiError> {
+    match std::str::from_utf8(body)
+        .map_err(|_| SdpError::Malformed("not UTF-8".into()))
+        .and_then(parse_offer)
+    {
+        Ok(offer) => Ok(offer),
+        Err(e @ SdpError::TooManyTracks(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unprocessable Entity",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::bad_request("Malformed SDP", e.to_string())),
+    }
+}
+
+/// `201 Created` with the SDP answer, the session URL (`/{protocol}/{id}/{resource}`, under
+/// `/api/v3` when the POST came there), its ETag and one `Link rel="ice-server"` per configured
+/// STUN/TURN server.
+pub fn created(
+    state: &AppState,
+    uri: &Uri,
+    protocol: &str,
+    id: &str,
+    resource: &str,
+    answer: String,
+) -> Response {
+    let prefix = if uri.path().starts_with("/api/v3/") {
+        "/api/v3"
+    } else {
+        ""
+    };
+    let location = format!("{prefix}/{protocol}/{}/{resource}", urlencoding(id));
     let etag = etag_of(&answer);
     let mut response = (
         StatusCode::CREATED,
@@ -101,7 +132,7 @@ pub fn created(state: &AppState, location: &str, answer: String) -> Response {
     )
         .into_response();
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(location) {
+    if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -24,7 +24,6 @@ use super::signalling::{
 };
 use super::AppState;
 use crate::media::ice;
-use crate::media::sdp::{parse_offer, SdpError};
 use crate::media::AddError;
 use crate::process::config::Access;
 
@@ -118,20 +117,9 @@ pub async fn post(
         Ok(stream) => stream,
         Err(e) => return e.into_response(),
     };
-    let offer = match std::str::from_utf8(&body)
-        .map_err(|_| SdpError::Malformed("not UTF-8".into()))
-        .and_then(parse_offer)
-    {
+    let offer = match signalling::offer_of(&body) {
         Ok(offer) => offer,
-        Err(e @ SdpError::TooManyTracks(_)) => {
-            return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Unprocessable Entity",
-                e.to_string(),
-            )
-            .into_response()
-        }
-        Err(e) => return ApiError::bad_request("Malformed SDP", e.to_string()).into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let negotiating = stream.clone();
     // Negotiations are CPU work: running a burst of them all at once makes every one of them
@@ -150,13 +138,7 @@ pub async fn post(
         let metrics = state.metrics.clone();
         ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
     }
-    let prefix = if uri.path().starts_with("/api/v3/") {
-        "/api/v3/whep"
-    } else {
-        "/whep"
-    };
-    let location = format!("{prefix}/{}/{}", urlencoding(&id), resource);
-    signalling::created(&state, &location, answer)
+    signalling::created(&state, &uri, "whep", &id, &resource, answer)
 }
 
 /// Maps a failed negotiation to its WHEP status.

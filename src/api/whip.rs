@@ -16,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
 use super::signalling::{
-    self, content_type_is, unknown_session, unsupported_media_type, urlencoding, TokenQuery,
+    self, content_type_is, unknown_session, unsupported_media_type, TokenQuery,
 };
 use super::AppState;
 use crate::media::ingest::{Ingest, PublishError};
 use crate::media::peer::NegotiationError;
-use crate::media::sdp::{parse_offer, SdpError};
 use crate::process::registry::Entry;
 
 fn entry_for(state: &AppState, id: &str) -> Result<(Arc<Entry>, Arc<Ingest>), ApiError> {
@@ -71,20 +70,9 @@ pub async fn post(
         return ApiError::unauthorized("a valid bearer token is required to publish here")
             .into_response();
     }
-    let offer = match std::str::from_utf8(&body)
-        .map_err(|_| SdpError::Malformed("not UTF-8".into()))
-        .and_then(parse_offer)
-    {
+    let offer = match signalling::offer_of(&body) {
         Ok(offer) => offer,
-        Err(e @ SdpError::TooManyTracks(_)) => {
-            return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Unprocessable Entity",
-                e.to_string(),
-            )
-            .into_response()
-        }
-        Err(e) => return ApiError::bad_request("Malformed SDP", e.to_string()).into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let published = tokio::task::spawn_blocking(move || ingest.publish(&offer)).await;
     let published = match published {
@@ -97,13 +85,14 @@ pub async fn post(
         tracing::info!(process = %id, "the published codecs changed: restarting FFmpeg");
         entry.runner().restart();
     }
-    let prefix = if uri.path().starts_with("/api/v3/") {
-        "/api/v3/whip"
-    } else {
-        "/whip"
-    };
-    let location = format!("{prefix}/{}/{}", urlencoding(&id), published.resource);
-    signalling::created(&state, &location, published.answer)
+    signalling::created(
+        &state,
+        &uri,
+        "whip",
+        &id,
+        &published.resource,
+        published.answer,
+    )
 }
 
 fn publish_error(error: PublishError) -> Response {
