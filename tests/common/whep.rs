@@ -32,7 +32,8 @@ pub const PT_VP8: i32 = 96;
 /// Payload type offered for Opus.
 pub const PT_OPUS: i32 = 111;
 /// Transport-wide congestion control header extension, offered like browsers do (id 3).
-const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// Receive jitter-buffer latency (webrtcbin `latency`, default 200 ms). A browser's adaptive
 /// buffer starts at tens of ms; the default would add a constant 200 ms to every
@@ -42,7 +43,7 @@ pub const RECEIVER_LATENCY_MS: u32 = 50;
 
 /// How long `Receiver::new` waits for ICE gathering; on loopback it takes ~2 ms (~200 ms more
 /// if libnice's UPnP probe could not be disabled).
-const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the offer made by [`Receiver::new`] contains.
 #[derive(Debug, Clone)]
@@ -161,7 +162,7 @@ pub fn call_with_promise(
 }
 
 /// The codec-preferences caps for the video transceiver: one structure per offered codec.
-fn video_caps(codecs: &[&str]) -> gst::Caps {
+pub fn video_caps(codecs: &[&str]) -> gst::Caps {
     let mut caps = gst::Caps::new_empty();
     let caps_mut = caps.get_mut().unwrap();
     for c in codecs {
@@ -187,14 +188,15 @@ fn video_caps(codecs: &[&str]) -> gst::Caps {
                 .field("encoding-name", "VP8")
                 .field("payload", PT_VP8)
                 .build(),
-            other => panic!("OfferOptions::video_codecs: unsupported codec {other}"),
+            other => panic!("unsupported video codec {other} (H264 or VP8)"),
         };
         caps_mut.append_structure(s);
     }
     caps
 }
 
-fn audio_caps() -> gst::Caps {
+/// The codec-preferences caps for the audio transceiver: Opus 48000/2, as browsers offer it.
+pub fn audio_caps() -> gst::Caps {
     gst::Caps::builder("application/x-rtp")
         .field("media", "audio")
         .field("encoding-name", "OPUS")
@@ -219,7 +221,8 @@ fn sample_bytes(format: &str) -> u64 {
     }
 }
 
-fn pc_state_string(s: gst_webrtc::WebRTCPeerConnectionState) -> String {
+/// A peer connection state as the W3C names it.
+pub fn pc_state_string(s: gst_webrtc::WebRTCPeerConnectionState) -> String {
     use gst_webrtc::WebRTCPeerConnectionState as S;
     match s {
         S::New => "new",
@@ -234,14 +237,14 @@ fn pc_state_string(s: gst_webrtc::WebRTCPeerConnectionState) -> String {
 }
 
 /// Number of `a=candidate` attributes over all m-lines.
-fn count_candidates(msg: &gst_sdp::SDPMessageRef) -> usize {
+pub fn count_candidates(msg: &gst_sdp::SDPMessageRef) -> usize {
     msg.medias()
         .map(|m| m.attributes().filter(|a| a.key() == "candidate").count())
         .sum()
 }
 
 /// Copy of `msg` without `a=candidate` / `a=end-of-candidates` (session or media level).
-fn strip_candidates(msg: &gst_sdp::SDPMessageRef) -> gst_sdp::SDPMessage {
+pub fn strip_candidates(msg: &gst_sdp::SDPMessageRef) -> gst_sdp::SDPMessage {
     let mut out = msg.to_owned();
     let is_cand = |k: &str| k == "candidate" || k == "end-of-candidates";
     for i in (0..out.attributes_len()).rev() {
@@ -260,7 +263,7 @@ fn strip_candidates(msg: &gst_sdp::SDPMessageRef) -> gst_sdp::SDPMessage {
 }
 
 /// First `key` attribute at media level, else at session level.
-fn sdp_attr(msg: &gst_sdp::SDPMessageRef, key: &str) -> Option<String> {
+pub fn sdp_attr(msg: &gst_sdp::SDPMessageRef, key: &str) -> Option<String> {
     msg.medias()
         .find_map(|m| m.attribute_val(key))
         .or_else(|| msg.attribute_val(key))

@@ -22,14 +22,11 @@ use gstreamer as gst;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 
-use super::whep::{call_with_promise, disable_upnp, init};
+use super::whep::{
+    audio_caps, call_with_promise, count_candidates, disable_upnp, init, pc_state_string, sdp_attr,
+    strip_candidates, video_caps, GATHER_TIMEOUT,
+};
 pub use super::whep::{PT_H264, PT_OPUS, PT_VP8};
-
-/// Transport-wide congestion control header extension, offered like browsers do (id 3).
-const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-
-/// How long `Publisher::new` waits for ICE gathering; on loopback it takes milliseconds.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `Publisher::new` waits for the encoders' first caps; tens of milliseconds here.
 const CAPS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,48 +138,6 @@ pub struct Publisher {
     pwd: String,
 }
 
-/// The codec-preferences caps of the video transceiver, with the feedback a browser offers so
-/// that the server sees PLI/FIR/NACK/TWCC negotiable.
-fn video_caps(codec: &str) -> gst::Caps {
-    let b = gst::Structure::builder("application/x-rtp")
-        .field("media", "video")
-        .field("clock-rate", 90000i32)
-        .field("rtcp-fb-nack", true)
-        .field("rtcp-fb-nack-pli", true)
-        .field("rtcp-fb-ccm-fir", true)
-        .field("rtcp-fb-transport-cc", true)
-        .field("extmap-3", TWCC_URI);
-    let s = match codec.to_ascii_uppercase().as_str() {
-        "H264" => b
-            .field("encoding-name", "H264")
-            .field("payload", PT_H264)
-            .field("packetization-mode", "1")
-            .field("profile-level-id", "42e01f")
-            .field("level-asymmetry-allowed", "1")
-            .build(),
-        "VP8" => b
-            .field("encoding-name", "VP8")
-            .field("payload", PT_VP8)
-            .build(),
-        other => panic!("PublisherOptions::video: unsupported codec {other}"),
-    };
-    gst::Caps::builder_full().structure(s).build()
-}
-
-fn audio_caps() -> gst::Caps {
-    gst::Caps::builder("application/x-rtp")
-        .field("media", "audio")
-        .field("encoding-name", "OPUS")
-        .field("payload", PT_OPUS)
-        .field("clock-rate", 48000i32)
-        .field("encoding-params", "2")
-        .field("minptime", "10")
-        .field("useinbandfec", "1")
-        .field("rtcp-fb-transport-cc", true)
-        .field("extmap-3", TWCC_URI)
-        .build()
-}
-
 /// The encode-and-payload part of the video branch (the encoder is named `venc`).
 fn video_branch(opts: &PublisherOptions, codec: &str) -> String {
     let src = format!(
@@ -219,52 +174,6 @@ fn audio_branch() -> String {
          ! rtpopuspay pt={pt} ! capsfilter caps=application/x-rtp,payload={pt}",
         pt = PT_OPUS
     )
-}
-
-fn pc_state_string(s: gst_webrtc::WebRTCPeerConnectionState) -> String {
-    use gst_webrtc::WebRTCPeerConnectionState as S;
-    match s {
-        S::New => "new",
-        S::Connecting => "connecting",
-        S::Connected => "connected",
-        S::Disconnected => "disconnected",
-        S::Failed => "failed",
-        S::Closed => "closed",
-        _ => "unknown",
-    }
-    .to_string()
-}
-
-fn count_candidates(msg: &gst_sdp::SDPMessageRef) -> usize {
-    msg.medias()
-        .map(|m| m.attributes().filter(|a| a.key() == "candidate").count())
-        .sum()
-}
-
-/// Copy of `msg` without `a=candidate` / `a=end-of-candidates` (session or media level).
-fn strip_candidates(msg: &gst_sdp::SDPMessageRef) -> gst_sdp::SDPMessage {
-    let mut out = msg.to_owned();
-    let is_cand = |k: &str| k == "candidate" || k == "end-of-candidates";
-    for i in (0..out.attributes_len()).rev() {
-        if out.attribute(i).is_some_and(|a| is_cand(a.key())) {
-            out.remove_attribute(i).expect("remove session attribute");
-        }
-    }
-    for m in out.medias_mut() {
-        for i in (0..m.attributes_len()).rev() {
-            if m.attribute(i).is_some_and(|a| is_cand(a.key())) {
-                m.remove_attribute(i).expect("remove media attribute");
-            }
-        }
-    }
-    out
-}
-
-fn sdp_attr(msg: &gst_sdp::SDPMessageRef, key: &str) -> Option<String> {
-    msg.medias()
-        .find_map(|m| m.attribute_val(key))
-        .or_else(|| msg.attribute_val(key))
-        .map(str::to_string)
 }
 
 /// Adds one source branch to the pipeline and links it to a new webrtcbin sink pad whose
@@ -437,7 +346,7 @@ impl Publisher {
                 &pipeline,
                 &webrtc,
                 &video_branch(opts, codec),
-                &video_caps(codec),
+                &video_caps(&[codec]),
             );
             watch_encoder(&bin.by_name("venc").expect("venc"), &stats);
         }
