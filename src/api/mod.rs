@@ -167,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/player.js", get(pages::player_js))
         .route("/publish/{id}", get(pages::publish))
         .route("/publish.js", get(pages::publish_js))
+        .route("/webrtc.js", get(pages::webrtc_js))
         .merge(whep)
         .route("/metrics", get(prometheus))
         .merge(api)

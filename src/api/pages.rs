@@ -1,6 +1,6 @@
 //! The built-in browser player: `/player/{id}` plays one stream over WHEP, `/player/` lists the
 //! streams (from `GET /whep`), `/player.js` is the player's script; `/publish/{id}` and `/publish.js`
-//! are the WHIP publish page. All are compiled in.
+//! are the WHIP publish page, `/webrtc.js` the helpers both pages share. All are compiled in.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -10,6 +10,7 @@ const INDEX_HTML: &str = include_str!("pages/index.html");
 const PLAYER_JS: &str = include_str!("pages/player.js");
 const PUBLISH_HTML: &str = include_str!("pages/publish.html");
 const PUBLISH_JS: &str = include_str!("pages/publish.js");
+const WEBRTC_JS: &str = include_str!("pages/webrtc.js");
 
 /// `GET /player/{id}`: the player page; the script reads the stream id from the URL.
 pub async fn player() -> impl IntoResponse {
@@ -23,13 +24,7 @@ pub async fn index() -> impl IntoResponse {
 
 /// `GET /player.js`: the player's script.
 pub async fn player_js() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        PLAYER_JS,
-    )
+    script(PLAYER_JS)
 }
 
 /// `GET /publish/{id}`: the WHIP publish page; the script reads the process id from the URL.
@@ -39,11 +34,20 @@ pub async fn publish() -> impl IntoResponse {
 
 /// `GET /publish.js`: the publish page's script.
 pub async fn publish_js() -> impl IntoResponse {
+    script(PUBLISH_JS)
+}
+
+/// `GET /webrtc.js`: helpers both pages load before their own script.
+pub async fn webrtc_js() -> impl IntoResponse {
+    script(WEBRTC_JS)
+}
+
+fn script(text: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        PUBLISH_JS,
+        text,
     )
 }

@@ -21,58 +21,8 @@ const DEFAULT_RETRY_AFTER_MS = 2000;
 const TOKEN_KEY = "streamcore.token";
 
 // ---------------------------------------------------------------------------
-// Pure helpers
+// Pure helpers (the ones both pages need are in /webrtc.js)
 // ---------------------------------------------------------------------------
-
-/** Stream id from a "/player/{id}" path, URL-decoded; null when absent or malformed. */
-function streamIdFromPath(pathname) {
-  // A trailing slash is not part of the id (/player/cam/ is stream "cam").
-  const m = /^\/player\/(.+?)\/?$/.exec(pathname);
-  if (!m) return null;
-  try {
-    return decodeURIComponent(m[1]);
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Parses an HTTP Link header (RFC 8288) into [{url, params}]. Parameter names are
- * lower-cased; quoted values are unescaped. Several Link headers reach fetch() joined
- * by ", ", and quoted values may themselves hold commas or semicolons (TURN
- * credentials), so a plain split(",") is not safe.
- */
-function parseLinkHeader(value) {
-  const links = [];
-  if (!value) return links;
-  const linkRe = /<([^>]*)>((?:\s*;\s*[^;,=\s]+\s*(?:=\s*(?:"(?:[^"\\]|\\.)*"|[^;,]*))?)*)/g;
-  const paramRe = /;\s*([^;,=\s]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,]*)))?/g;
-  for (const m of value.matchAll(linkRe)) {
-    const params = {};
-    for (const p of m[2].matchAll(paramRe)) {
-      const name = p[1].toLowerCase();
-      if (name in params) continue; // RFC 8288 §3: later occurrences are ignored
-      params[name] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : (p[3] ?? "").trim();
-    }
-    links.push({ url: m[1].trim(), params });
-  }
-  return links;
-}
-
-/** RTCIceServer entries from the rel="ice-server" links of a Link header (RFC 9725 §4.6). */
-function iceServersFromLinks(value) {
-  return parseLinkHeader(value)
-    .filter((l) => (l.params.rel ?? "").toLowerCase().split(/\s+/).includes("ice-server"))
-    // Browsers only take password credentials; anything else would be sent as a
-    // password and fail, so such a server is left out.
-    .filter((l) => (l.params["credential-type"] ?? "password").toLowerCase() === "password")
-    .map((l) => {
-      const server = { urls: l.url };
-      if (l.params.username !== undefined) server.username = l.params.username;
-      if (l.params.credential !== undefined) server.credential = l.params.credential;
-      return server;
-    });
-}
 
 /** ICE credentials, ice-options and m-sections ({kind, mid}) of an SDP. */
 function parseSdp(sdp) {
@@ -131,22 +81,6 @@ function parseRetryAfter(value, fallbackMs, now = Date.now()) {
   let ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - now;
   if (!Number.isFinite(ms)) return fallbackMs;
   return Math.min(Math.max(ms, 500), 300000); // never hammer, never wait absurdly long
-}
-
-/** Short human text for an error body: datarhei {message, details}, problem+json, or text. */
-function describeBody(text) {
-  const body = text.trim();
-  try {
-    const j = JSON.parse(body);
-    if (j && typeof j === "object" && !Array.isArray(j)) {
-      const head = j.message ?? j.title ?? j.error;
-      const details = Array.isArray(j.details) ? j.details.join("; ") : j.detail ?? j.details;
-      if (head) return details && details !== head ? `${head}: ${details}` : String(head);
-    }
-    return JSON.stringify(j);
-  } catch {
-    return body.length > 300 ? body.slice(0, 300) + "…" : body;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -359,6 +293,7 @@ class WhepSession {
 // ---------------------------------------------------------------------------
 
 function main() {
+  const storage = tokenStorage(TOKEN_KEY);
   const $ = (id) => document.getElementById(id);
   const video = $("video");
   const tokenField = $("token");
@@ -379,7 +314,7 @@ function main() {
     lastError: null, // cleared when a session reaches "connected"
   });
 
-  const id = streamIdFromPath(location.pathname);
+  const id = idFromPath("player", location.pathname);
   if (id === null) {
     setStatus("No stream id in the URL (expected /player/{id}).", true);
     return;
@@ -388,15 +323,8 @@ function main() {
   $("title").textContent = id;
   const endpoint = new URL(`/whep/${encodeURIComponent(id)}`, location.href).href;
 
-  let token = new URLSearchParams(location.search).get("token") ?? storage("get") ?? "";
+  let token = initialToken(storage);
   tokenField.value = token;
-  // A token in the address bar would stay in the history and in logs: keep it for this tab only.
-  if (new URLSearchParams(location.search).has("token")) {
-    storage("set", token);
-    const clean = new URL(location.href);
-    clean.searchParams.delete("token");
-    history.replaceState(null, "", clean.pathname + clean.search + clean.hash);
-  }
 
   let session = null;
   let generation = 0; // bumped by every connect(), so a stale attempt can tell
@@ -406,17 +334,6 @@ function main() {
   let disconnectTimer = 0;
   let stableTimer = 0;
   let lastVideo = null; // previous inbound video stats, for the bitrate
-
-  function storage(op, value) {
-    try {
-      if (op === "get") return sessionStorage.getItem(TOKEN_KEY);
-      if (value) sessionStorage.setItem(TOKEN_KEY, value);
-      else sessionStorage.removeItem(TOKEN_KEY);
-    } catch {
-      // storage can be disabled; the token then lasts as long as the page
-    }
-    return null;
-  }
 
   function setStatus(text, isError = false) {
     const el = $("status");

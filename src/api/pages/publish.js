@@ -27,58 +27,8 @@ const TOKEN_KEY = "streamcore.publish-token";
 const PATTERN = { width: 1280, height: 720, fps: 30 };
 
 // ---------------------------------------------------------------------------
-// Pure helpers
+// Pure helpers (the ones both pages need are in /webrtc.js)
 // ---------------------------------------------------------------------------
-
-/** Process id from a "/publish/{id}" path, URL-decoded; null when absent or malformed. */
-function publishIdFromPath(pathname) {
-  // A trailing slash is not part of the id (/publish/cam/ is process "cam").
-  const m = /^\/publish\/(.+?)\/?$/.exec(pathname);
-  if (!m) return null;
-  try {
-    return decodeURIComponent(m[1]);
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Parses an HTTP Link header (RFC 8288) into [{url, params}]. Parameter names are
- * lower-cased; quoted values are unescaped. Several Link headers reach fetch() joined
- * by ", ", and quoted values may themselves hold commas or semicolons (TURN
- * credentials), so a plain split(",") is not safe.
- */
-function parseLinkHeader(value) {
-  const links = [];
-  if (!value) return links;
-  const linkRe = /<([^>]*)>((?:\s*;\s*[^;,=\s]+\s*(?:=\s*(?:"(?:[^"\\]|\\.)*"|[^;,]*))?)*)/g;
-  const paramRe = /;\s*([^;,=\s]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,]*)))?/g;
-  for (const m of value.matchAll(linkRe)) {
-    const params = {};
-    for (const p of m[2].matchAll(paramRe)) {
-      const name = p[1].toLowerCase();
-      if (name in params) continue; // RFC 8288 §3: later occurrences are ignored
-      params[name] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : (p[3] ?? "").trim();
-    }
-    links.push({ url: m[1].trim(), params });
-  }
-  return links;
-}
-
-/** RTCIceServer entries from the rel="ice-server" links of a Link header (RFC 9725 §4.6). */
-function iceServersFromLinks(value) {
-  return parseLinkHeader(value)
-    .filter((l) => (l.params.rel ?? "").toLowerCase().split(/\s+/).includes("ice-server"))
-    // Browsers only take password credentials; anything else would be sent as a
-    // password and fail, so such a server is left out.
-    .filter((l) => (l.params["credential-type"] ?? "password").toLowerCase() === "password")
-    .map((l) => {
-      const server = { urls: l.url };
-      if (l.params.username !== undefined) server.username = l.params.username;
-      if (l.params.credential !== undefined) server.credential = l.params.credential;
-      return server;
-    });
-}
 
 /** Retry-After (delta-seconds or HTTP-date) in milliseconds, or `fallbackMs`. */
 function parseRetryAfter(value, fallbackMs, now = Date.now()) {
@@ -86,22 +36,6 @@ function parseRetryAfter(value, fallbackMs, now = Date.now()) {
   const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - now;
   if (!Number.isFinite(ms)) return fallbackMs;
   return Math.min(Math.max(ms, 500), 300000); // never hammer, never wait absurdly long
-}
-
-/** Short human text for an error body: datarhei {message, details}, problem+json, or text. */
-function describeBody(text) {
-  const body = text.trim();
-  try {
-    const j = JSON.parse(body);
-    if (j && typeof j === "object" && !Array.isArray(j)) {
-      const head = j.message ?? j.title ?? j.error;
-      const details = Array.isArray(j.details) ? j.details.join("; ") : j.detail ?? j.details;
-      if (head) return details && details !== head ? `${head}: ${details}` : String(head);
-    }
-    return JSON.stringify(j);
-  } catch {
-    return body.length > 300 ? body.slice(0, 300) + "…" : body;
-  }
 }
 
 /**
@@ -495,6 +429,7 @@ async function openMedia(wanted, label) {
 // ---------------------------------------------------------------------------
 
 function main() {
+  const storage = tokenStorage(TOKEN_KEY);
   const $ = (id) => document.getElementById(id);
   const preview = $("preview");
   const tokenField = $("token");
@@ -524,7 +459,7 @@ function main() {
     reconnects: 0,
   });
 
-  const id = publishIdFromPath(location.pathname);
+  const id = idFromPath("publish", location.pathname);
   if (id === null) {
     sc.state = "error";
     sc.error = "No process id in the URL (expected /publish/{id}).";
@@ -537,15 +472,8 @@ function main() {
   const endpoint = new URL(`/whip/${encodeURIComponent(id)}`, location.href).href;
 
   const query = new URLSearchParams(location.search);
-  let token = query.get("token") ?? storage("get") ?? "";
+  let token = initialToken(storage);
   tokenField.value = token;
-  // A token in the address bar would stay in the history and in logs: keep it for this tab only.
-  if (query.has("token")) {
-    storage("set", token);
-    const clean = new URL(location.href);
-    clean.searchParams.delete("token");
-    history.replaceState(null, "", clean.pathname + clean.search + clean.hash);
-  }
   if (query.get("source") === "pattern" || query.get("source") === "camera") {
     sourceField.value = query.get("source");
   }
@@ -561,17 +489,6 @@ function main() {
   let stableTimer = 0;
   let connectTimer = 0;
   let lastVideo = null; // previous outbound video stats, for the bitrate
-
-  function storage(op, value) {
-    try {
-      if (op === "get") return sessionStorage.getItem(TOKEN_KEY);
-      if (value) sessionStorage.setItem(TOKEN_KEY, value);
-      else sessionStorage.removeItem(TOKEN_KEY);
-    } catch {
-      // storage can be disabled; the token then lasts as long as the page
-    }
-    return null;
-  }
 
   /** Why the source is not the one asked for, as a suffix for status lines. */
   function note() {

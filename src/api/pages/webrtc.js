@@ -1,0 +1,104 @@
+// streamcore page helpers shared by the player (/player.js, WHEP) and the publish page
+// (/publish.js, WHIP). Served at /webrtc.js and loaded before either page's own script.
+// Everything here is pure or touches only the URL and sessionStorage.
+"use strict";
+
+/** The id after `/{prefix}/` in a path, URL-decoded; null when absent or malformed. */
+function idFromPath(prefix, pathname) {
+  // A trailing slash is not part of the id (/player/cam/ is stream "cam").
+  const m = new RegExp(`^/${prefix}/(.+?)/?$`).exec(pathname);
+  if (!m) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Parses an HTTP Link header (RFC 8288) into [{url, params}]. Parameter names are
+ * lower-cased; quoted values are unescaped. Several Link headers reach fetch() joined
+ * by ", ", and quoted values may themselves hold commas or semicolons (TURN
+ * credentials), so a plain split(",") is not safe.
+ */
+function parseLinkHeader(value) {
+  const links = [];
+  if (!value) return links;
+  const linkRe = /<([^>]*)>((?:\s*;\s*[^;,=\s]+\s*(?:=\s*(?:"(?:[^"\\]|\\.)*"|[^;,]*))?)*)/g;
+  const paramRe = /;\s*([^;,=\s]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,]*)))?/g;
+  for (const m of value.matchAll(linkRe)) {
+    const params = {};
+    for (const p of m[2].matchAll(paramRe)) {
+      const name = p[1].toLowerCase();
+      if (name in params) continue; // RFC 8288 §3: later occurrences are ignored
+      params[name] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : (p[3] ?? "").trim();
+    }
+    links.push({ url: m[1].trim(), params });
+  }
+  return links;
+}
+
+/** RTCIceServer entries from the rel="ice-server" links of a Link header (RFC 9725 §4.6). */
+function iceServersFromLinks(value) {
+  return parseLinkHeader(value)
+    .filter((l) => (l.params.rel ?? "").toLowerCase().split(/\s+/).includes("ice-server"))
+    // Browsers only take password credentials; anything else would be sent as a
+    // password and fail, so such a server is left out.
+    .filter((l) => (l.params["credential-type"] ?? "password").toLowerCase() === "password")
+    .map((l) => {
+      const server = { urls: l.url };
+      if (l.params.username !== undefined) server.username = l.params.username;
+      if (l.params.credential !== undefined) server.credential = l.params.credential;
+      return server;
+    });
+}
+
+/** Short human text for an error body: datarhei {message, details}, problem+json, or text. */
+function describeBody(text) {
+  const body = text.trim();
+  try {
+    const j = JSON.parse(body);
+    if (j && typeof j === "object" && !Array.isArray(j)) {
+      const head = j.message ?? j.title ?? j.error;
+      const details = Array.isArray(j.details) ? j.details.join("; ") : j.detail ?? j.details;
+      if (head) return details && details !== head ? `${head}: ${details}` : String(head);
+    }
+    return JSON.stringify(j);
+  } catch {
+    return body.length > 300 ? body.slice(0, 300) + "…" : body;
+  }
+}
+
+/**
+ * A sessionStorage slot for a token: `storage("get")`, `storage("set", value)` (an empty value
+ * removes it). Storage can be disabled; the token then lasts as long as the page.
+ */
+function tokenStorage(key) {
+  return function storage(op, value) {
+    try {
+      if (op === "get") return sessionStorage.getItem(key);
+      if (value) sessionStorage.setItem(key, value);
+      else sessionStorage.removeItem(key);
+    } catch {
+      // storage can be disabled; the token then lasts as long as the page
+    }
+    return null;
+  };
+}
+
+/**
+ * The token to start with: `?token=` from the URL, else the stored one. A token in the address
+ * bar would stay in the history and in logs: it is moved into `storage` (this tab only) and
+ * taken out of the URL.
+ */
+function initialToken(storage) {
+  const query = new URLSearchParams(location.search);
+  const token = query.get("token") ?? storage("get") ?? "";
+  if (query.has("token")) {
+    storage("set", token);
+    const clean = new URL(location.href);
+    clean.searchParams.delete("token");
+    history.replaceState(null, "", clean.pathname + clean.search + clean.hash);
+  }
+  return token;
+}
