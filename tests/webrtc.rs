@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::media::{connect_when_ready, make_source, webrtc_process};
+use common::media::{broken_offers, connect_when_ready, make_source, webrtc_process};
 use common::whep::{self, OfferOptions};
 use common::{settled_counts, TestServer};
 use gstreamer::prelude::*;
@@ -329,14 +329,6 @@ async fn hostile_offers_never_take_the_server_down() {
     let (rx, _, _) = connect_when_ready(&server, "hostile", &OfferOptions::default()).await;
     assert!(rx.wait_frames(5, Duration::from_secs(20)));
     let offer = std::fs::read_to_string("tests/fixtures/chrome156-offer.sdp").unwrap();
-    let without = |prefix: &str| -> String {
-        offer
-            .lines()
-            .filter(|l| !l.starts_with(prefix))
-            .map(|l| format!("{l}\r\n"))
-            .collect()
-    };
-    let replaced = |from: &str, to: &str| offer.replace(from, to);
     let many_formats = {
         let pts: Vec<String> = (35..128).map(|p| p.to_string()).collect();
         offer.replacen(
@@ -345,33 +337,8 @@ async fn hostile_offers_never_take_the_server_down() {
             1,
         )
     };
-    let cases: Vec<(&str, String)> = vec![
-        ("no fingerprint", without("a=fingerprint")),
-        ("no ice-pwd", without("a=ice-pwd")),
-        ("no mid", without("a=mid")),
-        ("no rtpmap", without("a=rtpmap")),
-        ("no bundle group", without("a=group")),
-        (
-            "setup passive",
-            replaced("a=setup:actpass", "a=setup:passive"),
-        ),
-        ("sendonly viewer", replaced("a=recvonly", "a=sendonly")),
-        ("inactive", replaced("a=recvonly", "a=inactive")),
-        (
-            "all ports zero",
-            replaced("m=video 9", "m=video 0").replace("m=audio 9", "m=audio 0"),
-        ),
-        ("unknown formats", many_formats),
-        ("duplicate mids", replaced("a=mid:1", "a=mid:0")),
-        (
-            "bogus candidates",
-            replaced(
-                "a=ice-options",
-                "a=candidate:1 1 udp 1 999.1.1.1 99999 typ host\r\na=ice-options",
-            ),
-        ),
-        ("truncated", offer[..offer.len() / 2].to_string()),
-    ];
+    let mut cases = broken_offers(&offer, "recvonly", "sendonly");
+    cases.push(("unknown formats", many_formats));
     let url = server.url("/whep/hostile");
     for (name, sdp) in cases {
         let (status, _, body) = whep::post_offer(&server.http, &url, None, &sdp).await;

@@ -115,3 +115,51 @@ pub async fn connect_when_ready(
         return (rx, server.url(location), etag);
     }
 }
+
+/// A valid offer broken one way each, as hostile clients send them: `direction` is the offer's
+/// own direction attribute (`recvonly` for a viewer, `sendonly` for a publisher) and
+/// `opposite` the one that makes no sense for the endpoint.
+pub fn broken_offers(offer: &str, direction: &str, opposite: &str) -> Vec<(&'static str, String)> {
+    let without = |prefix: &str| -> String {
+        offer
+            .lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    };
+    let replaced = |from: &str, to: &str| offer.replace(from, to);
+    vec![
+        ("no fingerprint", without("a=fingerprint")),
+        ("no ice-pwd", without("a=ice-pwd")),
+        ("no mid", without("a=mid")),
+        ("no rtpmap", without("a=rtpmap")),
+        ("no bundle group", without("a=group")),
+        ("no extmap", without("a=extmap")),
+        ("no rtcp-fb", without("a=rtcp-fb")),
+        (
+            "setup passive",
+            replaced("a=setup:actpass", "a=setup:passive"),
+        ),
+        (
+            "wrong direction",
+            replaced(&format!("a={direction}"), &format!("a={opposite}")),
+        ),
+        (
+            "inactive",
+            replaced(&format!("a={direction}"), "a=inactive"),
+        ),
+        (
+            "all ports zero",
+            replaced("m=video 9", "m=video 0").replace("m=audio 9", "m=audio 0"),
+        ),
+        ("duplicate mids", replaced("a=mid:1", "a=mid:0")),
+        (
+            "bogus candidates",
+            replaced(
+                "a=ice-options",
+                "a=candidate:1 1 udp 1 999.1.1.1 99999 typ host\r\na=ice-options",
+            ),
+        ),
+        ("truncated", offer[..offer.len() / 2].to_string()),
+    ]
+}
