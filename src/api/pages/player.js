@@ -95,7 +95,7 @@ class WhepError extends Error {
   }
 }
 
-class WhepSession {
+class WhepSession extends HttpSession {
   /**
    * @param endpoint absolute WHEP endpoint URL
    * @param token bearer token or ""
@@ -103,13 +103,8 @@ class WhepSession {
    * @param hooks {onTrack(session, event), onState(session)}
    */
   constructor(endpoint, token, iceServers, hooks) {
-    this.endpoint = endpoint;
-    this.token = token;
-    this.iceServers = iceServers;
+    super("WHEP", endpoint, token, iceServers);
     this.hooks = hooks;
-    this.url = null; // session resource (Location)
-    this.etag = null;
-    this.closed = false;
     this.patches = Promise.resolve(); // PATCHes go one at a time, in order
     this.pc = this._newPeerConnection();
   }
@@ -254,37 +249,8 @@ class WhepSession {
     }
   }
 
-  /** Closes the connection and DELETEs the resource; never throws. */
-  async close({ keepalive = false } = {}) {
-    if (this.closed) return;
-    this.closed = true;
-    this.pc.close();
-    await this._delete(keepalive);
-  }
-
-  async _delete(keepalive) {
-    if (!this.url) return;
-    try {
-      await this._fetch(this.url, { method: "DELETE", keepalive }, 5000);
-    } catch (e) {
-      console.warn("WHEP DELETE failed", e);
-    }
-  }
-
   _ifMatch() {
     return this.etag ? { "If-Match": this.etag } : {};
-  }
-
-  async _fetch(url, init, timeoutMs = 10000) {
-    const headers = new Headers(init.headers);
-    if (this.token) headers.set("Authorization", `Bearer ${this.token}`);
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), timeoutMs);
-    try {
-      return await fetch(url, { ...init, headers, signal: abort.signal });
-    } finally {
-      clearTimeout(timer);
-    }
   }
 }
 

@@ -141,7 +141,7 @@ function iceGathered(pc, capMs) {
   });
 }
 
-class WhipSession {
+class WhipSession extends HttpSession {
   /**
    * @param endpoint absolute WHIP endpoint URL
    * @param id the process id, for messages
@@ -151,13 +151,8 @@ class WhipSession {
    * @param onState called with this session on every connection/ICE state change
    */
   constructor(endpoint, id, token, iceServers, stream, onState) {
-    this.endpoint = endpoint;
+    super("WHIP", endpoint, token, iceServers);
     this.id = id;
-    this.token = token;
-    this.iceServers = iceServers;
-    this.url = null; // session resource (Location), absolute
-    this.etag = null;
-    this.closed = false;
     this.pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers });
     const changed = () => !this.closed && onState(this);
     this.pc.addEventListener("connectionstatechange", changed);
@@ -244,36 +239,6 @@ class WhipSession {
       await sender.setParameters(params);
     } catch (e) {
       console.warn("WHIP: degradationPreference not applied", e);
-    }
-  }
-
-  /** Closes the connection and DELETEs the resource; never throws. */
-  async close({ keepalive = false } = {}) {
-    if (this.closed) return;
-    this.closed = true;
-    this.pc.close();
-    await this._delete(keepalive);
-  }
-
-  async _delete(keepalive) {
-    if (!this.url) return;
-    try {
-      const res = await this._fetch(this.url, { method: "DELETE", keepalive }, 5000);
-      if (!res.ok && res.status !== 404) console.warn(`WHIP DELETE: HTTP ${res.status}`);
-    } catch (e) {
-      console.warn("WHIP DELETE failed", e);
-    }
-  }
-
-  async _fetch(url, init, timeoutMs) {
-    const headers = new Headers(init.headers);
-    if (this.token) headers.set("Authorization", `Bearer ${this.token}`);
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), timeoutMs);
-    try {
-      return await fetch(url, { ...init, headers, signal: abort.signal, cache: "no-store" });
-    } finally {
-      clearTimeout(timer);
     }
   }
 }

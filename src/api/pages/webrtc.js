@@ -102,3 +102,51 @@ function initialToken(storage) {
   }
   return token;
 }
+
+/**
+ * What a WHEP or WHIP session does over HTTP: fetches with the bearer token and a timeout, and
+ * a DELETE of its resource when it closes. Subclasses set `this.pc` and, after the 201,
+ * `this.url` (the absolute Location) and `this.etag`.
+ */
+class HttpSession {
+  /** @param label "WHEP" or "WHIP", for log lines; @param token bearer token or "" */
+  constructor(label, endpoint, token, iceServers) {
+    this.label = label;
+    this.endpoint = endpoint;
+    this.token = token;
+    this.iceServers = iceServers;
+    this.url = null; // session resource (Location), absolute
+    this.etag = null;
+    this.closed = false;
+  }
+
+  /** Closes the connection and DELETEs the resource; never throws. */
+  async close({ keepalive = false } = {}) {
+    if (this.closed) return;
+    this.closed = true;
+    this.pc.close();
+    await this._delete(keepalive);
+  }
+
+  async _delete(keepalive) {
+    if (!this.url) return;
+    try {
+      const res = await this._fetch(this.url, { method: "DELETE", keepalive }, 5000);
+      if (!res.ok && res.status !== 404) console.warn(`${this.label} DELETE: HTTP ${res.status}`);
+    } catch (e) {
+      console.warn(`${this.label} DELETE failed`, e);
+    }
+  }
+
+  async _fetch(url, init, timeoutMs = 10000) {
+    const headers = new Headers(init.headers);
+    if (this.token) headers.set("Authorization", `Bearer ${this.token}`);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
+    try {
+      return await fetch(url, { ...init, headers, signal: abort.signal, cache: "no-store" });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
