@@ -86,10 +86,7 @@ struct Stats {
     codecs: Mutex<Vec<String>>,
     answer_at: Mutex<Option<Instant>>,
     first_frame: Mutex<Option<Duration>>,
-    candidates: Mutex<Vec<(u32, String)>>,
-    errors: Mutex<Vec<String>>,
-    /// Set once webrtcbin reports ICE gathering complete.
-    gathered: (Mutex<bool>, Condvar),
+    peer: Arc<PeerSignals>,
 }
 
 /// A receiving WebRTC peer (GStreamer webrtcbin, recvonly transceivers) that decodes what it gets.
@@ -102,6 +99,129 @@ pub struct Receiver {
     ufrag: String,
     pwd: String,
     created: Instant,
+}
+
+/// What every test peer hears from its webrtcbin: its ICE candidates, the errors and warnings on
+/// its pipeline's bus, and the end of ICE gathering.
+#[derive(Default)]
+pub struct PeerSignals {
+    /// (m-line index, "candidate:..." line), as `on-ice-candidate` reported them.
+    pub candidates: Mutex<Vec<(u32, String)>>,
+    /// Bus errors and warnings, for assertion messages.
+    pub errors: Mutex<Vec<String>>,
+    /// Set once webrtcbin reports ICE gathering complete.
+    gathered: (Mutex<bool>, Condvar),
+}
+
+/// A max-bundle webrtcbin (what browsers do and WHIP/WHEP require; UPnP off) added to
+/// `pipeline`, reporting into `signals`. `on_error` runs after each bus error or warning is
+/// recorded. No stun-server: on loopback host candidates are enough.
+///
+/// The handlers capture only `signals`: a strong element reference in a handler of that element
+/// would keep webrtcbin (and its threads) alive after the peer is dropped.
+pub fn peer_webrtcbin(
+    pipeline: &gst::Pipeline,
+    signals: &Arc<PeerSignals>,
+    on_error: impl Fn() + Send + Sync + 'static,
+) -> gst::Element {
+    let webrtc = gst::ElementFactory::make("webrtcbin")
+        .property_from_str("bundle-policy", "max-bundle")
+        .build()
+        .expect("webrtcbin (gst-plugins-bad) missing");
+    disable_upnp(&webrtc);
+    pipeline.add(&webrtc).unwrap();
+    // Errors end up in `errors` instead of piling up on an unwatched bus.
+    let sig = signals.clone();
+    pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+        let src = || {
+            msg.src()
+                .map(|s| s.path_string().to_string())
+                .unwrap_or_default()
+        };
+        let line = match msg.view() {
+            gst::MessageView::Error(e) => {
+                Some(format!("{}: {} ({:?})", src(), e.error(), e.debug()))
+            }
+            gst::MessageView::Warning(w) => Some(format!("warning {}: {}", src(), w.error())),
+            _ => None,
+        };
+        if let Some(line) = line {
+            sig.errors.lock().unwrap().push(line);
+            on_error();
+        }
+        gst::BusSyncReply::Drop
+    });
+    let sig = signals.clone();
+    webrtc.connect("on-ice-candidate", false, move |vals| {
+        let mline = vals[1].get::<u32>().unwrap_or(0);
+        if let Ok(c) = vals[2].get::<String>() {
+            sig.candidates.lock().unwrap().push((mline, c));
+        }
+        None
+    });
+    let sig = signals.clone();
+    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
+        let s = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        if s == gst_webrtc::WebRTCICEGatheringState::Complete {
+            let (m, cv) = &sig.gathered;
+            *m.lock().unwrap() = true;
+            cv.notify_all();
+        }
+    });
+    webrtc
+}
+
+/// Creates and applies the local offer, waits for ICE gathering, and returns (offer text, ufrag,
+/// pwd). With `strip_candidates` the candidates are left out of the text only: they stay in
+/// `signals` for trickle tests. Blocks for the gathering (milliseconds on loopback).
+pub fn gathered_offer(
+    webrtc: &gst::Element,
+    signals: &PeerSignals,
+    strip: bool,
+) -> (String, String, String) {
+    let reply = call_with_promise(webrtc, "create-offer", None::<gst::Structure>.to_value())
+        .expect("create-offer")
+        .expect("create-offer: empty reply");
+    let offer = reply
+        .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+        .expect("create-offer: no offer in reply");
+    call_with_promise(webrtc, "set-local-description", offer.to_value())
+        .expect("set-local-description");
+    {
+        let (m, cv) = &signals.gathered;
+        let g = m.lock().unwrap();
+        let (g, _) = cv
+            .wait_timeout_while(g, GATHER_TIMEOUT, |done| !*done)
+            .unwrap();
+        if !*g {
+            signals
+                .errors
+                .lock()
+                .unwrap()
+                .push("ICE gathering did not complete in time".into());
+        }
+    }
+    // webrtcbin adds gathered candidates to its local description; fall back to the ones
+    // seen through on-ice-candidate if this version did not.
+    let local = webrtc
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .expect("local-description after set-local-description");
+    let mut msg = local.sdp().to_owned();
+    if count_candidates(&msg) == 0 {
+        for (mline, c) in signals.candidates.lock().unwrap().iter() {
+            let value = c.strip_prefix("a=").unwrap_or(c);
+            let value = value.strip_prefix("candidate:").unwrap_or(value);
+            if let Some(m) = msg.media_mut(*mline) {
+                m.add_attribute("candidate", Some(value));
+            }
+        }
+    }
+    if strip {
+        msg = strip_candidates(&msg);
+    }
+    let ufrag = sdp_attr(&msg, "ice-ufrag").unwrap_or_default();
+    let pwd = sdp_attr(&msg, "ice-pwd").unwrap_or_default();
+    (msg.as_text().expect("offer as text"), ufrag, pwd)
 }
 
 static INIT: Once = Once::new();
@@ -275,7 +395,7 @@ pub fn sdp_attr(msg: &gst_sdp::SDPMessageRef, key: &str) -> Option<String> {
 /// in `errors()` instead.
 fn on_incoming_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, stats: &Arc<Stats>) {
     if let Err(e) = link_incoming_pad(pipeline, pad, stats) {
-        stats.errors.lock().unwrap().push(e);
+        stats.peer.errors.lock().unwrap().push(e);
     }
 }
 
@@ -385,65 +505,9 @@ impl Receiver {
         let created = Instant::now();
         let stats = Arc::new(Stats::default());
         let pipeline = gst::Pipeline::new();
-        // max-bundle: what browsers do and what the WHIP/WHEP drafts require. No stun-server: on
-        // loopback host candidates are enough, and a STUN lookup would only add delay.
-        let webrtc = gst::ElementFactory::make("webrtcbin")
-            .property_from_str("bundle-policy", "max-bundle")
-            .property("latency", RECEIVER_LATENCY_MS)
-            .build()
-            .expect("webrtcbin (gst-plugins-bad) missing");
-        disable_upnp(&webrtc);
-        pipeline.add(&webrtc).unwrap();
-
-        // Errors end up in `errors()` instead of piling up on an unwatched bus.
-        {
-            let st = stats.clone();
-            pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
-                match msg.view() {
-                    gst::MessageView::Error(e) => st.errors.lock().unwrap().push(format!(
-                        "{}: {} ({:?})",
-                        msg.src()
-                            .map(|s| s.path_string().to_string())
-                            .unwrap_or_default(),
-                        e.error(),
-                        e.debug()
-                    )),
-                    gst::MessageView::Warning(w) => st.errors.lock().unwrap().push(format!(
-                        "warning {}: {}",
-                        msg.src()
-                            .map(|s| s.path_string().to_string())
-                            .unwrap_or_default(),
-                        w.error()
-                    )),
-                    _ => {}
-                }
-                gst::BusSyncReply::Drop
-            });
-        }
-
-        // Signal handlers capture only the stats and a weak pipeline ref: a strong ref to any
-        // element from a handler of that element would keep webrtcbin (and its threads) alive.
-        {
-            let st = stats.clone();
-            webrtc.connect("on-ice-candidate", false, move |vals| {
-                let mline = vals[1].get::<u32>().unwrap_or(0);
-                if let Ok(c) = vals[2].get::<String>() {
-                    st.candidates.lock().unwrap().push((mline, c));
-                }
-                None
-            });
-        }
-        {
-            let st = stats.clone();
-            webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-                let s = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-                if s == gst_webrtc::WebRTCICEGatheringState::Complete {
-                    let (m, cv) = &st.gathered;
-                    *m.lock().unwrap() = true;
-                    cv.notify_all();
-                }
-            });
-        }
+        let webrtc = peer_webrtcbin(&pipeline, &stats.peer, || {});
+        webrtc.set_property("latency", RECEIVER_LATENCY_MS);
+        // The pad handler captures the stats and a weak pipeline ref only (see peer_webrtcbin).
         {
             let st = stats.clone();
             let pipe_weak = pipeline.downgrade();
@@ -479,51 +543,7 @@ impl Receiver {
             .set_state(gst::State::Playing)
             .expect("receiver pipeline to PLAYING");
 
-        let reply = call_with_promise(&webrtc, "create-offer", None::<gst::Structure>.to_value())
-            .expect("create-offer")
-            .expect("create-offer: empty reply");
-        let offer = reply
-            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-            .expect("create-offer: no offer in reply");
-        call_with_promise(&webrtc, "set-local-description", offer.to_value())
-            .expect("set-local-description");
-
-        {
-            let (m, cv) = &stats.gathered;
-            let g = m.lock().unwrap();
-            let (g, _) = cv
-                .wait_timeout_while(g, GATHER_TIMEOUT, |done| !*done)
-                .unwrap();
-            if !*g {
-                stats
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .push("ICE gathering did not complete in time".into());
-            }
-        }
-
-        // webrtcbin adds gathered candidates to its local description; fall back to the ones
-        // seen through on-ice-candidate if this version did not.
-        let local = webrtc
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .expect("local-description after set-local-description");
-        let mut msg = local.sdp().to_owned();
-        if count_candidates(&msg) == 0 {
-            for (mline, c) in stats.candidates.lock().unwrap().iter() {
-                let value = c.strip_prefix("a=").unwrap_or(c);
-                let value = value.strip_prefix("candidate:").unwrap_or(value);
-                if let Some(m) = msg.media_mut(*mline) {
-                    m.add_attribute("candidate", Some(value));
-                }
-            }
-        }
-        if opts.strip_candidates {
-            msg = strip_candidates(&msg);
-        }
-        let ufrag = sdp_attr(&msg, "ice-ufrag").unwrap_or_default();
-        let pwd = sdp_attr(&msg, "ice-pwd").unwrap_or_default();
-        let text = msg.as_text().expect("offer as text");
+        let (text, ufrag, pwd) = gathered_offer(&webrtc, &stats.peer, opts.strip_candidates);
         (
             Receiver {
                 pipeline,
@@ -553,7 +573,7 @@ impl Receiver {
     /// Local ICE candidates gathered so far as (mline index, "candidate:..." line), for trickle
     /// PATCH tests.
     pub fn local_candidates(&self) -> Vec<(u32, String)> {
-        self.stats.candidates.lock().unwrap().clone()
+        self.stats.peer.candidates.lock().unwrap().clone()
     }
 
     /// This peer's ICE credentials (from the offer), for building PATCH sdpfrags.
@@ -603,7 +623,7 @@ impl Receiver {
     /// Errors and warnings posted on the pipeline bus, plus wiring problems; for assertion
     /// messages.
     pub fn errors(&self) -> Vec<String> {
-        self.stats.errors.lock().unwrap().clone()
+        self.stats.peer.errors.lock().unwrap().clone()
     }
 
     /// Waits (polling every 50 ms) until frames_decoded() >= n or the timeout passes; returns

@@ -23,8 +23,8 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 
 use super::whep::{
-    audio_caps, call_with_promise, count_candidates, disable_upnp, init, pc_state_string, sdp_attr,
-    strip_candidates, video_caps, GATHER_TIMEOUT,
+    audio_caps, call_with_promise, gathered_offer, init, pc_state_string, peer_webrtcbin,
+    video_caps, PeerSignals,
 };
 pub use super::whep::{PT_H264, PT_OPUS, PT_VP8};
 
@@ -84,15 +84,18 @@ struct Stats {
     video_frames: AtomicU64,
     plis: AtomicU64,
     firs: AtomicU64,
-    candidates: Mutex<Vec<(u32, String)>>,
-    errors: Mutex<Vec<String>>,
-    gathered: (Mutex<bool>, Condvar),
+    peer: Arc<PeerSignals>,
     /// A generation number bumped on every counter or state change, so that a waiter can sleep
     /// until something happened instead of polling.
     changed: (Mutex<u64>, Condvar),
 }
 
 impl Stats {
+    fn error(&self, e: String) {
+        self.peer.errors.lock().unwrap().push(e);
+        self.bump();
+    }
+
     fn bump(&self) {
         let (m, cv) = &self.changed;
         *m.lock().unwrap() += 1;
@@ -118,11 +121,6 @@ impl Stats {
                 .wait_timeout_while(g, end - now, |gen| *gen == seen)
                 .unwrap();
         }
-    }
-
-    fn error(&self, e: String) {
-        self.errors.lock().unwrap().push(e);
-        self.bump();
     }
 }
 
@@ -270,58 +268,9 @@ impl Publisher {
         );
         let stats = Arc::new(Stats::default());
         let pipeline = gst::Pipeline::new();
-        let webrtc = gst::ElementFactory::make("webrtcbin")
-            .property_from_str("bundle-policy", "max-bundle")
-            .build()
-            .expect("webrtcbin (gst-plugins-bad) missing");
-        disable_upnp(&webrtc);
-        pipeline.add(&webrtc).unwrap();
-
-        // Errors end up in `errors()` instead of piling up on an unwatched bus.
-        {
-            let st = stats.clone();
-            pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
-                let src = || {
-                    msg.src()
-                        .map(|s| s.path_string().to_string())
-                        .unwrap_or_default()
-                };
-                match msg.view() {
-                    gst::MessageView::Error(e) => {
-                        st.error(format!("{}: {} ({:?})", src(), e.error(), e.debug()))
-                    }
-                    gst::MessageView::Warning(w) => {
-                        st.error(format!("warning {}: {}", src(), w.error()))
-                    }
-                    _ => {}
-                }
-                gst::BusSyncReply::Drop
-            });
-        }
-
-        // Handlers capture only the stats: a strong element reference in a handler of that
-        // element would keep webrtcbin (and its threads) alive after drop.
-        {
-            let st = stats.clone();
-            webrtc.connect("on-ice-candidate", false, move |vals| {
-                let mline = vals[1].get::<u32>().unwrap_or(0);
-                if let Ok(c) = vals[2].get::<String>() {
-                    st.candidates.lock().unwrap().push((mline, c));
-                }
-                None
-            });
-        }
-        {
-            let st = stats.clone();
-            webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-                let s = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-                if s == gst_webrtc::WebRTCICEGatheringState::Complete {
-                    let (m, cv) = &st.gathered;
-                    *m.lock().unwrap() = true;
-                    cv.notify_all();
-                }
-            });
-        }
+        let st = stats.clone();
+        let webrtc = peer_webrtcbin(&pipeline, &stats.peer, move || st.bump());
+        // Handlers capture only the stats (see peer_webrtcbin).
         {
             let st = stats.clone();
             webrtc.connect_notify(Some("connection-state"), move |_, _| st.bump());
@@ -373,47 +322,7 @@ impl Publisher {
             stats.error("webrtcbin sink pads got no caps in time".into());
         }
 
-        let reply = call_with_promise(&webrtc, "create-offer", None::<gst::Structure>.to_value())
-            .expect("create-offer")
-            .expect("create-offer: empty reply");
-        let offer = reply
-            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-            .expect("create-offer: no offer in reply");
-        call_with_promise(&webrtc, "set-local-description", offer.to_value())
-            .expect("set-local-description");
-
-        {
-            let (m, cv) = &stats.gathered;
-            let g = m.lock().unwrap();
-            let (g, _) = cv
-                .wait_timeout_while(g, GATHER_TIMEOUT, |done| !*done)
-                .unwrap();
-            if !*g {
-                stats.error("ICE gathering did not complete in time".into());
-            }
-        }
-
-        // webrtcbin 1.22 adds gathered candidates to its local description; fall back to the
-        // ones seen through on-ice-candidate if a version does not.
-        let local = webrtc
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .expect("local-description after set-local-description");
-        let mut msg = local.sdp().to_owned();
-        if count_candidates(&msg) == 0 {
-            for (mline, c) in stats.candidates.lock().unwrap().iter() {
-                let value = c.strip_prefix("a=").unwrap_or(c);
-                let value = value.strip_prefix("candidate:").unwrap_or(value);
-                if let Some(m) = msg.media_mut(*mline) {
-                    m.add_attribute("candidate", Some(value));
-                }
-            }
-        }
-        if opts.strip_candidates {
-            msg = strip_candidates(&msg);
-        }
-        let ufrag = sdp_attr(&msg, "ice-ufrag").unwrap_or_default();
-        let pwd = sdp_attr(&msg, "ice-pwd").unwrap_or_default();
-        let text = msg.as_text().expect("offer as text");
+        let (text, ufrag, pwd) = gathered_offer(&webrtc, &stats.peer, opts.strip_candidates);
         (
             Publisher {
                 pipeline,
@@ -526,7 +435,7 @@ impl Publisher {
     /// Local ICE candidates gathered, as (mline index, "candidate:..." line), for trickle
     /// PATCH tests.
     pub fn local_candidates(&self) -> Vec<(u32, String)> {
-        self.stats.candidates.lock().unwrap().clone()
+        self.stats.peer.candidates.lock().unwrap().clone()
     }
 
     /// This peer's ICE credentials (from the offer), for building PATCH sdpfrags.
@@ -536,7 +445,7 @@ impl Publisher {
 
     /// Errors and warnings posted on the pipeline bus, for assertion messages.
     pub fn errors(&self) -> Vec<String> {
-        self.stats.errors.lock().unwrap().clone()
+        self.stats.peer.errors.lock().unwrap().clone()
     }
 
     /// The webrtcbin element, for tests that need something this API does not expose.
