@@ -224,6 +224,17 @@ pub fn gathered_offer(
     (msg.as_text().expect("offer as text"), ufrag, pwd)
 }
 
+/// Applies a server's SDP answer as the remote description.
+pub fn apply_answer(webrtc: &gst::Element, answer_sdp: &str) -> Result<(), String> {
+    let msg = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes())
+        .map_err(|e| format!("answer does not parse as SDP: {e}"))?;
+    if msg.medias_len() == 0 {
+        return Err("answer has no m= sections".into());
+    }
+    let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
+    call_with_promise(webrtc, "set-remote-description", desc.to_value()).map(|_| ())
+}
+
 static INIT: Once = Once::new();
 
 /// Initialises GStreamer once per process (and warms the DTLS certificate).
@@ -559,15 +570,8 @@ impl Receiver {
 
     /// Applies the server's SDP answer.
     pub fn set_answer(&self, answer_sdp: &str) -> Result<(), String> {
-        let msg = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes())
-            .map_err(|e| format!("answer does not parse as SDP: {e}"))?;
-        if msg.medias_len() == 0 {
-            return Err("answer has no m= sections".into());
-        }
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
         *self.stats.answer_at.lock().unwrap() = Some(Instant::now());
-        call_with_promise(&self.webrtc, "set-remote-description", desc.to_value()).map(|_| ())
+        apply_answer(&self.webrtc, answer_sdp)
     }
 
     /// Local ICE candidates gathered so far as (mline index, "candidate:..." line), for trickle

@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstreamer as gst;
-use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 
 use super::whep::{
-    audio_caps, call_with_promise, gathered_offer, init, pc_state_string, peer_webrtcbin,
-    video_caps, PeerSignals,
+    apply_answer, audio_caps, call_with_promise, gathered_offer, init, pc_state_string,
+    peer_webrtcbin, video_caps, PeerSignals,
 };
 pub use super::whep::{PT_H264, PT_OPUS, PT_VP8};
 
@@ -337,14 +336,7 @@ impl Publisher {
 
     /// Applies the server's SDP answer.
     pub fn set_answer(&self, sdp: &str) -> Result<(), String> {
-        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|e| format!("answer does not parse as SDP: {e}"))?;
-        if msg.medias_len() == 0 {
-            return Err("answer has no m= sections".into());
-        }
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
-        call_with_promise(&self.webrtc, "set-remote-description", desc.to_value()).map(|_| ())
+        apply_answer(&self.webrtc, sdp)
     }
 
     /// webrtcbin connection state as a string ("new","connecting","connected","failed",...).
