@@ -143,19 +143,7 @@ fn answer(offer_sdp: &str) -> (Sender, String) {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let offer_desc =
-        gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-    whep::call_with_promise(&webrtc, "set-remote-description", offer_desc.to_value())
-        .expect("sender set-remote-description");
-    let reply =
-        whep::call_with_promise(&webrtc, "create-answer", None::<gst::Structure>.to_value())
-            .expect("create-answer")
-            .expect("create-answer reply");
-    let ans = reply
-        .get::<gst_webrtc::WebRTCSessionDescription>("answer")
-        .expect("answer in reply");
-    whep::call_with_promise(&webrtc, "set-local-description", ans.to_value())
-        .expect("sender set-local-description");
+    whep::answer_offer(&webrtc, offer);
 
     let end = Instant::now() + Duration::from_secs(10);
     while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")

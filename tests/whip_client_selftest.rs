@@ -213,19 +213,7 @@ impl Receiver {
         pipeline.set_state(gst::State::Playing).unwrap();
 
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes()).expect("offer parses");
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        whep::call_with_promise(&webrtc, "set-remote-description", offer.to_value())
-            .expect("receiver set-remote-description");
-        let reply =
-            whep::call_with_promise(&webrtc, "create-answer", None::<gst::Structure>.to_value())
-                .expect("create-answer")
-                .expect("create-answer reply");
-        let answer = reply
-            .get::<gst_webrtc::WebRTCSessionDescription>("answer")
-            .expect("answer in reply");
-        whep::call_with_promise(&webrtc, "set-local-description", answer.to_value())
-            .expect("receiver set-local-description");
+        whep::answer_offer(&webrtc, offer);
         let rx = Receiver {
             pipeline,
             webrtc,

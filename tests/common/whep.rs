@@ -235,6 +235,26 @@ pub fn apply_answer(webrtc: &gst::Element, answer_sdp: &str) -> Result<(), Strin
     call_with_promise(webrtc, "set-remote-description", desc.to_value()).map(|_| ())
 }
 
+/// Plays the answering side in-process (the client self-tests): applies `offer`, creates and
+/// applies the answer, and returns it.
+pub fn answer_offer(
+    webrtc: &gst::Element,
+    offer: gst_sdp::SDPMessage,
+) -> gst_webrtc::WebRTCSessionDescription {
+    let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+    call_with_promise(webrtc, "set-remote-description", offer.to_value())
+        .expect("answerer set-remote-description");
+    let reply = call_with_promise(webrtc, "create-answer", None::<gst::Structure>.to_value())
+        .expect("create-answer")
+        .expect("create-answer reply");
+    let answer = reply
+        .get::<gst_webrtc::WebRTCSessionDescription>("answer")
+        .expect("answer in reply");
+    call_with_promise(webrtc, "set-local-description", answer.to_value())
+        .expect("answerer set-local-description");
+    answer
+}
+
 static INIT: Once = Once::new();
 
 /// Initialises GStreamer once per process (and warms the DTLS certificate).
