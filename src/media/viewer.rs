@@ -2,7 +2,6 @@
 //!
 //! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -407,10 +406,5 @@ impl Viewer {
         let _ = self.webrtcbin.set_state(gst::State::Null);
         let _ = self.webrtcbin.state(gst::ClockTime::from_seconds(5));
         let _ = pipeline.remove(&self.webrtcbin);
-    }
-
-    /// Remote address of the selected candidate pair, when known.
-    pub fn remote_address(&self) -> Option<IpAddr> {
-        None
     }
 }
