@@ -138,11 +138,6 @@ impl Ingest {
         &self.inner.sdp_path
     }
 
-    /// Video and audio RTP ports FFmpeg reads.
-    pub fn ports(&self) -> (u16, u16) {
-        self.inner.ports()
-    }
-
     /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher makes
     /// this fail with [`PublishError::Busy`]; one whose connection failed, never came up or went
     /// silent is replaced.
@@ -273,10 +268,11 @@ impl Ingest {
 
     /// The state for the API.
     pub fn info(&self) -> IngestInfo {
+        let (video_port, audio_port) = self.inner.ports();
         let state = self.inner.lock();
         IngestInfo {
-            video_port: self.inner.ports().0,
-            audio_port: self.inner.ports().1,
+            video_port,
+            audio_port,
             sdp: self.inner.sdp_path.display().to_string(),
             publisher: state.publisher.as_ref().map(|(id, p)| PublisherInfo {
                 id: id.clone(),

@@ -65,7 +65,7 @@ impl Publisher {
         let webrtcbin = peer::new_webrtcbin(ice)?;
         webrtcbin.set_property("latency", jitter_latency_ms);
         pipeline.add(&webrtcbin)?;
-        let publisher = Publisher {
+        let mut publisher = Publisher {
             pipeline,
             webrtcbin,
             flags: Arc::new(PeerFlags::default()),
@@ -88,14 +88,9 @@ impl Publisher {
             }
         }
         publisher.forward_pads(video, audio);
-        let mut publisher = publisher;
-        match publisher.negotiate(offer, accepted, ice, on_dead) {
-            Ok(()) => Ok(publisher),
-            Err(e) => {
-                publisher.teardown();
-                Err(e)
-            }
-        }
+        // On failure the publisher is dropped here, which tears its pipeline down.
+        publisher.negotiate(offer, accepted, ice, on_dead)?;
+        Ok(publisher)
     }
 
     fn negotiate(
@@ -226,16 +221,13 @@ impl Publisher {
         }
     }
 
-    /// Stops the pipeline and waits for it, which joins webrtcbin's threads.
-    pub fn teardown(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-        let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));
-    }
 }
 
 impl Drop for Publisher {
+    /// Stops the pipeline and waits for it, which joins webrtcbin's threads.
     fn drop(&mut self) {
-        self.teardown();
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));
     }
 }
 
