@@ -220,7 +220,6 @@ impl Publisher {
             }
         }
     }
-
 }
 
 impl Drop for Publisher {
