@@ -1,5 +1,6 @@
 //! FFmpeg processes: definitions, supervision, progress and reports.
 
+pub mod access;
 pub mod config;
 pub mod placeholder;
 pub mod probe;
@@ -8,5 +9,6 @@ pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod sampler;
+pub mod sandbox;
 
 pub use registry::{ProcessCommand, Registry, RegistryError};

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::access::Access;
 use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{RunHooks, Runner, Spec};
+use super::sandbox::Sandbox;
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
 use crate::store::{ProcessRecord, Store, StoreError};
@@ -33,6 +35,10 @@ pub struct Settings {
     pub log_max_history: usize,
     /// SIGINT → SIGKILL delay.
     pub kill_timeout: Duration,
+    /// What definitions may read and write.
+    pub access: Arc<Access>,
+    /// How FFmpeg is started.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// Why a registry operation failed.
@@ -541,6 +547,7 @@ impl Registry {
             log_max_lines: self.settings.log_max_lines,
             log_max_history: self.settings.log_max_history,
             hooks: None,
+            sandbox: self.settings.sandbox.clone(),
         }
     }
 
@@ -565,6 +572,10 @@ impl Registry {
             .iter()
             .map(|o| placeholder::replace(o, &global))
             .collect();
+        self.settings
+            .access
+            .check_options(&argv)
+            .map_err(|e| e.to_string())?;
         let mut probe_argv = argv.clone();
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
@@ -602,6 +613,13 @@ impl Registry {
                     .collect();
                 let mut options = options;
                 if kind == "input" {
+                    // References name another process's output, checked when that was stored.
+                    if !address.starts_with('#') && address != WHIP_ADDRESS {
+                        self.settings
+                            .access
+                            .check_input(&address, &options)
+                            .map_err(|e| e.to_string())?;
+                    }
                     if let Some(reference) = address.strip_prefix('#') {
                         address = self.resolve_reference(id, reference, replacing)?;
                     } else if address == WHIP_ADDRESS {
@@ -615,6 +633,10 @@ impl Registry {
                     probe_argv.extend(["-i".to_string(), address.clone()]);
                     inputs.push(IoRef { id: io_id, address });
                 } else {
+                    self.settings
+                        .access
+                        .check_output(&address, &options)
+                        .map_err(|e| e.to_string())?;
                     argv.extend(options);
                     argv.push(address.clone());
                     outputs.push(IoRef { id: io_id, address });
