@@ -26,10 +26,14 @@ pub struct Server {
 
 impl Server {
     /// Prepares the data directory, opens the store, starts stored processes and binds.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        // Absolute from here on: FFmpeg runs in the data directory, not in ours, so every path
+        // handed to it must be absolute (and is then made relative to its working directory).
+        config.storage.data_dir = data_dir.canonicalize()?;
+        let data_dir = &config.storage.data_dir;
         let public = config.storage.public_path();
         std::fs::create_dir_all(&public)
             .with_context(|| format!("cannot create public directory {}", public.display()))?;
