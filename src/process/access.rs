@@ -34,16 +34,21 @@ const PATH_OPTIONS: &[&str] = &[
     "-progress",
     "-hls_segment_filename",
     "-hls_key_info_file",
-    "-hls_fmp4_init_filename",
-    "-master_pl_name",
     "-segment_list",
-    "-init_seg_name",
-    "-media_seg_name",
     "-key_info_file",
     "-stats_file",
     "-fontfile",
     "-textfile",
     "-dump_attachment",
+];
+
+/// Options whose value FFmpeg joins to the output's directory: plain file names only, so they
+/// cannot climb out of it.
+const NAME_OPTIONS: &[&str] = &[
+    "-master_pl_name",
+    "-hls_fmp4_init_filename",
+    "-init_seg_name",
+    "-media_seg_name",
 ];
 
 /// Filter-graph options; their values are checked for filters that open files.
@@ -250,7 +255,13 @@ impl Access {
                     value: value.clone(),
                     rule,
                 };
-                if PATH_OPTIONS.contains(&option) || option.starts_with("-dump_attachment") {
+                if NAME_OPTIONS.contains(&option) {
+                    if value.contains('/') || value.contains("..") {
+                        return Err(refuse(
+                            "it is a file name next to the output, without '/' or '..'".into(),
+                        ));
+                    }
+                } else if PATH_OPTIONS.contains(&option) || option.starts_with("-dump_attachment") {
                     if !self.output.allows(value) && !self.input.allows(value) {
                         self.check_local(value, Direction::Output)
                             .map_err(&refuse)?;
@@ -265,6 +276,7 @@ impl Access {
             }
             if value.starts_with('-')
                 && (PATH_OPTIONS.contains(&value.as_str())
+                    || NAME_OPTIONS.contains(&value.as_str())
                     || value.starts_with("-dump_attachment")
                     || is_graph_option(value))
             {
@@ -548,6 +560,7 @@ mod tests {
             ("-filter_complex", "movie=/etc/passwd[v]"),
             ("-vf", "drawtext=textfile=/etc/shadow"),
             ("-af", "ladspa=file=/tmp/evil.so"),
+            ("-master_pl_name", "../../../etc/cron.d/x"),
         ] {
             let e = a.check_options(&opts(&["-y", option, value])).unwrap_err();
             assert_eq!(e.kind, format!("option {option}"));
@@ -557,7 +570,9 @@ mod tests {
                 "-vf",
                 "scale=640:-2,format=yuv420p",
                 "-hls_segment_filename",
-                "public/x%d.ts"
+                "public/x%d.ts",
+                "-master_pl_name",
+                "main.m3u8"
             ]))
             .is_ok());
     }
