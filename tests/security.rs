@@ -525,3 +525,45 @@ async fn landlock_confines_ffmpeg_to_the_data_directory() {
         std::fs::read(server.data_dir.join("public/blocked.txt")).map_or(true, |b| b.is_empty())
     );
 }
+
+/// Refused requests change nothing that runs: a PUT refused for a hostile output (asking for
+/// other WebRTC options too) and a POST refused as a duplicate leave a connected viewer decoding.
+#[tokio::test]
+async fn refused_requests_leave_a_live_viewer_decoding() {
+    use common::media::{connect_when_ready, make_source, webrtc_process};
+    use common::whep::OfferOptions;
+    let server = TestServer::start().await;
+    let _log = common::ServerLogOnPanic(&server);
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("live", &source)).await;
+    let (rx, _resource, _) = connect_when_ready(&server, "live", &OfferOptions::default()).await;
+    assert!(
+        rx.wait_frames(30, Duration::from_secs(15)),
+        "the viewer never decoded"
+    );
+
+    let mut hostile = webrtc_process("live", &source);
+    hostile["webrtc"]["force_transcode"] = json!(true);
+    hostile["output"][0]["address"] = json!("/tmp/owned.txt");
+    let (status, body) = server
+        .call(Method::PUT, "/api/v3/process/live", Some(hostile))
+        .await;
+    common::assert_error(status, &body, 400);
+    let mut duplicate = webrtc_process("live", &source);
+    duplicate["webrtc"]["force_transcode"] = json!(true);
+    let (status, body) = server
+        .call(Method::POST, "/api/v3/process", Some(duplicate))
+        .await;
+    common::assert_error(status, &body, 400);
+
+    let before = rx.frames_decoded();
+    assert!(
+        rx.wait_frames(before + 60, Duration::from_secs(10)),
+        "frames stopped at {} after the refused requests (from {before}); state {}",
+        rx.frames_decoded(),
+        rx.connection_state()
+    );
+    let (_, stream) = server.get("/api/v3/process/live/webrtc").await;
+    assert_eq!(stream["viewers"], 1, "{stream}");
+    assert!(!stream.to_string().contains("transcode\":true"), "{stream}");
+}
