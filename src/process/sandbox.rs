@@ -156,6 +156,13 @@ impl Sandbox {
     pub fn command(&self, binary: &Path, args: &[String]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(binary);
         command.args(args.iter().map(|a| relativize(a, &self.data_dir)));
+        // The server's settings (credentials, the JWT secret) may come from the environment;
+        // FFmpeg's account can read its own /proc/<pid>/environ, so they stay out of it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("STREAMCORE_") {
+                command.env_remove(name);
+            }
+        }
         let dir = self.data_dir_c.clone();
         let account = self.account;
         // Built here, before the fork: opening the rule paths allocates.
