@@ -46,7 +46,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 429, description = "too many failed logins from this client; see Retry-After", body = super::error::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, request: Request) -> ApiResult<Json<TokenPair>> {
     let auth = state
         .auth

@@ -37,17 +37,7 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
             "request doesn't contain JSON content (Content-Type must be application/json)",
         ));
     }
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload Too Large",
-                "request body is too large",
-            )
-        } else {
-            ApiError::bad_request("Invalid JSON", rejection.body_text())
-        }
-    })?;
+    let bytes = read(req, state, "Invalid JSON").await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "Invalid JSON",
@@ -55,6 +45,32 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
         ));
     }
     Ok(bytes)
+}
+
+/// A raw request body whose failures (over the size limit: 413) are datarhei error bodies, not
+/// axum's plain text.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read(req, state, "Unreadable body").await.map(RawBody)
+    }
+}
+
+async fn read<S: Send + Sync>(req: Request, state: &S, message: &str) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::bad_request(message, rejection.body_text())
+        }
+    })
 }
 
 /// Parses JSON with datarhei-style error details.

@@ -145,7 +145,7 @@ fn glob(pattern: &Option<String>) -> Result<Option<globset::GlobMatcher>, ()> {
 
 /// List processes.
 #[utoipa::path(get, path = "/api/v3/process", tag = "process", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<Process>)))]
+    responses((status = 200, body = Vec<Process>), (status = 500, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -189,7 +189,7 @@ pub async fn list(
 
 /// Create a process.
 #[utoipa::path(post, path = "/api/v3/process", tag = "process", request_body = ProcessConfig, security(("bearer" = [])),
-    responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(mut config): JsonBody<ProcessConfig>,
@@ -212,7 +212,7 @@ pub async fn create(
 
 /// Read one process.
 #[utoipa::path(get, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path), GetQuery), security(("bearer" = [])),
-    responses((status = 200, body = Process), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Process), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -235,7 +235,7 @@ fn entry(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Entry>> {
 
 /// Replace a process; fields absent from the body keep their current values.
 #[utoipa::path(put, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path)), request_body = ProcessConfig,
-    security(("bearer" = [])), responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -284,7 +284,7 @@ fn merge(base: &mut Value, patch: Value) {
 
 /// Stop and delete a process.
 #[utoipa::path(delete, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = String, example = json!("OK")), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+    responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -300,7 +300,7 @@ pub async fn delete(
 
 /// Start, stop, restart or reload a process.
 #[utoipa::path(put, path = "/api/v3/process/{id}/command", tag = "process", params(("id" = String, Path)), request_body = Command,
-    security(("bearer" = [])), responses((status = 200, body = String, example = json!("OK")), (status = 400, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn command(
     State(state): State<AppState>,
     Path(id): Path<String>,
