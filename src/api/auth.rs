@@ -15,9 +15,11 @@ use crate::auth::TokenUse;
 /// Login credentials.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
-    /// Admin username.
+    /// Admin username. Optional in the type so that a missing one is a 400, not a JSON error.
+    #[schema(required = true, value_type = String)]
     pub username: Option<String>,
     /// Admin password.
+    #[schema(required = true, value_type = String)]
     pub password: Option<String>,
 }
 

@@ -74,6 +74,7 @@ pub struct GetQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Command {
     /// `start`, `stop`, `restart` or `reload`.
+    #[schema(pattern = "^(start|stop|restart|reload)$")]
     pub command: String,
 }
 

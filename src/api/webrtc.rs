@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::json::RawBody;
+use super::json::OptionalJson;
 use super::AppState;
 use crate::media::ingest::{Ingest, IngestInfo};
 use crate::media::{stats, Stream, StreamInfo};
@@ -44,6 +44,7 @@ pub async fn info(
 pub struct TokenRequest {
     /// Lifetime in seconds; default `webrtc.viewer_token_seconds` (viewer tokens) or
     /// `webrtc.publish_token_seconds` (publish tokens).
+    #[schema(minimum = 1, maximum = 31536000)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -64,10 +65,10 @@ pub struct ViewerToken {
 pub async fn issue_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    RawBody(body): RawBody,
+    OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<ViewerToken>> {
     stream_of(&state, &id)?;
-    let ttl = requested_ttl(&body, state.config.webrtc.viewer_token_seconds)?;
+    let ttl = requested_ttl(request, state.config.webrtc.viewer_token_seconds)?;
     let issued = state.process_tokens.issue(&id, ttl);
     Ok(Json(ViewerToken {
         token: issued.token,
@@ -75,13 +76,8 @@ pub async fn issue_token(
     }))
 }
 
-/// The lifetime a token request asks for. The body is optional: a bare POST gets `default`.
-fn requested_ttl(body: &[u8], default: u64) -> ApiResult<u64> {
-    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenRequest::default()
-    } else {
-        super::json::parse(body)?
-    };
+/// The lifetime a token request asks for (`default` when it names none).
+fn requested_ttl(request: TokenRequest, default: u64) -> ApiResult<u64> {
     let ttl = request.ttl_seconds.unwrap_or(default);
     if ttl == 0 || ttl > MAX_TTL_SECONDS {
         return Err(ApiError::bad_request(
@@ -140,10 +136,10 @@ pub struct PublishToken {
 pub async fn issue_publish_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    RawBody(body): RawBody,
+    OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<PublishToken>> {
     ingest_of(&state, &id)?;
-    let ttl = requested_ttl(&body, state.config.webrtc.publish_token_seconds)?;
+    let ttl = requested_ttl(request, state.config.webrtc.publish_token_seconds)?;
     let issued = state.process_tokens.issue_publish(&id, ttl);
     Ok(Json(PublishToken {
         token: issued.token,
