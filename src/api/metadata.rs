@@ -3,12 +3,13 @@
 #[allow(unused_imports)] // the OpenAPI annotations name it
 use std::collections::HashMap;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::Json;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::{json_bytes, parse};
+use super::params::Path;
 use super::AppState;
 use crate::process::RegistryError;
 

@@ -7,6 +7,7 @@ pub mod json;
 pub mod metadata;
 pub mod openapi;
 pub mod pages;
+pub mod params;
 pub mod process;
 pub mod signalling;
 pub mod skills;

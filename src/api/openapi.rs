@@ -41,8 +41,9 @@ fn alias_of(path: &str) -> Option<(String, &'static str)> {
     }
 }
 
-/// What the router does around the handlers, which their annotations cannot see: the admin
-/// guard on `/api/v3`, the body limit, and the second home of WHEP and WHIP. Also makes the
+/// What the router and the extractors do around the handlers, which their annotations cannot
+/// see: the admin guard on `/api/v3`, the body limit, unreadable parameters (see
+/// [`super::params`]), and the second home of WHEP and WHIP. Also makes the
 /// operation ids unique (handlers of different modules share names such as `post`).
 struct RouterLayers;
 
@@ -54,6 +55,11 @@ impl Modify for RouterLayers {
                 unique_id(operation);
                 if operation.request_body.is_some() {
                     error_response(operation, 413, "The body is over http.max_body_bytes", None);
+                }
+                // The pages read their parameters in the browser.
+                let pages = operation.tags.iter().flatten().any(|t| t == "pages");
+                if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) && !pages {
+                    error_response(operation, 400, "A parameter that cannot be read", None);
                 }
             }
         }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::Json;
 use globset::GlobBuilder;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::{json_bytes, json_error, parse, JsonBody};
+use super::params::{Path, Query};
 use super::AppState;
 use crate::process::config::ProcessConfig;
 use crate::process::progress::Probe;

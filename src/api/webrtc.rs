@@ -1,7 +1,7 @@
 //! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, the viewer
 //! sessions with their transport figures, and a WHIP input's state and publish tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::OptionalJson;
+use super::params::Path;
 use super::AppState;
 use crate::media::ingest::{Ingest, IngestInfo};
 use crate::media::{stats, Stream, StreamInfo};

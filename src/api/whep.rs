@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::RawBody;
+use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, urlencoding, with_retry,
     TokenQuery,

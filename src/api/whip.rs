@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
 use super::json::RawBody;
+use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, TokenQuery,
 };
