@@ -41,6 +41,19 @@ pub fn path_values(name: &str) -> Vec<String> {
     values.iter().map(|v| v.to_string()).collect()
 }
 
+/// Values tried for each query parameter, one request each (with a valid token, on real ids).
+pub fn query_values(name: &str) -> &'static [&'static str] {
+    match name {
+        "filter" => &["state", "metadata", "config,report", "nonsense"],
+        "reference" => &["oa", "oa-none"],
+        "id" => &["oa-src,oa-relay", "oa-missing"],
+        "idpattern" => &["oa-*", "["],
+        "refpattern" => &["o?", "["],
+        "token" => &["not-a-jwt"],
+        other => panic!("no test values for query parameter {other}"),
+    }
+}
+
 /// Bodies the server must accept for an operation, keyed by operationId (the path values in
 /// `ids`). Each must also validate against the declared request schema.
 pub fn valid_bodies(operation_id: &str, ids: &BTreeMap<String, String>) -> Vec<String> {
