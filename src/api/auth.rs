@@ -16,9 +16,11 @@ use crate::auth::TokenUse;
 /// Login credentials.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
-    /// Admin username.
+    /// Admin username. Optional in the type so that a missing one is a 400, not a JSON error.
+    #[schema(required = true, value_type = String)]
     pub username: Option<String>,
     /// Admin password.
+    #[schema(required = true, value_type = String)]
     pub password: Option<String>,
 }
 
@@ -47,7 +49,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 404, description = "auth is off: there is no login", body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 429, description = "too many failed logins from this client; see Retry-After", body = super::error::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, request: Request) -> ApiResult<Json<TokenPair>> {
     let auth = state
         .auth
@@ -81,7 +86,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> ApiResult
 
 /// Exchange a refresh token for a new access token.
 #[utoipa::path(get, path = "/api/login/refresh", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = AccessToken), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = AccessToken), (status = 401, body = super::error::ErrorBody),
+        (status = 404, description = "auth is off: there is no login", body = super::error::ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
