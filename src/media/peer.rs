@@ -144,10 +144,13 @@ pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
     gathered_rx
 }
 
+/// The message of webrtcbin's error reply. The reply holds a GError, whose Debug form is only
+/// a pointer (`((GError*) 0x7f…)`): clients get its message.
 fn promise_error(promise: &gst::Promise) -> String {
     promise
         .get_reply()
-        .and_then(|r| r.value("error").ok().map(|v| format!("{v:?}")))
+        .and_then(|r| r.get::<glib::Error>("error").ok())
+        .map(|e| e.message().to_string())
         .unwrap_or_else(|| "webrtcbin gave no answer".into())
 }
 
