@@ -138,8 +138,39 @@ async fn the_panic_offer_is_a_400_and_600_of_them_leak_nothing() {
     let log = server.log.lock().unwrap().join("\n");
     assert!(!log.contains("panicked"), "a panic in the server log");
 
+    // The same offer to a WHIP endpoint, and the same line in a trickle PATCH, are refused alike.
+    server
+        .create(json!({
+            "id": "ingest",
+            "input": [{"id": "in", "address": "{whip}", "options": []}],
+            "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
+            "autostart": false
+        }))
+        .await;
+    let (status, _, body) = timed_post(
+        server.http.clone(),
+        server.url("/whip/ingest"),
+        hostile.clone(),
+    )
+    .await;
+    assert_clean_error(status, &body, 400);
+
     // A real viewer still gets in and receives media.
-    let (rx, _, _) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
+    let (rx, session, etag) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
+    let res = server
+        .http
+        .patch(&session)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/trickle-ice-sdpfrag",
+        )
+        .header(reqwest::header::IF_MATCH, etag)
+        .body(cut_key_attribute())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    assert_clean_error(status, &res.text().await.unwrap(), 400);
     let decoded = tokio::task::spawn_blocking(move || rx.wait_frames(10, Duration::from_secs(15)))
         .await
         .unwrap();
