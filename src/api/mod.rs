@@ -130,9 +130,12 @@ pub fn router(state: AppState) -> Router {
 
     let mut whep = Router::new().route("/whep", get(whep::list));
     // The same WHEP resources at the datarhei-style path; neither is behind the admin guard.
-    // SDP bodies have their own, much smaller size limits (see media::sdp_limits).
-    let offer_limit = || DefaultBodyLimit::max(sdp_limits::MAX_OFFER_BYTES);
-    let fragment_limit = || DefaultBodyLimit::max(sdp_limits::MAX_FRAGMENT_BYTES);
+    // SDP bodies have their own, much smaller size limits (see media::sdp_limits); a route's
+    // limit replaces the server's, so the smaller of the two applies.
+    let max_body = state.config.http.max_body_bytes;
+    let offer_limit = move || DefaultBodyLimit::max(sdp_limits::MAX_OFFER_BYTES.min(max_body));
+    let fragment_limit =
+        move || DefaultBodyLimit::max(sdp_limits::MAX_FRAGMENT_BYTES.min(max_body));
     for prefix in ["/whep", "/api/v3/whep"] {
         whep = whep
             .route(
