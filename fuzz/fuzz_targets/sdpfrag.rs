@@ -9,8 +9,12 @@ use streamcore::webrtc::sdpfrag;
 fuzz_target!(|data: &[u8]| {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| gstreamer::init().expect("GStreamer initialises"));
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(fragment) = sdpfrag::parse(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(fragment) = sdpfrag::parse(text) else {
+        return;
+    };
     let _ = fragment.is_restart("ufrag", "pwd");
     for candidate in fragment
         .session_candidates
