@@ -66,10 +66,7 @@ async fn start(slot: u16, auth: bool, extra: &[(&str, &str)]) -> TestServer {
         TestServer::start_with(&env).await
     };
     // Processes read only inside their data directory (docs/security.md).
-    let linked = server.data_dir.join("source.mkv");
-    if std::fs::hard_link(source(), &linked).is_err() {
-        std::fs::copy(source(), &linked).expect("copy the source into the data directory");
-    }
+    common::media::shared_into(&server, source());
     server
 }
 

@@ -71,13 +71,15 @@ impl ApiError {
         }
     }
 
-    /// 500 that keeps the cause out of the body but in the log.
+    /// 500 that keeps the cause out of the body but in the log: causes are internals (library
+    /// errors, panic messages, paths) that clients have no use for and must not see.
     pub fn internal(message: impl Into<String>, cause: &dyn std::fmt::Display) -> ApiError {
-        tracing::error!(error = %cause, "internal error");
+        let message = message.into();
+        tracing::error!(error = %cause, "{message}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             message,
-            cause.to_string(),
+            "internal error; the server log has the cause",
         )
     }
 

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod pages;
 pub mod params;
 pub mod process;
+pub mod redact;
 pub mod signalling;
 pub mod skills;
 pub mod webrtc;
@@ -18,6 +19,7 @@ pub mod whip;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use tower::ServiceExt;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -32,6 +35,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::media::sdp_limits;
 use crate::metrics::Metrics;
 use crate::process::Registry;
 use crate::store::Store;
@@ -130,17 +134,25 @@ pub fn router(state: AppState) -> Router {
 
     let mut whep = Router::new().route("/whep", get(whep::list));
     // The same WHEP resources at the datarhei-style path; neither is behind the admin guard.
+    // SDP bodies have their own, much smaller size limits (see media::sdp_limits); a route's
+    // limit replaces the server's, so the smaller of the two applies.
+    let max_body = state.config.http.max_body_bytes;
+    let offer_limit = move || DefaultBodyLimit::max(sdp_limits::MAX_OFFER_BYTES.min(max_body));
+    let fragment_limit =
+        move || DefaultBodyLimit::max(sdp_limits::MAX_FRAGMENT_BYTES.min(max_body));
     for prefix in ["/whep", "/api/v3/whep"] {
         whep = whep
             .route(
                 &format!("{prefix}/{{id}}"),
                 post(whep::post)
+                    .layer(offer_limit())
                     .get(whep::endpoint_head)
                     .options(whep::endpoint_options),
             )
             .route(
                 &format!("{prefix}/{{id}}/{{resource}}"),
                 axum::routing::patch(whep::patch)
+                    .layer(fragment_limit())
                     .delete(whep::delete)
                     .get(whep::resource_get)
                     .options(whep::session_options),
@@ -152,12 +164,14 @@ pub fn router(state: AppState) -> Router {
             .route(
                 &format!("{prefix}/{{id}}"),
                 post(whip::post)
+                    .layer(offer_limit())
                     .get(whip::endpoint_get)
                     .options(whip::endpoint_options),
             )
             .route(
                 &format!("{prefix}/{{id}}/{{resource}}"),
                 axum::routing::patch(whip::patch)
+                    .layer(fragment_limit())
                     .delete(whip::delete)
                     .get(whip::resource_get)
                     .options(whip::session_options),
@@ -189,7 +203,17 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outside the CORS layers, so its preflight answers get the WHEP headers too.
         .layer(middleware::from_fn(signalling::cors_headers))
-        .layer(TraceLayer::new_for_http())
+        // A panic in a handler is a JSON 500 that does not repeat the panic message.
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                "internal error; the server log has the cause",
+            )
+            .into_response()
+        }))
+        // Tokens in query strings never reach the log (see redact).
+        .layer(TraceLayer::new_for_http().make_span_with(redact::request_span))
         .with_state(state)
 }
 

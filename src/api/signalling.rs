@@ -5,6 +5,7 @@
 //! that is here.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::AppState;
 use crate::media::ice::{self, IceError};
-use crate::media::sdp::{advertise_public_ip, parse_offer, Offer, SdpError};
+use crate::media::sdp::{advertise_public_ip, offer_text, parse_offer, Offer, SdpError};
 use crate::webrtc::{ice_servers, sdpfrag};
 
 /// Seconds a client should wait before retrying a 409 or 503.
@@ -90,21 +91,64 @@ pub fn etag_of(answer: &str) -> String {
     format!("\"{ufrag}\"")
 }
 
-/// The offer of a POST body: 400 when it is not UTF-8 or not a usable offer, 422 when it has more
-/// than one video or audio track (RFC 9725 §4.2 lets the server pick either for that).
-pub fn offer_of(body: &[u8]) -> Result<Offer, ApiError> {
-    match std::str::from_utf8(body)
-        .map_err(|_| SdpError::Malformed("not UTF-8".into()))
-        .and_then(parse_offer)
-    {
-        Ok(offer) => Ok(offer),
-        Err(e @ SdpError::TooManyTracks(_)) => Err(ApiError::new(
+/// A body the route's [`DefaultBodyLimit`](axum::extract::DefaultBodyLimit) refused, as the
+/// datarhei error body (413 over the limit) instead of axum's plain text.
+pub fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "Payload Too Large",
+                "the body is larger than this endpoint takes",
+            )
+        } else {
+            ApiError::new(status, "Cannot read the body", rejection.body_text())
+        }
+    })
+}
+
+/// The offer of a POST body: 413 over the size limit, 400 when it is not UTF-8, over another
+/// [`sdp_limits`](crate::media::sdp_limits) limit or not a usable offer, 422 when it has more
+/// than one video or audio track (RFC 9725 §4.2 lets the server pick either for that). The
+/// limits are checked here in one pass; gstreamer-sdp parses off the async runtime.
+pub async fn offer_of(body: Bytes) -> Result<Offer, ApiError> {
+    offer_text(&body).map_err(sdp_error)?;
+    let parsed = tokio::task::spawn_blocking(move || offer_text(&body).and_then(parse_offer)).await;
+    match parsed {
+        Ok(result) => result.map_err(sdp_error),
+        Err(e) => Err(panicked("Malformed SDP", e)),
+    }
+}
+
+fn sdp_error(e: SdpError) -> ApiError {
+    match e {
+        SdpError::TooManyTracks(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Unprocessable Entity",
             e.to_string(),
-        )),
-        Err(e) => Err(ApiError::bad_request("Malformed SDP", e.to_string())),
+        ),
+        SdpError::TooLarge(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            e.to_string(),
+        ),
+        e => ApiError::bad_request("Malformed SDP", e.to_string()),
     }
+}
+
+/// A blocking task that failed: a panic (in GStreamer's bindings, or ours) is a 500 whose body
+/// says nothing of it; the panic itself goes to the log.
+pub fn panicked(message: &str, error: tokio::task::JoinError) -> ApiError {
+    let why = match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(e) => e.to_string(),
+    };
+    ApiError::internal(message, &why)
 }
 
 /// `201 Created` with the SDP answer, the session URL (`/{protocol}/{id}/{resource}`, under
@@ -171,7 +215,7 @@ pub async fn patch(
     state: &AppState,
     webrtcbin: gstreamer::Element,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !content_type_is(headers, sdpfrag::CONTENT_TYPE) {
         return unsupported_media_type(sdpfrag::CONTENT_TYPE);
@@ -196,12 +240,22 @@ pub async fn patch(
     if !if_match_matches(&if_match, &current) {
         return precondition_failed();
     }
-    let fragment = match std::str::from_utf8(body)
-        .map_err(|_| sdpfrag::Malformed("not UTF-8".into()))
-        .and_then(sdpfrag::parse)
-    {
-        Ok(fragment) => fragment,
-        Err(e) => return ApiError::bad_request("Malformed sdpfrag", e.to_string()).into_response(),
+    let body = match body_of(body) {
+        Ok(body) => body,
+        Err(refused) => return refused.into_response(),
+    };
+    let parsed = tokio::task::spawn_blocking(move || {
+        std::str::from_utf8(&body)
+            .map_err(|_| sdpfrag::Malformed("not UTF-8".into()))
+            .and_then(sdpfrag::parse)
+    })
+    .await;
+    let fragment = match parsed {
+        Ok(Ok(fragment)) => fragment,
+        Ok(Err(e)) => {
+            return ApiError::bad_request("Malformed sdpfrag", e.to_string()).into_response()
+        }
+        Err(e) => return panicked("Malformed sdpfrag", e).into_response(),
     };
     let Some((remote_ufrag, remote_pwd)) =
         ice::remote_description(&webrtcbin).and_then(|d| ice::credentials(&d))
@@ -214,7 +268,7 @@ pub async fn patch(
         return match added {
             Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
             Ok(Err(_)) => unknown_session(),
-            Err(e) => ApiError::internal("Trickle failed", &e).into_response(),
+            Err(e) => panicked("Trickle failed", e).into_response(),
         };
     }
     let (Some(ufrag), Some(pwd)) = (fragment.ufrag.clone(), fragment.pwd.clone()) else {
@@ -257,7 +311,7 @@ async fn restart(
         Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
         Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
         Ok(Err(())) => return precondition_failed(),
-        Err(e) => return ApiError::internal("ICE restart failed", &e).into_response(),
+        Err(e) => return panicked("ICE restart failed", e).into_response(),
     };
     if let Some(public) = public_ip {
         advertise_public_ip(&mut local, public);

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +19,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::json::RawBody;
 use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, urlencoding, with_retry,
@@ -107,7 +108,7 @@ pub async fn post(
     Query(query): Query<TokenQuery>,
     uri: Uri,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     if !content_type_is(&headers, "application/sdp") {
@@ -118,7 +119,11 @@ pub async fn post(
         Ok(stream) => stream,
         Err(e) => return e.into_response(),
     };
-    let offer = match signalling::offer_of(&body) {
+    let offer = match signalling::body_of(body) {
+        Ok(body) => signalling::offer_of(body).await,
+        Err(refused) => Err(refused),
+    };
+    let offer = match offer {
         Ok(offer) => offer,
         Err(refused) => return refused.into_response(),
     };
@@ -133,7 +138,7 @@ pub async fn post(
     let (resource, answer) = match added {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return add_error(&state, e),
-        Err(e) => return ApiError::internal("Negotiation failed", &e).into_response(),
+        Err(e) => return signalling::panicked("Negotiation failed", e).into_response(),
     };
     if let Some(webrtcbin) = stream.viewer_webrtcbin(&resource) {
         let metrics = state.metrics.clone();
@@ -246,10 +251,10 @@ pub async fn patch(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match viewer_webrtcbin(&state, &id, &resource) {
-        Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, &body).await,
+        Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, body).await,
         None => unknown_session(),
     }
 }

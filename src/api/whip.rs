@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
-use super::json::RawBody;
 use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, TokenQuery,
@@ -58,7 +59,7 @@ pub async fn post(
     uri: Uri,
     client: super::client::Client,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !content_type_is(&headers, "application/sdp") {
         return unsupported_media_type("application/sdp");
@@ -72,7 +73,11 @@ pub async fn post(
         return ApiError::unauthorized("a valid bearer token is required to publish here")
             .into_response();
     }
-    let offer = match signalling::offer_of(&body) {
+    let offer = match signalling::body_of(body) {
+        Ok(body) => signalling::offer_of(body).await,
+        Err(refused) => Err(refused),
+    };
+    let offer = match offer {
         Ok(offer) => offer,
         Err(refused) => return refused.into_response(),
     };
@@ -80,7 +85,7 @@ pub async fn post(
     let published = match published {
         Ok(Ok(published)) => published,
         Ok(Err(e)) => return publish_error(e),
-        Err(e) => return ApiError::internal("Negotiation failed", &e).into_response(),
+        Err(e) => return signalling::panicked("Negotiation failed", e).into_response(),
     };
     if published.media_changed {
         // FFmpeg reads the SDP file once, when it starts.
@@ -181,10 +186,10 @@ pub async fn patch(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match publisher_webrtcbin(&state, &id, &resource) {
-        Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, &body).await,
+        Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, body).await,
         None => unknown_session(),
     }
 }

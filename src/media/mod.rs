@@ -9,6 +9,8 @@ mod keyframe;
 pub mod peer;
 pub mod ports;
 pub mod sdp;
+pub mod sdp_limits;
+pub mod slots;
 pub mod stats;
 pub mod stream;
 pub mod transcode;
@@ -16,7 +18,6 @@ pub mod viewer;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,27 +86,9 @@ pub(crate) struct Shared {
     descriptions: transcode::Descriptions,
     /// `None` when this server cannot transcode (no encoder, no Opus encoder).
     capabilities: Option<transcode::TranscodeCapabilities>,
-    viewers: AtomicUsize,
+    /// The server-wide viewer cap; each attached viewer holds one slot.
+    viewers: Arc<slots::Slots>,
     negotiations: tokio::sync::Semaphore,
-}
-
-impl Shared {
-    fn reserve_viewer(&self) -> bool {
-        let max = self.config.max_viewers_total;
-        self.viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release_viewer(&self) {
-        let _ = self
-            .viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
-    }
 }
 
 /// The media engine.
@@ -202,10 +185,10 @@ impl Media {
         Ok(Media {
             ports: ports::PortAllocator::new(config.rtp_port_min, config.rtp_port_max),
             shared: Arc::new(Shared {
+                viewers: slots::Slots::new(config.max_viewers_total),
                 config,
                 descriptions,
                 capabilities,
-                viewers: AtomicUsize::new(0),
                 negotiations: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
@@ -270,7 +253,7 @@ impl Media {
 
     /// Viewers attached across all streams.
     pub fn viewers(&self) -> usize {
-        self.shared.viewers.load(Ordering::Acquire)
+        self.shared.viewers.used()
     }
 
     /// The settings in force.

@@ -144,10 +144,13 @@ pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
     gathered_rx
 }
 
+/// The message of webrtcbin's error reply. The reply holds a GError, whose Debug form is only
+/// a pointer (`((GError*) 0x7f…)`): clients get its message.
 fn promise_error(promise: &gst::Promise) -> String {
     promise
         .get_reply()
-        .and_then(|r| r.value("error").ok().map(|v| format!("{v:?}")))
+        .and_then(|r| r.get::<glib::Error>("error").ok())
+        .map(|e| e.message().to_string())
         .unwrap_or_else(|| "webrtcbin gave no answer".into())
 }
 
@@ -264,5 +267,33 @@ pub fn watch_receive(webrtcbin: &gst::Element, flags: Arc<PeerFlags>) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gstreamer_webrtc::WebRTCSDPType;
+
+    /// webrtcbin answers a bad call with a GError in the promise reply; what reaches a client is
+    /// its message, never the pointer that the reply's Debug form shows.
+    #[test]
+    fn webrtcbin_errors_carry_their_message_not_a_pointer() {
+        gst::init().unwrap();
+        let webrtcbin = new_webrtcbin(&IceConfig::default()).unwrap();
+        webrtcbin.set_state(gst::State::Ready).unwrap();
+        let sdp =
+            SDPMessage::parse_buffer(b"v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n").unwrap();
+        // An answer with no offer before it: webrtcbin refuses it.
+        let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, sdp);
+        let error = call(&webrtcbin, "set-remote-description", &answer)
+            .expect_err("an answer without an offer is refused")
+            .to_string();
+        webrtcbin.set_state(gst::State::Null).unwrap();
+        assert!(
+            !error.contains("GError") && !error.contains("0x"),
+            "{error}"
+        );
+        assert!(error.len() > "negotiation failed: ".len(), "{error}");
     }
 }

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
+use super::slots::{Slot, Slots};
 use super::transcode::{
     decide, fit_video_sizes, Decision, KeyUnitLimiter, TranscodeSettings, Vars,
 };
@@ -116,6 +117,8 @@ struct Built {
 struct Attached {
     viewer: Viewer,
     generation: u64,
+    /// The viewer's slots under the stream's and the server's caps, given back when it goes.
+    _slots: (Slot, Slot),
 }
 
 #[derive(Default)]
@@ -135,6 +138,8 @@ struct Inner {
     ports: PortPair,
     sdp_path: PathBuf,
     shared: Arc<Shared>,
+    /// The per-stream viewer cap.
+    slots: Arc<Slots>,
     state: Mutex<State>,
     dead_tx: tokio::sync::mpsc::UnboundedSender<String>,
 }
@@ -164,6 +169,7 @@ impl Stream {
             id: id.to_string(),
             ports,
             sdp_path,
+            slots: Slots::new(shared.config.max_viewers_per_stream),
             shared,
             state: Mutex::new(State {
                 options,
@@ -215,28 +221,31 @@ impl Stream {
     /// and the SDP answer.
     pub fn add_viewer(&self, offer: &Offer) -> Result<(String, String), AddError> {
         let inner = &self.inner;
-        let (pipeline, plans, generation) = {
+        // Slots are taken before negotiating and held by guards: a failed or panicking
+        // negotiation gives them back by unwinding, and concurrent POSTs never pass a cap.
+        let (pipeline, plans, generation, stream_slot) = {
             let state = inner.lock();
             let Some(built) = state.built.as_ref().filter(|_| inner.flowing(&state)) else {
                 return Err(AddError::NotReady);
             };
-            if state.viewers.len() >= inner.shared.config.max_viewers_per_stream {
-                return Err(AddError::StreamFull);
-            }
+            let slot = inner.slots.try_reserve().ok_or(AddError::StreamFull)?;
             (
                 built.pipeline.clone(),
                 plan(built, offer)?,
                 built.generation,
+                slot,
             )
         };
-        if !inner.shared.reserve_viewer() {
-            return Err(AddError::ServerFull);
-        }
+        let server_slot = inner
+            .shared
+            .viewers
+            .try_reserve()
+            .ok_or(AddError::ServerFull)?;
         let id = resource_id();
         let dead_tx = inner.dead_tx.clone();
         let dead_id = id.clone();
         let config = &inner.shared.config;
-        let created = viewer::create(
+        let mut viewer = viewer::create(
             &pipeline,
             offer,
             plans,
@@ -245,27 +254,24 @@ impl Stream {
             move || {
                 let _ = dead_tx.send(dead_id.clone());
             },
-        );
-        let mut viewer = match created {
-            Ok(viewer) => viewer,
-            Err(e) => {
-                inner.shared.release_viewer();
-                return Err(e.into());
-            }
-        };
+        )?;
         let answer = viewer.answer.clone();
         let mut state = inner.lock();
         if state.generation != generation {
             // The pipeline was rebuilt while we negotiated: this viewer hangs off a dead one.
             drop(state);
             viewer.teardown(&pipeline);
-            inner.shared.release_viewer();
             return Err(AddError::NotReady);
         }
         tracing::info!(stream = %inner.id, viewer = %id, "viewer added");
-        state
-            .viewers
-            .insert(id.clone(), Attached { viewer, generation });
+        state.viewers.insert(
+            id.clone(),
+            Attached {
+                viewer,
+                generation,
+                _slots: (stream_slot, server_slot),
+            },
+        );
         Ok((id, answer))
     }
 
@@ -404,7 +410,6 @@ impl Inner {
         } else {
             let _ = viewer.webrtcbin.set_state(gst::State::Null);
         }
-        self.shared.release_viewer();
         tracing::info!(stream = %self.id, viewer = %id, "viewer removed");
         true
     }
@@ -518,7 +523,6 @@ impl Drop for Inner {
         if let Some(built) = state.built.take() {
             for mut attached in viewers {
                 attached.viewer.teardown(&built.pipeline);
-                self.shared.release_viewer();
             }
             let _ = built.pipeline.set_state(gst::State::Null);
         }

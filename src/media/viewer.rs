@@ -98,7 +98,7 @@ pub fn create(
     pipeline
         .add(&webrtcbin)
         .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
-    let mut viewer = Viewer {
+    let viewer = Viewer {
         webrtcbin: webrtcbin.clone(),
         flags: flags.clone(),
         answer: String::new(),
@@ -106,20 +106,29 @@ pub fn create(
         created: Instant::now(),
         branches: Vec::new(),
     };
-    let result = negotiate(
+    // Until negotiation succeeds the viewer belongs to this guard, which tears it down on an
+    // error and on a panic alike (unwinding drops it), so no webrtcbin threads or sockets stay.
+    let mut unfinished = Unfinished {
         pipeline,
-        &mut viewer,
-        offer,
-        tracks,
-        ice,
-        queue_buffers,
-        on_dead,
-    );
-    if let Err(e) = result {
-        viewer.teardown(pipeline);
-        return Err(e);
+        viewer: Some(viewer),
+    };
+    let viewer = unfinished.viewer.as_mut().expect("set just above");
+    negotiate(pipeline, viewer, offer, tracks, ice, queue_buffers, on_dead)?;
+    Ok(unfinished.viewer.take().expect("taken only here"))
+}
+
+/// A viewer whose negotiation has not finished.
+struct Unfinished<'a> {
+    pipeline: &'a gst::Pipeline,
+    viewer: Option<Viewer>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(mut viewer) = self.viewer.take() {
+            viewer.teardown(self.pipeline);
+        }
     }
-    Ok(viewer)
 }
 
 use gstreamer::glib;

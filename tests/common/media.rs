@@ -47,6 +47,16 @@ pub fn clip(dir: &Path, name: &str, size: &str, seconds: u32, codecs: &str) -> P
     encode(dir, name, &args)
 }
 
+/// `file` (a fixture shared by a test binary) linked into the server's data directory, where
+/// processes may read it (docs/security.md), under the same name.
+pub fn shared_into(server: &TestServer, file: &Path) -> PathBuf {
+    let linked = server.data_dir.join(file.file_name().expect("a file name"));
+    if !linked.exists() && std::fs::hard_link(file, &linked).is_err() {
+        std::fs::copy(file, &linked).expect("copy the fixture into the data directory");
+    }
+    linked
+}
+
 /// A looping test source: 640x360 30 fps H.264 (constrained baseline, 1 s GOP) + Opus, 6 s.
 pub fn make_source(dir: &Path) -> PathBuf {
     clip(

@@ -312,6 +312,8 @@ a=rtpmap:127 H264/90000\r\na=fmtp:127 level-asymmetry-allowed=1;packetization-mo
 
     #[test]
     fn ffmpeg_sdp_describes_the_negotiated_media() {
+        // Run alone, no other test has initialised GStreamer.
+        gstreamer::init().unwrap();
         let offer = parse_offer(OFFER).unwrap();
         let media = IngestMedia::of(&accept_offer(&offer).unwrap());
         let sdp = media.ffmpeg_sdp("whip cam", 5000, 5002);
