@@ -69,6 +69,7 @@ impl Server {
         let listener = TcpListener::bind(&config.http.address)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.address))?;
+        let login_limiter = Arc::new(api::login_limit::LoginLimiter::new(&config.auth));
         let state = AppState {
             registry,
             media,
@@ -79,6 +80,7 @@ impl Server {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             instance: Arc::new(instance),
+            login_limiter,
         };
         Ok(Server { listener, state })
     }
@@ -94,10 +96,14 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let registry = self.state.registry.clone();
+        let http = &self.state.config.http;
+        let limits = crate::serve::Limits {
+            header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+            idle_timeout: Duration::from_secs(http.idle_timeout_seconds),
+            max_connections: http.max_connections,
+        };
         tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
-        axum::serve(self.listener, api::router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        crate::serve::serve(self.listener, api::router(self.state), limits, shutdown).await;
         registry.shutdown().await;
         Ok(())
     }
