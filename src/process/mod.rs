@@ -1,6 +1,7 @@
 //! FFmpeg processes: definitions, supervision, progress and reports.
 
 pub mod config;
+pub mod id;
 pub mod placeholder;
 pub mod probe;
 pub mod progress;
