@@ -537,3 +537,44 @@ async fn process_ids_follow_one_rule_on_create_and_rename() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(ids(&srv).await, vec!["keep"]);
 }
+
+#[tokio::test]
+async fn requests_hyper_refuses_get_json_error_bodies() {
+    let srv = TestServer::start().await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    for (request, code) in [
+        // A target over hyper's 65,534-byte limit (a 70,000-byte process id) never reaches the
+        // router; neither does a malformed request line nor an oversized header.
+        (
+            format!(
+                "GET /api/v3/process/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "y".repeat(70_000)
+            ),
+            414,
+        ),
+        ("GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 400),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+                "a".repeat(500_000)
+            ),
+            431,
+        ),
+    ] {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {code} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["code"], json!(code), "{body}");
+        assert!(body["details"][0].is_string(), "{body}");
+    }
+    ping(&srv).await;
+}

@@ -172,6 +172,15 @@ impl Connection {
         }
     }
 
+    /// True while a request (or its response body) is in flight.
+    pub fn is_busy(&self) -> bool {
+        self.table
+            .table()
+            .conns
+            .get(&self.id)
+            .is_some_and(|state| state.busy > 0)
+    }
+
     /// Resolves when the connection should be closed: evicted, or idle past its deadline.
     pub async fn closed(&self) -> Close {
         let mut deadline = self.slot.deadline.subscribe();

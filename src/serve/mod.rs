@@ -4,11 +4,13 @@
 //! request and wait (slowloris) pile up until the process runs out of file descriptors. Here
 //! every connection is served by hyper-util's auto builder with a timer, so HTTP/1 request heads
 //! must arrive within the header-read timeout; the [`connections::Connections`] table caps the
-//! number of connections, closes idle ones, and makes room under pressure. Graceful shutdown
+//! number of connections, closes idle ones, and makes room under pressure; the answers hyper
+//! writes itself for unparsable requests get JSON bodies. Graceful shutdown
 //! works as in axum: stop accepting, let every connection finish its requests, then return.
 
 pub mod connections;
 mod linger;
+mod parse_errors;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -125,6 +127,7 @@ impl ConnectionTask {
             }
         });
         let (socket, linger) = linger::Lingering::new(stream, connection.clone());
+        let socket = parse_errors::ErrorBodies::new(socket, connection.clone());
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(socket), service);
