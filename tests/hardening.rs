@@ -578,3 +578,48 @@ async fn requests_hyper_refuses_get_json_error_bodies() {
     }
     ping(&srv).await;
 }
+
+#[tokio::test]
+async fn sigterm_still_shuts_down_gracefully_with_connections_open() {
+    let srv = TestServer::start_with(&[("STREAMCORE_HTTP_HEADER_READ_TIMEOUT_MS", "1000")]).await;
+    let _log = common::ServerLogOnPanic(&srv);
+    srv.create(common::testsrc_process("run")).await;
+    srv.wait_state("run", Duration::from_secs(20), |s| s["exec"] == "running")
+        .await;
+    let ffmpeg = srv.ffmpeg_children();
+    assert_eq!(ffmpeg.len(), 1);
+
+    // A half-open connection and an idle keep-alive one must not hold the shutdown up.
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut half_open = TcpStream::connect(&addr).await.unwrap();
+    half_open
+        .write_all(b"GET /ping HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let keep_alive = Client::new();
+    keep_alive.get(srv.url("/ping")).send().await.unwrap();
+
+    let started = Instant::now();
+    // SAFETY: kill sends a signal to the server process this test started.
+    assert_eq!(unsafe { libc::kill(srv.pid() as i32, libc::SIGTERM) }, 0);
+    while srv.alive() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "server still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("server exited {:?} after SIGTERM", started.elapsed());
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+    for pid in ffmpeg {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().to_string());
+        assert!(
+            state.is_none_or(|s| s.starts_with('Z')),
+            "ffmpeg {pid} outlived the server: {stat}"
+        );
+    }
+}
