@@ -144,6 +144,8 @@ pub struct HttpConfig {
     /// A request head (and a new connection's first request) must arrive within this many ms;
     /// slower clients are disconnected (slowloris).
     pub header_read_timeout_ms: u64,
+    /// A request body must arrive completely within this many seconds after its head.
+    pub body_read_timeout_seconds: u64,
     /// A connection with no request in flight is closed after this many seconds. HTTP/1.1
     /// keep-alive connections are also bound by the header-read timeout while they wait.
     pub idle_timeout_seconds: u64,
@@ -158,6 +160,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             cors_origins: vec!["*".into()],
             header_read_timeout_ms: 10_000,
+            body_read_timeout_seconds: 30,
             idle_timeout_seconds: 60,
             // Half the usual 1,024 descriptor limit: WebRTC viewers (UDP sockets, GStreamer
             // pipes), FFmpeg's pipes and the database need the rest.
@@ -329,6 +332,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "STREAMCORE_HTTP_HEADER_READ_TIMEOUT_MS",
         "http.header_read_timeout_ms",
+    ),
+    (
+        "STREAMCORE_HTTP_BODY_READ_TIMEOUT_SECONDS",
+        "http.body_read_timeout_seconds",
     ),
     (
         "STREAMCORE_HTTP_IDLE_TIMEOUT_SECONDS",
@@ -507,8 +514,9 @@ impl Config {
         if self.http.max_connections == 0
             || self.http.header_read_timeout_ms == 0
             || self.http.idle_timeout_seconds == 0
+            || self.http.body_read_timeout_seconds == 0
         {
-            anyhow::bail!("http.max_connections, http.header_read_timeout_ms and http.idle_timeout_seconds must be positive");
+            anyhow::bail!("http.max_connections, http.header_read_timeout_ms, http.body_read_timeout_seconds and http.idle_timeout_seconds must be positive");
         }
         if self.auth.login_max_failures == 0 {
             anyhow::bail!("auth.login_max_failures must be positive");

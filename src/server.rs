@@ -100,6 +100,7 @@ impl Server {
         let limits = crate::serve::Limits {
             header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
             idle_timeout: Duration::from_secs(http.idle_timeout_seconds),
+            body_timeout: Duration::from_secs(http.body_read_timeout_seconds),
             max_connections: http.max_connections,
         };
         tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");

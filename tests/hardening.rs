@@ -625,3 +625,39 @@ async fn sigterm_still_shuts_down_gracefully_with_connections_open() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_at_the_body_read_timeout() {
+    let srv = TestServer::start_with(&[("STREAMCORE_HTTP_BODY_READ_TIMEOUT_SECONDS", "1")]).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let socket = TcpStream::connect(&addr).await.unwrap();
+    let (mut rx, mut tx) = socket.into_split();
+    let started = Instant::now();
+    // A complete head, then the body one byte every 200 ms: the head timeout does not apply
+    // and the connection is busy, so only the body deadline stops it.
+    let trickle = tokio::spawn(async move {
+        let head = "POST /api/v3/process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+        tx.write_all(head.as_bytes()).await.unwrap();
+        while tx.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), rx.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let took = started.elapsed();
+    trickle.abort();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["code"], json!(400), "{body}");
+    assert!(body.to_string().contains("did not arrive within"), "{body}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    assert_eq!(ids(&srv).await, Vec::<String>::new());
+}

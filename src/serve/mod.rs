@@ -3,23 +3,22 @@
 //! `axum::serve` sets no header-read timeout and no connection cap, so sockets that send half a
 //! request and wait (slowloris) pile up until the process runs out of file descriptors. Here
 //! every connection is served by hyper-util's auto builder with a timer, so HTTP/1 request heads
-//! must arrive within the header-read timeout; the [`connections::Connections`] table caps the
+//! must arrive within the header-read timeout and bodies within the body-read timeout; the [`connections::Connections`] table caps the
 //! number of connections, closes idle ones, and makes room under pressure; the answers hyper
 //! writes itself for unparsable requests get JSON bodies. Graceful shutdown
 //! works as in axum: stop accepting, let every connection finish its requests, then return.
 
+mod bodies;
 pub mod connections;
 mod linger;
 mod parse_errors;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody};
+use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::Request;
 use axum::Router;
@@ -39,6 +38,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A connection with nothing in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// Longest wait for a whole request body after its head.
+    pub body_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
 }
@@ -91,6 +92,7 @@ pub async fn serve(
             router: router.clone(),
             connection,
             peer,
+            body_timeout: limits.body_timeout,
             stop: stop_rx.clone(),
             _done: done_rx.clone(),
         };
@@ -108,6 +110,7 @@ struct ConnectionTask {
     router: Router,
     connection: Connection,
     peer: SocketAddr,
+    body_timeout: Duration,
     stop: watch::Receiver<bool>,
     _done: watch::Receiver<()>,
 }
@@ -116,14 +119,18 @@ impl ConnectionTask {
     async fn run(mut self, stream: TcpStream) {
         let connection = Arc::new(self.connection);
         let (router, peer, tracker) = (self.router, self.peer, connection.clone());
+        let body_timeout = self.body_timeout;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let busy = tracker.busy();
-            let mut request = request.map(Body::new);
+            let mut request =
+                request.map(|body| Body::new(bodies::Deadline::new(body, body_timeout)));
             request.extensions_mut().insert(ConnectInfo(peer));
             let response = router.clone().oneshot(request);
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+                Ok::<_, Infallible>(
+                    response.map(|body| Body::new(bodies::Tracked::new(body, busy))),
+                )
             }
         });
         let (socket, linger) = linger::Lingering::new(stream, connection.clone());
@@ -155,32 +162,6 @@ impl ConnectionTask {
                 }
             }
         }
-    }
-}
-
-/// A response body that keeps its connection busy until it is sent (or dropped).
-struct Tracked {
-    body: Body,
-    _busy: connections::Busy,
-}
-
-impl HttpBody for Tracked {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 
