@@ -2,11 +2,12 @@
 //!
 //! `axum::serve` sets no header-read timeout and no connection cap, so sockets that send half a
 //! request and wait (slowloris) pile up until the process runs out of file descriptors. Here
-//! every connection is served by hyper-util's auto builder with a timer, so HTTP/1 request heads
-//! must arrive within the header-read timeout and bodies within the body-read timeout; the [`connections::Connections`] table caps the
-//! number of connections, closes idle ones, and makes room under pressure; the answers hyper
-//! writes itself for unparsable requests get JSON bodies. Graceful shutdown
-//! works as in axum: stop accepting, let every connection finish its requests, then return.
+//! every connection is served by hyper-util's auto builder with a timer, so HTTP/1 request
+//! heads must arrive within the header-read timeout, and bodies within the body-read timeout.
+//! The [`connections::Connections`] table caps the number of connections, closes idle ones and
+//! makes room under pressure; the answers hyper writes itself for unparsable requests get JSON
+//! bodies. Graceful shutdown works as in axum: stop accepting, let every connection finish its
+//! requests, then return.
 
 mod bodies;
 pub mod connections;
