@@ -139,7 +139,9 @@ pub struct HttpConfig {
     pub address: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
-    /// Allowed CORS origins; `*` allows all.
+    /// Origins whose pages may call the control API (`/api`) from a browser; `*` allows all.
+    /// Empty (the default) refuses every cross-origin request to it. WHEP/WHIP and public files
+    /// are open to every origin regardless.
     pub cors_origins: Vec<String>,
     /// A request head (and a new connection's first request) must arrive within this many ms;
     /// slower clients are disconnected (slowloris).
@@ -158,7 +160,7 @@ impl Default for HttpConfig {
         Self {
             address: "0.0.0.0:8080".into(),
             max_body_bytes: 1024 * 1024,
-            cors_origins: vec!["*".into()],
+            cors_origins: Vec::new(),
             header_read_timeout_ms: 10_000,
             body_read_timeout_seconds: 30,
             idle_timeout_seconds: 60,
@@ -267,6 +269,39 @@ pub struct FfmpegConfig {
     pub log_max_history: usize,
     /// Seconds between SIGINT and SIGKILL when stopping a process.
     pub kill_timeout_seconds: u64,
+    /// User FFmpeg runs as when the server runs as root (`STREAMCORE_FFMPEG_USER`); empty keeps
+    /// root, which lets any API user read and write every file on the host.
+    pub user: String,
+    /// Confine FFmpeg with Landlock where the kernel has it: reads limited to system directories
+    /// and the data directory, writes to the data directory (`STREAMCORE_FFMPEG_SANDBOX`).
+    pub sandbox: bool,
+    /// Directories outside the data directory that a confined FFmpeg may read (add those that
+    /// `ffmpeg.access.input.allow` rules name).
+    pub read_paths: Vec<String>,
+    /// What process definitions may read and write (datarhei `ffmpeg.access`).
+    pub access: FfmpegAccess,
+}
+
+/// Allow and block lists for FFmpeg's inputs and outputs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FfmpegAccess {
+    /// Input addresses.
+    pub input: AccessList,
+    /// Output addresses.
+    pub output: AccessList,
+}
+
+/// Regular expressions matched against resolved addresses (datarhei semantics: with a non-empty
+/// `allow` only matching addresses pass; `block` always refuses). Local files outside the data
+/// directory, devices and local protocols need an `allow` match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessList {
+    /// Addresses that may be used.
+    pub allow: Vec<String>,
+    /// Addresses that may never be used.
+    pub block: Vec<String>,
 }
 
 impl Default for FfmpegConfig {
@@ -277,6 +312,10 @@ impl Default for FfmpegConfig {
             log_max_lines: 50,
             log_max_history: 3,
             kill_timeout_seconds: 5,
+            user: "nobody".into(),
+            sandbox: true,
+            read_paths: Vec::new(),
+            access: FfmpegAccess::default(),
         }
     }
 }
@@ -386,6 +425,25 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS",
         "ffmpeg.kill_timeout_seconds",
+    ),
+    ("STREAMCORE_FFMPEG_USER", "ffmpeg.user"),
+    ("STREAMCORE_FFMPEG_SANDBOX", "ffmpeg.sandbox"),
+    ("STREAMCORE_FFMPEG_READ_PATHS", "ffmpeg.read_paths"),
+    (
+        "STREAMCORE_FFMPEG_ACCESS_INPUT_ALLOW",
+        "ffmpeg.access.input.allow",
+    ),
+    (
+        "STREAMCORE_FFMPEG_ACCESS_INPUT_BLOCK",
+        "ffmpeg.access.input.block",
+    ),
+    (
+        "STREAMCORE_FFMPEG_ACCESS_OUTPUT_ALLOW",
+        "ffmpeg.access.output.allow",
+    ),
+    (
+        "STREAMCORE_FFMPEG_ACCESS_OUTPUT_BLOCK",
+        "ffmpeg.access.output.block",
     ),
     ("STREAMCORE_LOG", "log.level"),
     ("STREAMCORE_LOG_FORMAT", "log.format"),
@@ -508,6 +566,19 @@ impl Config {
         if self.webrtc.ice_port_min > self.webrtc.ice_port_max {
             anyhow::bail!("webrtc.ice_port_min must not exceed webrtc.ice_port_max");
         }
+        let access = &self.ffmpeg.access;
+        for (key, list) in [
+            ("input.allow", &access.input.allow),
+            ("input.block", &access.input.block),
+            ("output.allow", &access.output.allow),
+            ("output.block", &access.output.block),
+        ] {
+            for pattern in list {
+                regex::Regex::new(pattern).with_context(|| {
+                    format!("ffmpeg.access.{key}: {pattern:?} is not a regular expression")
+                })?;
+            }
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be positive");
         }
@@ -541,26 +612,29 @@ fn read_tree(path: &Path) -> anyhow::Result<serde_json::Value> {
     }
 }
 
-/// Sets a dotted key from an environment string, typed by the shape the schema expects.
+/// Sets a dotted key (any depth) from an environment string, typed by the shape the schema expects.
 fn set_key(tree: &mut serde_json::Value, key: &str, raw: &str) {
-    let (section, field) = key.split_once('.').expect("override keys are dotted");
     let value = typed_value(key, raw);
-    if !tree.is_object() {
-        *tree = serde_json::Value::Object(Default::default());
-    }
-    let section = tree
-        .as_object_mut()
-        .expect("object")
-        .entry(section)
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if let Some(obj) = section.as_object_mut() {
-        obj.insert(field.to_string(), value);
+    let mut node = tree;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !node.is_object() {
+            *node = serde_json::Value::Object(Default::default());
+        }
+        let object = node.as_object_mut().expect("object");
+        if parts.peek().is_none() {
+            object.insert(part.to_string(), value);
+            return;
+        }
+        node = object
+            .entry(part)
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
     }
 }
 
 fn typed_value(key: &str, raw: &str) -> serde_json::Value {
     match key {
-        "http.cors_origins" | "webrtc.interfaces" | "webrtc.turn_servers" => {
+        "http.cors_origins" | "webrtc.interfaces" | "webrtc.turn_servers" | "ffmpeg.read_paths" => {
             serde_json::Value::Array(
                 raw.split(',')
                     .map(|s| serde_json::Value::String(s.trim().to_string()))
@@ -568,16 +642,26 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
                     .collect(),
             )
         }
-        "demo.enabled" | "webrtc.enabled" => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
-            "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
-            _ => serde_json::Value::String(raw.to_string()),
-        },
+        // Regular expressions may contain commas, so these lists are split on white space (as
+        // Core's CORE_FFMPEG_ACCESS_* variables are).
+        k if k.starts_with("ffmpeg.access.") => serde_json::Value::Array(
+            raw.split_whitespace()
+                .map(|s| serde_json::Value::String(s.to_string()))
+                .collect(),
+        ),
+        "demo.enabled" | "webrtc.enabled" | "ffmpeg.sandbox" => {
+            match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
+                "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
+                _ => serde_json::Value::String(raw.to_string()),
+            }
+        }
         _ => match raw.trim().parse::<u64>() {
             Ok(n)
                 if !key.ends_with("password")
                     && !key.ends_with("secret")
                     && !key.ends_with("username")
+                    && !key.ends_with("user")
                     && !key.ends_with("public_ip")
                     && !key.ends_with("encoder")
                     && !key.ends_with("pipelines_dir") =>

@@ -11,7 +11,9 @@ use crate::auth::Authenticator;
 use crate::config::{ensure_jwt_secret, Config};
 use crate::media::{IceConfig, Media, MediaConfig};
 use crate::metrics::Metrics;
+use crate::process::access::Access;
 use crate::process::registry::{resolve_binary, Settings};
+use crate::process::sandbox::{Sandbox, SandboxOptions};
 use crate::process::Registry;
 use crate::store::Store;
 use crate::webrtc::token::ProcessTokens;
@@ -24,10 +26,14 @@ pub struct Server {
 
 impl Server {
     /// Prepares the data directory, opens the store, starts stored processes and binds.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        // Absolute from here on: FFmpeg runs in the data directory, not in ours, so every path
+        // handed to it must be absolute (and is then made relative to its working directory).
+        config.storage.data_dir = data_dir.canonicalize()?;
+        let data_dir = &config.storage.data_dir;
         let public = config.storage.public_path();
         std::fs::create_dir_all(&public)
             .with_context(|| format!("cannot create public directory {}", public.display()))?;
@@ -45,7 +51,28 @@ impl Server {
         if !binary.is_file() {
             tracing::error!(binary = %binary.display(), "ffmpeg binary not found; processes will fail to start");
         }
+        let access = Access::new(
+            data_dir,
+            &disk_dir,
+            reserved_files(&config),
+            &config.ffmpeg.access.input,
+            &config.ffmpeg.access.output,
+        )?;
+        let writable = [disk_dir.clone(), data_dir.join("webrtc")];
+        let readable: Vec<_> = config.ffmpeg.read_paths.iter().map(Into::into).collect();
+        let sandbox = Sandbox::new(
+            data_dir,
+            &SandboxOptions {
+                user: &config.ffmpeg.user,
+                confine: config.ffmpeg.sandbox,
+                writable: &writable,
+                readable: &readable,
+            },
+        )?;
+        restrict_mode(&db);
         let settings = Settings {
+            access: Arc::new(access),
+            sandbox: Arc::new(sandbox),
             binary: config.ffmpeg.binary.clone(),
             max_processes: config.ffmpeg.max_processes,
             disk_dir: disk_dir.clone(),
@@ -104,9 +131,47 @@ impl Server {
             max_connections: http.max_connections,
         };
         tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
+        // Handlers see the peer as ConnectInfo<SocketAddr>: it decides what a request may do
+        // while auth is off (api::client) and keys the login lockout.
         crate::serve::serve(self.listener, api::router(self.state), limits, shutdown).await;
         registry.shutdown().await;
         Ok(())
+    }
+}
+
+/// The server's own files inside the data directory, which no process definition may name.
+fn reserved_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let db = config.storage.database_path();
+    let mut files: Vec<std::path::PathBuf> = ["-wal", "-shm", "-journal", ""]
+        .iter()
+        .map(|suffix| {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            name.into()
+        })
+        .collect();
+    let data = &config.storage.data_dir;
+    files.extend(
+        [
+            "jwt_secret",
+            "jwt_secret.tmp",
+            "instance.json",
+            "instance.tmp",
+            "webrtc",
+        ]
+        .map(|f| data.join(f)),
+    );
+    files
+}
+
+/// The database holds every process definition: owner-only, like the JWT secret, so FFmpeg
+/// running as another user cannot read it.
+fn restrict_mode(db: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600));
     }
 }
 

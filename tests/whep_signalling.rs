@@ -35,7 +35,8 @@ fn source() -> &'static Path {
 fn webrtc_process(id: &str, access: &str) -> Value {
     json!({
         "id": id,
-        "input": [{"id": "in", "address": source().to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
+        // Relative to the data directory, where start() links the shared source.
+        "input": [{"id": "in", "address": "source.mkv", "options": ["-re", "-stream_loop", "-1"]}],
         "output": [{"id": "null", "address": "-", "options": ["-f", "null"]}],
         "reconnect": true,
         "reconnect_delay_seconds": 1,
@@ -59,11 +60,17 @@ async fn start(slot: u16, auth: bool, extra: &[(&str, &str)]) -> TestServer {
         ("STREAMCORE_WEBRTC_RTP_PORT_MAX", max.as_str()),
     ];
     env.extend_from_slice(extra);
-    if auth {
+    let server = if auth {
         TestServer::start_with_auth(&env).await
     } else {
         TestServer::start_with(&env).await
+    };
+    // Processes read only inside their data directory (docs/security.md).
+    let linked = server.data_dir.join("source.mkv");
+    if std::fs::hard_link(source(), &linked).is_err() {
+        std::fs::copy(source(), &linked).expect("copy the source into the data directory");
     }
+    server
 }
 
 /// A fresh client and its offer (gathering blocks, so it runs off the runtime).

@@ -108,7 +108,7 @@ fn decode(file: &Path) -> (u64, u64) {
 async fn published_media_is_recorded_decodable_and_complete() {
     let server = TestServer::start().await;
     let _log = ServerLogOnPanic(&server);
-    let file = server.data_dir.join("rec.mkv");
+    let file = server.data_dir.join("public/rec.mkv");
     server.create(recorder("rec", &file, 4)).await;
     let published = publish_connected(&server, "rec").await;
     // FFmpeg stops by itself after 4 s of media.
@@ -245,7 +245,7 @@ async fn candidate_less_publisher_reaches_a_whep_viewer() {
 async fn vp8_publisher_changes_what_ffmpeg_reads() {
     let server = TestServer::start().await;
     let _log = ServerLogOnPanic(&server);
-    let file = server.data_dir.join("vp8.mkv");
+    let file = server.data_dir.join("public/vp8.mkv");
     let mut process = recorder("vp8", &file, 3);
     process["reconnect"] = json!(false);
     server.create(process).await;
@@ -787,8 +787,14 @@ exec ffmpeg "$@"
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&steal, "").unwrap();
-    let server =
-        TestServer::start_with(&[("STREAMCORE_FFMPEG_BINARY", wrapper.to_str().unwrap())]).await;
+    // The wrapper lives in a private temporary directory and writes its own files there, which
+    // the unprivileged, Landlock-confined FFmpeg account could not; this test is about ports.
+    let server = TestServer::start_with(&[
+        ("STREAMCORE_FFMPEG_BINARY", wrapper.to_str().unwrap()),
+        ("STREAMCORE_FFMPEG_USER", ""),
+        ("STREAMCORE_FFMPEG_SANDBOX", "false"),
+    ])
+    .await;
     let _log = ServerLogOnPanic(&server);
     struct Kill(std::path::PathBuf);
     impl Drop for Kill {

@@ -59,13 +59,17 @@ pub struct About {
 
 /// Server information.
 #[utoipa::path(get, path = "/api", tag = "about", responses((status = 200, body = About)))]
-pub async fn about(State(state): State<AppState>, headers: HeaderMap) -> Json<About> {
+pub async fn about(
+    State(state): State<AppState>,
+    client: super::client::Client,
+    headers: HeaderMap,
+) -> Json<About> {
     let auths: Vec<String> = if state.auth.is_some() {
         vec!["localjwt".into()]
     } else {
         Vec::new()
     };
-    if !super::auth::has_access(&state, &headers) {
+    if !super::auth::has_access(&state, client, &headers) {
         return Json(About {
             app: "datarhei-core".into(),
             auths,

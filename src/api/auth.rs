@@ -11,6 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::client::{is_foreign_origin, Client};
 use super::error::{ApiError, ApiResult};
 use super::AppState;
 use crate::auth::TokenUse;
@@ -153,22 +154,41 @@ pub async fn refresh(
     }))
 }
 
-/// True when auth is off or the request carries a valid access token.
-pub fn has_access(state: &AppState, headers: &HeaderMap) -> bool {
+/// True when the request may use the control API: with auth on, a valid access token; with auth
+/// off, only a client on this machine (see [`super::client`]).
+pub fn has_access(state: &AppState, client: Client, headers: &HeaderMap) -> bool {
     match &state.auth {
-        None => true,
+        None => client.local,
         Some(auth) => bearer(headers).is_some_and(|t| auth.verify(t, TokenUse::Access).is_ok()),
     }
 }
 
-/// Middleware guarding `/api/v3`.
+/// What a client from another host is told while no credentials are set.
+pub const LOCAL_ONLY: &str = "without credentials the API answers only on this machine; set auth.username and auth.password (STREAMCORE_AUTH_USERNAME, STREAMCORE_AUTH_PASSWORD) to use it from other hosts";
+
+/// Middleware guarding `/api/v3`: cross-site browser requests are refused unless
+/// `http.cors_origins` names the site; then a token (auth on) or a local client (auth off).
 pub async fn require_access(
     State(state): State<AppState>,
+    client: Client,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if has_access(&state, request.headers()) {
+    if is_foreign_origin(request.headers(), &state.config.http.cors_origins) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "cross-origin requests to the API are refused unless http.cors_origins names the origin",
+        ));
+    }
+    if has_access(&state, client, request.headers()) {
         Ok(next.run(request).await)
+    } else if state.auth.is_none() {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            LOCAL_ONLY,
+        ))
     } else {
         Err(ApiError::unauthorized("Missing or invalid JWT token"))
     }
@@ -188,16 +208,19 @@ pub fn may_view(state: &AppState, token: Option<&str>, id: &str) -> bool {
     admin || state.process_tokens.verify(token, id).is_ok()
 }
 
-/// True when `token` may publish into process `id` over WHIP: anyone when admin auth is off (the
-/// whole API is open then), else an admin access token or a publish token minted for exactly
-/// this process.
-pub fn may_publish(state: &AppState, token: Option<&str>, id: &str) -> bool {
-    let Some(auth) = &state.auth else {
+/// True when `token` may publish into process `id` over WHIP: an admin access token (auth on) or
+/// a publish token minted for exactly this process; with auth off also any client on this machine
+/// (like the rest of the control API), so a remote publisher needs a publish token even then.
+pub fn may_publish(state: &AppState, client: Client, token: Option<&str>, id: &str) -> bool {
+    if state.auth.is_none() && client.local {
         return true;
-    };
+    }
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return false;
     };
-    auth.verify(token, TokenUse::Access).is_ok()
-        || state.process_tokens.verify_publish(token, id).is_ok()
+    let admin = state
+        .auth
+        .as_ref()
+        .is_some_and(|auth| auth.verify(token, TokenUse::Access).is_ok());
+    admin || state.process_tokens.verify_publish(token, id).is_ok()
 }

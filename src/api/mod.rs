@@ -2,6 +2,7 @@
 
 pub mod about;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod json;
 pub mod login_limit;
@@ -130,6 +131,8 @@ pub fn router(state: AppState) -> Router {
             )
             .route("/api/login/refresh", get(auth::refresh));
     }
+    // The control API: only the origins the operator named may use it from a browser.
+    let api = api.layer(cors(cors_origins(&state.config.http.cors_origins)));
 
     let mut whep = Router::new().route("/whep", get(whep::list));
     // The same WHEP resources at the datarhei-style path; neither is behind the admin guard.
@@ -166,6 +169,9 @@ pub fn router(state: AppState) -> Router {
                     .options(signalling::options),
             );
     }
+    // WHEP/WHIP are made for players and publishers on any site; their tokens travel in the
+    // Authorization header, never in cookies, so any origin may call them.
+    let whep = whep.layer(cors(AllowOrigin::any()));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/player", get(pages::index))
@@ -187,20 +193,21 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.http.max_body_bytes,
         ))
-        .layer(cors(&state.config))
-        // Outside the CORS layer, so its preflight answers get the WHEP headers too.
+        // Outside the CORS layers, so its preflight answers get the WHEP headers too.
         .layer(middleware::from_fn(signalling::cors_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-fn cors(config: &Config) -> CorsLayer {
-    let origins = &config.http.cors_origins;
-    let allow = if origins.iter().any(|o| o == "*") {
+fn cors_origins(origins: &[String]) -> AllowOrigin {
+    if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
+    }
+}
+
+fn cors(allow: AllowOrigin) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([
@@ -234,10 +241,16 @@ async fn fallback(State(state): State<AppState>, req: Request) -> Response {
                     ApiError::status(StatusCode::NOT_FOUND).into_response(),
                 )
             }));
-        match files.oneshot(req).await {
+        let mut response = match files.oneshot(req).await {
             Ok(response) => response.into_response(),
             Err(never) => match never {},
-        }
+        };
+        // Public files (HLS playlists and segments) are meant for players on any site.
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        response
     };
     state
         .metrics

@@ -364,7 +364,10 @@ pub async fn report(
     responses((status = 200, body = Probe)))]
 pub async fn probe(State(state): State<AppState>, Path(id): Path<String>) -> Json<Probe> {
     match state.registry.probe_command(&id) {
-        Some((binary, argv)) => Json(crate::process::probe::run(&binary, &argv).await),
+        Some((binary, argv)) => {
+            let sandbox = state.registry.settings().sandbox.clone();
+            Json(crate::process::probe::run(&sandbox, &binary, &argv).await)
+        }
         None => Json(Probe {
             streams: Vec::new(),
             log: vec![format!("Unknown process ID ({id})")],

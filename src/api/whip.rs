@@ -55,6 +55,7 @@ pub async fn post(
     Path(id): Path<String>,
     Query(query): Query<TokenQuery>,
     uri: Uri,
+    client: super::client::Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -66,7 +67,7 @@ pub async fn post(
         Err(e) => return e.into_response(),
     };
     let token = super::auth::bearer(&headers).or(query.token.as_deref());
-    if !super::auth::may_publish(&state, token, &id) {
+    if !super::auth::may_publish(&state, client, token, &id) {
         return ApiError::unauthorized("a valid bearer token is required to publish here")
             .into_response();
     }

@@ -1,5 +1,6 @@
 //! FFmpeg processes: definitions, supervision, progress and reports.
 
+pub mod access;
 pub mod config;
 pub mod id;
 pub mod placeholder;
@@ -9,5 +10,6 @@ pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod sampler;
+pub mod sandbox;
 
 pub use registry::{ProcessCommand, Registry, RegistryError};

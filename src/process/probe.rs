@@ -5,14 +5,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::progress::{parse_probe, Probe};
+use super::sandbox::Sandbox;
 
 /// How long a probe may take before it is killed (datarhei's value).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `binary argv` (global options and inputs, no outputs) and parses the input prelude.
-pub async fn run(binary: &Path, argv: &[String]) -> Probe {
-    let child = tokio::process::Command::new(binary)
-        .args(argv)
+pub async fn run(sandbox: &Sandbox, binary: &Path, argv: &[String]) -> Probe {
+    let child = sandbox
+        .command(binary, argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

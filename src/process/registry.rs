@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::access::Access;
 use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{RunHooks, Runner, Spec};
+use super::sandbox::Sandbox;
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
 use crate::store::{ProcessRecord, Store, StoreError};
@@ -33,6 +35,10 @@ pub struct Settings {
     pub log_max_history: usize,
     /// SIGINT → SIGKILL delay.
     pub kill_timeout: Duration,
+    /// What definitions may read and write.
+    pub access: Arc<Access>,
+    /// How FFmpeg is started.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// Why a registry operation failed.
@@ -79,6 +85,9 @@ pub struct Entry {
     runner: Arc<Runner>,
     outputs: Vec<String>,
     stream: Option<Arc<Stream>>,
+    /// The stream options this definition asks for; applied to a live stream only once the
+    /// definition is accepted and stored, so a refused request changes nothing that runs.
+    stream_options: Option<StreamOptions>,
     ingest: Option<Arc<Ingest>>,
 }
 
@@ -96,6 +105,13 @@ impl Entry {
     /// The WHIP input, when an input's address is `{whip}`.
     pub fn ingest(&self) -> Option<&Arc<Ingest>> {
         self.ingest.as_ref()
+    }
+
+    /// Hands the accepted definition's options to its (possibly shared, live) stream.
+    fn apply_stream_options(&self) {
+        if let (Some(stream), Some(options)) = (&self.stream, &self.stream_options) {
+            stream.set_options(options.clone());
+        }
     }
 }
 
@@ -141,7 +157,7 @@ impl Registry {
             for record in &records {
                 let entry = registry.build(record.clone(), None);
                 if pass == 1 || entry.invalid.is_none() {
-                    registry.put(entry);
+                    registry.put(entry).apply_stream_options();
                 }
             }
         }
@@ -231,6 +247,7 @@ impl Registry {
         }
         self.store.insert_process(&entry.record)?;
         let entry = self.put(entry);
+        entry.apply_stream_options();
         if order == Order::Start {
             entry.runner.start();
         }
@@ -263,6 +280,7 @@ impl Registry {
         entry.runner.adopt_history(&old.runner);
         self.remove(id);
         let entry = self.put(entry);
+        entry.apply_stream_options();
         if entry.record.order == Order::Start {
             entry.runner.start();
         }
@@ -314,6 +332,7 @@ impl Registry {
                 }
                 entry.runner.shutdown().await;
                 let fresh = self.put(fresh);
+                fresh.apply_stream_options();
                 if fresh.record.order == Order::Start {
                     fresh.runner.start();
                 }
@@ -332,6 +351,7 @@ impl Registry {
             runner: entry.runner.clone(),
             outputs: entry.outputs.clone(),
             stream: entry.stream.clone(),
+            stream_options: entry.stream_options.clone(),
             ingest: entry.ingest.clone(),
         });
         Ok(())
@@ -411,11 +431,11 @@ impl Registry {
                 invalid.get_or_insert(why);
                 Resolved::default()
             });
-        let stream = match self.stream_for(&record.config, replacing) {
-            Ok(stream) => stream,
+        let (stream, stream_options) = match self.stream_for(&record.config, replacing) {
+            Ok(found) => found,
             Err(why) => {
                 invalid.get_or_insert(why);
-                None
+                (None, None)
             }
         };
         if let (Some(stream), None) = (&stream, &invalid) {
@@ -439,6 +459,7 @@ impl Registry {
             runner: Arc::new(Runner::new(spec)),
             outputs,
             stream,
+            stream_options,
             ingest,
         }
     }
@@ -481,23 +502,21 @@ impl Registry {
     }
 
     /// The stream of a WebRTC-enabled process: the one it (or the process it replaces) has, or a
-    /// new one. Keeping it across updates keeps its ports, so viewers survive FFmpeg restarts.
+    /// new one, with the options the definition asks for. Keeping it across updates keeps its
+    /// ports, so viewers survive FFmpeg restarts; the options reach a live stream only through
+    /// [`Entry::apply_stream_options`], after the definition is accepted.
     fn stream_for(
         &self,
         config: &ProcessConfig,
         replacing: Option<&str>,
-    ) -> std::result::Result<Option<Arc<Stream>>, String> {
+    ) -> std::result::Result<(Option<Arc<Stream>>, Option<StreamOptions>), String> {
         if !config.webrtc.enabled {
-            return Ok(None);
+            return Ok((None, None));
         }
         let Some(media) = &self.media else {
             tracing::warn!(id = %config.id, "webrtc.enabled, but the media engine is off");
-            return Ok(None);
+            return Ok((None, None));
         };
-        let existing = [Some(config.id.as_str()), replacing]
-            .into_iter()
-            .flatten()
-            .find_map(|id| self.get(id).and_then(|e| e.stream.clone()));
         let options = StreamOptions {
             force_transcode: config.webrtc.force_transcode,
             transcode: media.config().transcode.with(&config.webrtc.transcode),
@@ -505,19 +524,21 @@ impl Registry {
         if let Err(e) = options.transcode.validate() {
             return Err(format!("webrtc.transcode: {e}"));
         }
-        match existing {
-            Some(stream) => {
-                stream.set_options(options);
-                Ok(Some(stream))
-            }
+        let existing = [Some(config.id.as_str()), replacing]
+            .into_iter()
+            .flatten()
+            .find_map(|id| self.get(id).and_then(|e| e.stream.clone()));
+        let stream = match existing {
+            Some(stream) => stream,
             None => media
-                .create_stream(&config.id, options)
-                .map(|s| Some(Arc::new(s)))
+                .create_stream(&config.id, options.clone())
+                .map(Arc::new)
                 .ok_or_else(|| {
                     "no free RTP port pair for the WebRTC legs (webrtc.rtp_port_min/max)"
                         .to_string()
-                }),
-        }
+                })?,
+        };
+        Ok((Some(stream), Some(options)))
     }
 
     fn spec(
@@ -541,6 +562,7 @@ impl Registry {
             log_max_lines: self.settings.log_max_lines,
             log_max_history: self.settings.log_max_history,
             hooks: None,
+            sandbox: self.settings.sandbox.clone(),
         }
     }
 
@@ -566,6 +588,10 @@ impl Registry {
             .iter()
             .map(|o| placeholder::replace(o, &global))
             .collect();
+        self.settings
+            .access
+            .check_options(&argv)
+            .map_err(|e| e.to_string())?;
         let mut probe_argv = argv.clone();
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
@@ -603,6 +629,13 @@ impl Registry {
                     .collect();
                 let mut options = options;
                 if kind == "input" {
+                    // References name another process's output, checked when that was stored.
+                    if !address.starts_with('#') && address != WHIP_ADDRESS {
+                        self.settings
+                            .access
+                            .check_input(&address, &options)
+                            .map_err(|e| e.to_string())?;
+                    }
                     if let Some(reference) = address.strip_prefix('#') {
                         address = self.resolve_reference(id, reference, replacing)?;
                     } else if address == WHIP_ADDRESS {
@@ -616,6 +649,10 @@ impl Registry {
                     probe_argv.extend(["-i".to_string(), address.clone()]);
                     inputs.push(IoRef { id: io_id, address });
                 } else {
+                    self.settings
+                        .access
+                        .check_output(&address, &options)
+                        .map_err(|e| e.to_string())?;
                     argv.extend(options);
                     argv.push(address.clone());
                     outputs.push(IoRef { id: io_id, address });

@@ -20,6 +20,7 @@ use super::config::{Limits, Order};
 use super::progress::{IoRef, LineKind, Parser, Progress};
 use super::report::{ProcessReport, Report};
 use super::sampler::Sampler;
+use super::sandbox::Sandbox;
 
 /// The execution state of a process (datarhei `exec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -89,6 +90,8 @@ pub struct Spec {
     pub log_max_history: usize,
     /// Told about each run.
     pub hooks: Option<Arc<dyn RunHooks>>,
+    /// The account and directory FFmpeg runs in.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// What else must happen around each FFmpeg run (all called from the supervisor task).
@@ -321,23 +324,14 @@ async fn run_once(
         l.progress = Progress::default();
     }
     set_exec(live, Exec::Starting);
-    let mut command = tokio::process::Command::new(&spec.binary);
+    let mut command = spec.sandbox.command(&spec.binary, &spec.argv);
     command
-        .args(&spec.argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Own process group: a Ctrl-C on the server's terminal must not reach the children directly.
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes the kernel
-    // kill ffmpeg if the server dies (even by SIGKILL), so a restarted server never finds orphans
-    // still writing its outputs.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
     if let Some(hooks) = &spec.hooks {
         hooks.before_spawn();
     }
