@@ -636,7 +636,7 @@ async fn a_trickled_body_is_cut_at_the_body_read_timeout() {
     // A complete head, then the body one byte every 200 ms: the head timeout does not apply
     // and the connection is busy, so only the body deadline stops it.
     let trickle = tokio::spawn(async move {
-        let head = "POST /api/v3/process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+        let head = "POST /api/v3/process HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
         tx.write_all(head.as_bytes()).await.unwrap();
         while tx.write_all(b" ").await.is_ok() {
             tokio::time::sleep(Duration::from_millis(200)).await;
