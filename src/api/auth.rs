@@ -19,9 +19,11 @@ use crate::auth::TokenUse;
 /// Login credentials.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
-    /// Admin username.
+    /// Admin username. Optional in the type so that a missing one is a 400, not a JSON error.
+    #[schema(required = true, value_type = String)]
     pub username: Option<String>,
     /// Admin password.
+    #[schema(required = true, value_type = String)]
     pub password: Option<String>,
 }
 
@@ -54,7 +56,10 @@ pub const LOGIN_BODY_LIMIT: usize = 4096;
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/login", tag = "auth", request_body = Login,
     responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
-        (status = 413, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until the lockout ends")))))]
+        (status = 404, description = "auth is off: there is no login", body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 429, description = "too many failed logins from this client; see Retry-After", body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lockout ends")))))]
 pub async fn login(State(state): State<AppState>, request: Request) -> Response {
     let Some(auth) = state.auth.clone() else {
         return ApiError::status(StatusCode::NOT_FOUND).into_response();
@@ -136,7 +141,8 @@ fn locked_out(wait: std::time::Duration) -> Response {
 
 /// Exchange a refresh token for a new access token.
 #[utoipa::path(get, path = "/api/login/refresh", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = AccessToken), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = AccessToken), (status = 401, body = super::error::ErrorBody),
+        (status = 404, description = "auth is off: there is no login", body = super::error::ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,11 +1,15 @@
 //! Process and system metadata: free JSON values stored under string keys.
 
-use axum::extract::{Path, Request, State};
+#[allow(unused_imports)] // the OpenAPI annotations name it
+use std::collections::HashMap;
+
+use axum::extract::{Request, State};
 use axum::Json;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::{json_bytes, parse};
+use super::params::Path;
 use super::AppState;
 use crate::process::RegistryError;
 
@@ -27,7 +31,7 @@ fn as_object(map: std::collections::BTreeMap<String, Value>) -> Value {
 
 /// All metadata of a process (`null` when none).
 #[utoipa::path(get, path = "/api/v3/process/{id}/metadata", tag = "metadata", params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Option<HashMap<String, Value>>), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn process_all(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -41,7 +45,7 @@ pub async fn process_all(
 
 /// One metadata value of a process.
 #[utoipa::path(get, path = "/api/v3/process/{id}/metadata/{key}", tag = "metadata", params(("id" = String, Path), ("key" = String, Path)),
-    security(("bearer" = [])), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = Value), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn process_get(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -60,8 +64,8 @@ pub async fn process_get(
 
 /// Set a metadata value of a process; `null` deletes the key. Echoes the body.
 #[utoipa::path(put, path = "/api/v3/process/{id}/metadata/{key}", tag = "metadata", params(("id" = String, Path), ("key" = String, Path)),
-    request_body = Object, security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    request_body(content = Value, description = "any JSON value; `null` deletes the key"), security(("bearer" = [])),
+    responses((status = 200, body = Value), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn process_put(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -80,7 +84,7 @@ pub async fn process_put(
 }
 
 /// All system metadata (`null` when none).
-#[utoipa::path(get, path = "/api/v3/metadata", tag = "metadata", security(("bearer" = [])), responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/api/v3/metadata", tag = "metadata", security(("bearer" = [])), responses((status = 200, body = Option<HashMap<String, Value>>), (status = 500, body = ErrorBody)))]
 pub async fn system_all(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     state
         .store
@@ -91,7 +95,7 @@ pub async fn system_all(State(state): State<AppState>) -> ApiResult<Json<Value>>
 
 /// One system metadata value.
 #[utoipa::path(get, path = "/api/v3/metadata/{key}", tag = "metadata", params(("key" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Value), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn system_get(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -104,8 +108,8 @@ pub async fn system_get(
 }
 
 /// Set a system metadata value; `null` deletes the key. Echoes the body.
-#[utoipa::path(put, path = "/api/v3/metadata/{key}", tag = "metadata", params(("key" = String, Path)), request_body = Object,
-    security(("bearer" = [])), responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v3/metadata/{key}", tag = "metadata", params(("key" = String, Path)), request_body(content = Value, description = "any JSON value; `null` deletes the key"),
+    security(("bearer" = [])), responses((status = 200, body = Value), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn system_put(
     State(state): State<AppState>,
     Path(key): Path<String>,

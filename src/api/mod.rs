@@ -9,6 +9,7 @@ pub mod login_limit;
 pub mod metadata;
 pub mod openapi;
 pub mod pages;
+pub mod params;
 pub mod process;
 pub mod signalling;
 pub mod skills;
@@ -149,7 +150,7 @@ pub fn router(state: AppState) -> Router {
                 axum::routing::patch(whep::patch)
                     .delete(whep::delete)
                     .get(whep::resource_get)
-                    .options(signalling::options),
+                    .options(whep::session_options),
             );
     }
     // WHIP at the same two places; the endpoint checks its own tokens.
@@ -166,14 +167,14 @@ pub fn router(state: AppState) -> Router {
                 axum::routing::patch(whip::patch)
                     .delete(whip::delete)
                     .get(whip::resource_get)
-                    .options(signalling::options),
+                    .options(whip::session_options),
             );
     }
     // WHEP/WHIP are made for players and publishers on any site; their tokens travel in the
     // Authorization header, never in cookies, so any origin may call them.
     let whep = whep.layer(cors(AllowOrigin::any()));
     Router::new()
-        .route("/ping", get(|| async { "pong" }))
+        .route("/ping", get(ping))
         .route("/player", get(pages::index))
         .route("/player/", get(pages::index))
         .route("/player/{id}", get(pages::player))
@@ -262,6 +263,16 @@ async fn method_not_allowed() -> ApiError {
     ApiError::status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/ping", tag = "about",
+    responses((status = 200, body = String, content_type = "text/plain", example = "pong")))]
+async fn ping() -> &'static str {
+    "pong"
+}
+
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "about",
+    responses((status = 200, body = String, content_type = "text/plain")))]
 async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     // Rendering reads every viewer's webrtcbin stats, which blocks.
     let text = tokio::task::spawn_blocking(move || state.metrics.render(&state.registry))

@@ -1,10 +1,14 @@
 //! The OpenAPI document, generated from the handlers, and the Swagger UI served from the binary.
+//! tests/openapi.rs runs the document against the server.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, process, skills, webrtc, whep, whip};
+use super::{about, auth, metadata, pages, process, skills, webrtc, whep, whip};
 
 struct BearerAuth;
 
@@ -23,12 +27,138 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The WHEP and WHIP paths the router serves under `/api/v3` as well.
+const SIGNALLING: [&str; 2] = ["/whep/", "/whip/"];
+
+/// The second path the router serves a documented path at, and the prefix of its operation ids.
+fn alias_of(path: &str) -> Option<(String, &'static str)> {
+    if SIGNALLING.iter().any(|p| path.starts_with(p)) {
+        Some((format!("/api/v3{path}"), "api_v3_"))
+    } else if path == "/player" {
+        Some(("/player/".into(), "slash_"))
+    } else {
+        None
+    }
+}
+
+/// What the router and the extractors do around the handlers, which their annotations cannot
+/// see: the admin guard on `/api/v3`, the body limit, unreadable parameters (see
+/// [`super::params`]), and the second home of WHEP and WHIP. Also makes the
+/// operation ids unique (handlers of different modules share names such as `post`).
+struct RouterLayers;
+
+impl Modify for RouterLayers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        for item in paths.values_mut() {
+            for operation in operations(item) {
+                unique_id(operation);
+                if operation.request_body.is_some() {
+                    error_response(operation, 413, "The body is over http.max_body_bytes", None);
+                }
+                // The pages read their parameters in the browser.
+                let pages = operation.tags.iter().flatten().any(|t| t == "pages");
+                if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) && !pages {
+                    error_response(operation, 400, "A parameter that cannot be read", None);
+                }
+            }
+        }
+        let aliases: Vec<(String, PathItem)> = paths
+            .iter()
+            .filter_map(|(path, item)| {
+                let (alias, id_prefix) = alias_of(path)?;
+                let mut item = item.clone();
+                for operation in operations(&mut item) {
+                    operation.operation_id = operation
+                        .operation_id
+                        .as_ref()
+                        .map(|id| format!("{id_prefix}{id}"));
+                }
+                Some((alias, item))
+            })
+            .collect();
+        paths.extend(aliases);
+        for (path, item) in paths.iter_mut() {
+            let guarded = path.starts_with("/api/v3/")
+                && !SIGNALLING.iter().any(|p| path[7..].starts_with(p));
+            if !guarded {
+                continue;
+            }
+            for operation in operations(item) {
+                operation.security =
+                    Some(vec![SecurityRequirement::new("bearer", [] as [&str; 0])]);
+                error_response(
+                    operation,
+                    401,
+                    "Missing or invalid access token",
+                    Some("WWW-Authenticate"),
+                );
+                error_response(
+                    operation,
+                    403,
+                    "A client on another host while no credentials are set, or a browser page of a site http.cors_origins does not name (docs/security.md)",
+                    None,
+                );
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// `{tag}_{handler}`, unless the handler's name already starts with the tag.
+fn unique_id(operation: &mut Operation) {
+    let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+    if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+        if *id != tag && !id.starts_with(&format!("{tag}_")) {
+            *id = format!("{tag}_{id}");
+        }
+    }
+}
+
+/// Declares an `ErrorBody` answer (with a required header) unless the handler declares its own.
+fn error_response(operation: &mut Operation, status: u16, description: &str, header: Option<&str>) {
+    let responses = &mut operation.responses.responses;
+    if responses.contains_key(&status.to_string()) {
+        return;
+    }
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    if let Some(name) = header {
+        response = response.header(
+            name,
+            HeaderBuilder::new()
+                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String))
+                .build(),
+        );
+    }
+    responses.insert(status.to_string(), response.build().into());
+}
+
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "streamcore", description = "datarhei Core v3 compatible process API"),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RouterLayers),
     paths(
+        super::ping, super::prometheus,
         about::about, auth::login, auth::refresh,
         process::list, process::create, process::get_one, process::update, process::delete,
         process::command, process::config, process::state, process::report, process::probe,
@@ -37,8 +167,12 @@ impl Modify for BearerAuth {
         skills::get, skills::reload,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
+        whep::resource_get, whep::session_options,
         webrtc::whip_info, webrtc::issue_publish_token,
         whip::post, whip::endpoint_get, whip::endpoint_options, whip::patch, whip::delete,
+        whip::resource_get, whip::session_options,
+        pages::index, pages::player, pages::player_js, pages::publish,
+        pages::publish_js, pages::webrtc_js,
     )
 )]
 pub struct ApiDoc;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::Json;
 use globset::GlobBuilder;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::{json_bytes, json_error, parse, JsonBody};
+use super::params::{Path, Query};
 use super::AppState;
 use crate::process::config::ProcessConfig;
 use crate::process::progress::Probe;
@@ -74,6 +75,7 @@ pub struct GetQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Command {
     /// `start`, `stop`, `restart` or `reload`.
+    #[schema(pattern = "^(start|stop|restart|reload)$")]
     pub command: String,
 }
 
@@ -145,7 +147,7 @@ fn glob(pattern: &Option<String>) -> Result<Option<globset::GlobMatcher>, ()> {
 
 /// List processes.
 #[utoipa::path(get, path = "/api/v3/process", tag = "process", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<Process>)))]
+    responses((status = 200, body = Vec<Process>), (status = 500, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -189,7 +191,7 @@ pub async fn list(
 
 /// Create a process.
 #[utoipa::path(post, path = "/api/v3/process", tag = "process", request_body = ProcessConfig, security(("bearer" = [])),
-    responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(mut config): JsonBody<ProcessConfig>,
@@ -212,7 +214,7 @@ pub async fn create(
 
 /// Read one process.
 #[utoipa::path(get, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path), GetQuery), security(("bearer" = [])),
-    responses((status = 200, body = Process), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Process), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -235,7 +237,7 @@ fn entry(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Entry>> {
 
 /// Replace a process; fields absent from the body keep their current values.
 #[utoipa::path(put, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path)), request_body = ProcessConfig,
-    security(("bearer" = [])), responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = ProcessConfig), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -284,7 +286,7 @@ fn merge(base: &mut Value, patch: Value) {
 
 /// Stop and delete a process.
 #[utoipa::path(delete, path = "/api/v3/process/{id}", tag = "process", params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = String, example = json!("OK")), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+    responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -300,7 +302,7 @@ pub async fn delete(
 
 /// Start, stop, restart or reload a process.
 #[utoipa::path(put, path = "/api/v3/process/{id}/command", tag = "process", params(("id" = String, Path)), request_body = Command,
-    security(("bearer" = [])), responses((status = 200, body = String, example = json!("OK")), (status = 400, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn command(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
 use tokio::sync::RwLock;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
+use crate::media::transcode::TranscodeCapabilities;
 use crate::skills::{detect, Skills};
 
 /// The last detection result; detection runs ffmpeg seven times, so it is cached.
@@ -45,10 +48,26 @@ impl SkillsCache {
     }
 }
 
-/// The FFmpeg skills plus a `webrtc` section: the media engine's transcode capabilities (which
-/// encoder and decoders were picked, and which were passed over), or `null` when it cannot
-/// transcode or is off.
-fn answer(state: &AppState, result: Result<Skills, String>) -> ApiResult<Json<serde_json::Value>> {
+/// The FFmpeg skills plus the media engine's section.
+#[derive(Serialize, ToSchema)]
+pub struct SkillsAnswer {
+    #[serde(flatten)]
+    skills: Skills,
+    /// The media engine.
+    webrtc: WebrtcSkills,
+}
+
+/// What the media engine can do.
+#[derive(Serialize, ToSchema)]
+pub struct WebrtcSkills {
+    /// Whether it is on.
+    enabled: bool,
+    /// Which encoder and decoders transcoding picked (and which it passed over); `null` when it
+    /// cannot transcode or is off.
+    transcode: Option<TranscodeCapabilities>,
+}
+
+fn answer(state: &AppState, result: Result<Skills, String>) -> ApiResult<Json<SkillsAnswer>> {
     let skills = result.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -56,30 +75,25 @@ fn answer(state: &AppState, result: Result<Skills, String>) -> ApiResult<Json<se
             e,
         )
     })?;
-    let mut value =
-        serde_json::to_value(skills).map_err(|e| ApiError::internal("Encoding failed", &e))?;
-    let transcode = state
-        .media
-        .as_ref()
-        .and_then(|m| m.capabilities())
-        .and_then(|c| serde_json::to_value(c).ok());
-    value["webrtc"] = serde_json::json!({
-        "enabled": state.media.is_some(),
-        "transcode": transcode,
-    });
-    Ok(Json(value))
+    Ok(Json(SkillsAnswer {
+        skills,
+        webrtc: WebrtcSkills {
+            enabled: state.media.is_some(),
+            transcode: state.media.as_ref().and_then(|m| m.capabilities()).cloned(),
+        },
+    }))
 }
 
 /// ffmpeg version, codecs, filters, formats, protocols and hardware acceleration.
 #[utoipa::path(get, path = "/api/v3/skills", tag = "skills", security(("bearer" = [])),
-    responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    responses((status = 200, body = SkillsAnswer), (status = 503, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>) -> ApiResult<Json<SkillsAnswer>> {
     answer(&state, state.skills.get().await)
 }
 
 /// Detect the skills again.
 #[utoipa::path(get, path = "/api/v3/skills/reload", tag = "skills", security(("bearer" = [])),
-    responses((status = 200, body = Skills), (status = 503, body = ErrorBody)))]
-pub async fn reload(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    responses((status = 200, body = SkillsAnswer), (status = 503, body = ErrorBody)))]
+pub async fn reload(State(state): State<AppState>) -> ApiResult<Json<SkillsAnswer>> {
     answer(&state, state.skills.reload().await)
 }

@@ -1,14 +1,15 @@
 //! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, the viewer
 //! sessions with their transport figures, and a WHIP input's state and publish tokens.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::json::OptionalJson;
+use super::params::Path;
 use super::AppState;
 use crate::media::ingest::{Ingest, IngestInfo};
 use crate::media::{stats, Stream, StreamInfo};
@@ -44,6 +45,7 @@ pub async fn info(
 pub struct TokenRequest {
     /// Lifetime in seconds; default `webrtc.viewer_token_seconds` (viewer tokens) or
     /// `webrtc.publish_token_seconds` (publish tokens).
+    #[schema(minimum = 1, maximum = 31536000)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -64,10 +66,10 @@ pub struct ViewerToken {
 pub async fn issue_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<ViewerToken>> {
     stream_of(&state, &id)?;
-    let ttl = requested_ttl(&body, state.config.webrtc.viewer_token_seconds)?;
+    let ttl = requested_ttl(request, state.config.webrtc.viewer_token_seconds)?;
     let issued = state.process_tokens.issue(&id, ttl);
     Ok(Json(ViewerToken {
         token: issued.token,
@@ -75,13 +77,8 @@ pub async fn issue_token(
     }))
 }
 
-/// The lifetime a token request asks for. The body is optional: a bare POST gets `default`.
-fn requested_ttl(body: &Bytes, default: u64) -> ApiResult<u64> {
-    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenRequest::default()
-    } else {
-        super::json::parse(body)?
-    };
+/// The lifetime a token request asks for (`default` when it names none).
+fn requested_ttl(request: TokenRequest, default: u64) -> ApiResult<u64> {
     let ttl = request.ttl_seconds.unwrap_or(default);
     if ttl == 0 || ttl > MAX_TTL_SECONDS {
         return Err(ApiError::bad_request(
@@ -108,7 +105,7 @@ fn ingest_of(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Ingest>> {
 /// The WHIP input of a process: the ports and SDP file FFmpeg reads, and the publisher.
 #[utoipa::path(get, path = "/api/v3/process/{id}/whip", tag = "whip", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = IngestInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = IngestInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn whip_info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -140,10 +137,10 @@ pub struct PublishToken {
 pub async fn issue_publish_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<PublishToken>> {
     ingest_of(&state, &id)?;
-    let ttl = requested_ttl(&body, state.config.webrtc.publish_token_seconds)?;
+    let ttl = requested_ttl(request, state.config.webrtc.publish_token_seconds)?;
     let issued = state.process_tokens.issue_publish(&id, ttl);
     Ok(Json(PublishToken {
         token: issued.token,
@@ -172,7 +169,7 @@ pub struct Session {
 
 /// Every WHEP viewer, with its transport figures.
 #[utoipa::path(get, path = "/api/v3/webrtc/sessions", tag = "webrtc", security(("bearer" = [])),
-    responses((status = 200, body = [Session]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [Session]), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn sessions(State(state): State<AppState>) -> ApiResult<Json<Vec<Session>>> {
     let registry = state.registry.clone();
     // get-stats waits on each viewer's webrtcbin: keep it off the runtime.
@@ -208,7 +205,7 @@ pub async fn sessions(State(state): State<AppState>) -> ApiResult<Json<Vec<Sessi
 /// Disconnects a viewer.
 #[utoipa::path(delete, path = "/api/v3/webrtc/sessions/{resource}", tag = "webrtc",
     params(("resource" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = String), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn kick(
     State(state): State<AppState>,
     Path(resource): Path<String>,

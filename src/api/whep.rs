@@ -9,8 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,6 +17,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use super::json::RawBody;
+use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, urlencoding, with_retry,
     TokenQuery,
@@ -99,14 +100,14 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<WhepStream>> {
         (status = 415, body = ErrorBody),
         (status = 422, description = "more than one video or audio track", body = ErrorBody),
         (status = 503, description = "viewer cap reached; see Retry-After", body = ErrorBody),
-        (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
+        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<TokenQuery>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let started = Instant::now();
     if !content_type_is(&headers, "application/sdp") {
@@ -177,7 +178,7 @@ fn add_error(state: &AppState, error: AddError) -> Response {
 
 /// `GET`/`HEAD` on the endpoint: 200 with `Content-Type: application/sdp` and no body, so generic
 /// players can tell a WHEP URL (WHEP editor's copy after -03).
-#[utoipa::path(head, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
     responses((status = 200, description = "a WHEP endpoint (Content-Type: application/sdp, no body)"), (status = 404, body = ErrorBody)))]
 pub async fn endpoint_head(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     if state
@@ -197,12 +198,21 @@ pub async fn endpoint_head(State(state): State<AppState>, Path(id): Path<String>
 
 /// `OPTIONS` on the endpoint (see [`signalling::options`]).
 #[utoipa::path(options, path = "/whep/{id}", tag = "whep", params(("id" = String, Path)),
-    responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp")))]
+    responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp"), (status = 204, description = "no CORS layer in front")))]
 pub async fn endpoint_options() -> Response {
     signalling::options().await
 }
 
+/// `OPTIONS` on a session (see [`signalling::options`]).
+#[utoipa::path(options, path = "/whep/{id}/{resource}", tag = "whep", params(("id" = String, Path), ("resource" = String, Path)),
+    responses((status = 200, description = "CORS preflight"), (status = 204, description = "no CORS layer in front")))]
+pub async fn session_options() -> Response {
+    signalling::options().await
+}
+
 /// `GET`/`HEAD` on a session: it has no representation (RFC 9725 §4.1: 2xx, no content).
+#[utoipa::path(get, path = "/whep/{id}/{resource}", tag = "whep", params(("id" = String, Path), ("resource" = String, Path)),
+    responses((status = 204, description = "the session exists"), (status = 404, body = ErrorBody)))]
 pub async fn resource_get(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
@@ -231,12 +241,12 @@ fn viewer_webrtcbin(state: &AppState, id: &str, resource: &str) -> Option<gstrea
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 412, description = "If-Match does not match the ICE session's ETag", body = ErrorBody),
         (status = 415, body = ErrorBody),
-        (status = 428, description = "If-Match missing", body = ErrorBody)))]
+        (status = 428, description = "If-Match missing", body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     match viewer_webrtcbin(&state, &id, &resource) {
         Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, &body).await,

@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
+use super::json::RawBody;
+use super::params::{Path, Query};
 use super::signalling::{
     self, content_type_is, unknown_session, unsupported_media_type, TokenQuery,
 };
@@ -49,7 +50,7 @@ fn entry_for(state: &AppState, id: &str) -> Result<(Arc<Entry>, Arc<Ingest>), Ap
         (status = 409, description = "another publisher is live on this process", body = ErrorBody),
         (status = 415, body = ErrorBody),
         (status = 422, description = "more than one video or audio track", body = ErrorBody),
-        (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
+        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -57,7 +58,7 @@ pub async fn post(
     uri: Uri,
     client: super::client::Client,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     if !content_type_is(&headers, "application/sdp") {
         return unsupported_media_type("application/sdp");
@@ -132,7 +133,7 @@ pub async fn endpoint_get(State(state): State<AppState>, Path(id): Path<String>)
 
 /// `OPTIONS` on the endpoint (see [`signalling::options`]).
 #[utoipa::path(options, path = "/whip/{id}", tag = "whip", params(("id" = String, Path)),
-    responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp")))]
+    responses((status = 200, description = "CORS preflight; Accept-Post: application/sdp"), (status = 204, description = "no CORS layer in front")))]
 pub async fn endpoint_options() -> Response {
     signalling::options().await
 }
@@ -145,7 +146,16 @@ fn publisher_webrtcbin(state: &AppState, id: &str, resource: &str) -> Option<gst
         .and_then(|i| i.webrtcbin(resource))
 }
 
+/// `OPTIONS` on a session (see [`signalling::options`]).
+#[utoipa::path(options, path = "/whip/{id}/{resource}", tag = "whip", params(("id" = String, Path), ("resource" = String, Path)),
+    responses((status = 200, description = "CORS preflight"), (status = 204, description = "no CORS layer in front")))]
+pub async fn session_options() -> Response {
+    signalling::options().await
+}
+
 /// `GET`/`HEAD` on a session: it has no representation (2xx, no content).
+#[utoipa::path(get, path = "/whip/{id}/{resource}", tag = "whip", params(("id" = String, Path), ("resource" = String, Path)),
+    responses((status = 204, description = "the session exists"), (status = 404, body = ErrorBody)))]
 pub async fn resource_get(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
@@ -166,12 +176,12 @@ pub async fn resource_get(
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 412, description = "If-Match does not match the ICE session's ETag", body = ErrorBody),
         (status = 415, body = ErrorBody),
-        (status = 428, description = "If-Match missing", body = ErrorBody)))]
+        (status = 428, description = "If-Match missing", body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     match publisher_webrtcbin(&state, &id, &resource) {
         Some(webrtcbin) => signalling::patch(&state, webrtcbin, &headers, &body).await,
