@@ -38,6 +38,10 @@ pub struct Claims {
     pub usefor: TokenUse,
     /// Issued at, unix seconds.
     pub iat: u64,
+    /// Not before, unix seconds: `iat`, as datarhei Core issues it. Absent in tokens issued
+    /// before it was added; present, it is checked.
+    #[serde(default)]
+    pub nbf: u64,
     /// Expiry, unix seconds.
     pub exp: u64,
     /// Validity in seconds (absent in viewer tokens).
@@ -56,10 +60,12 @@ pub fn signing_key(config: &AuthConfig, secret: &str) -> String {
     format!("{}{}{}", config.username, config.password, secret)
 }
 
-/// HS256 validation with no leeway, our issuer, and the claims every token must carry.
+/// HS256 validation with no leeway, our issuer, `nbf` checked, and the claims every token must
+/// carry.
 pub fn validation() -> Validation {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
+    validation.validate_nbf = true;
     validation.set_issuer(&[ISSUER]);
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
     validation
@@ -128,6 +134,7 @@ impl Authenticator {
             sub: self.username.clone(),
             usefor,
             iat,
+            nbf: iat,
             exp: iat + validity,
             exi: validity,
             jti: uuid::Uuid::new_v4().to_string(),
@@ -189,6 +196,21 @@ mod tests {
         assert_eq!(
             a.verify(&refresh, TokenUse::Access).err(),
             Some(TokenError::WrongUse)
+        );
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        let a = auth();
+        let token = a.issue(TokenUse::Access);
+        assert_eq!(a.verify(&token, TokenUse::Access).unwrap().nbf, now());
+        let mut claims = a.verify(&token, TokenUse::Access).unwrap();
+        claims.nbf = now() + 60;
+        let early =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
+        assert_eq!(
+            a.verify(&early, TokenUse::Access).err(),
+            Some(TokenError::Invalid)
         );
     }
 

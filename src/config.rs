@@ -143,6 +143,16 @@ pub struct HttpConfig {
     /// Empty (the default) refuses every cross-origin request to it. WHEP/WHIP and public files
     /// are open to every origin regardless.
     pub cors_origins: Vec<String>,
+    /// A request head (and a new connection's first request) must arrive within this many ms;
+    /// slower clients are disconnected (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive completely within this many seconds after its head.
+    pub body_read_timeout_seconds: u64,
+    /// A connection with no request in flight is closed after this many seconds. HTTP/1.1
+    /// keep-alive connections are also bound by the header-read timeout while they wait.
+    pub idle_timeout_seconds: u64,
+    /// Most connections served at once; when full, the longest-idle one makes room.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -151,6 +161,12 @@ impl Default for HttpConfig {
             address: "0.0.0.0:8080".into(),
             max_body_bytes: 1024 * 1024,
             cors_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
+            // Half the usual 1,024 descriptor limit: WebRTC viewers (UDP sockets, GStreamer
+            // pipes), FFmpeg's pipes and the database need the rest.
+            max_connections: 512,
         }
     }
 }
@@ -205,6 +221,14 @@ pub struct AuthConfig {
     pub refresh_token_seconds: u64,
     /// Delay before answering a failed login, in milliseconds (slows password guessing).
     pub login_failure_delay_ms: u64,
+    /// Failed logins from one client (IPv4 address or IPv6 /64) before it is locked out.
+    pub login_max_failures: u32,
+    /// Failures further apart than this many seconds are forgotten.
+    pub login_failure_window_seconds: u64,
+    /// First lockout, in seconds; each further failure doubles it.
+    pub login_lockout_seconds: u64,
+    /// Longest lockout, in seconds.
+    pub login_lockout_max_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -216,6 +240,10 @@ impl Default for AuthConfig {
             access_token_seconds: 600,
             refresh_token_seconds: 86400,
             login_failure_delay_ms: 5000,
+            login_max_failures: 5,
+            login_failure_window_seconds: 900,
+            login_lockout_seconds: 30,
+            login_lockout_max_seconds: 3600,
         }
     }
 }
@@ -340,6 +368,19 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_HTTP_ADDRESS", "http.address"),
     ("STREAMCORE_HTTP_MAX_BODY_BYTES", "http.max_body_bytes"),
     ("STREAMCORE_HTTP_CORS_ORIGINS", "http.cors_origins"),
+    (
+        "STREAMCORE_HTTP_HEADER_READ_TIMEOUT_MS",
+        "http.header_read_timeout_ms",
+    ),
+    (
+        "STREAMCORE_HTTP_BODY_READ_TIMEOUT_SECONDS",
+        "http.body_read_timeout_seconds",
+    ),
+    (
+        "STREAMCORE_HTTP_IDLE_TIMEOUT_SECONDS",
+        "http.idle_timeout_seconds",
+    ),
+    ("STREAMCORE_HTTP_MAX_CONNECTIONS", "http.max_connections"),
     ("STREAMCORE_DATA_DIR", "storage.data_dir"),
     ("STREAMCORE_DATABASE", "storage.database"),
     ("STREAMCORE_PUBLIC_DIR", "storage.public_dir"),
@@ -357,6 +398,22 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS",
         "auth.login_failure_delay_ms",
+    ),
+    (
+        "STREAMCORE_AUTH_LOGIN_MAX_FAILURES",
+        "auth.login_max_failures",
+    ),
+    (
+        "STREAMCORE_AUTH_LOGIN_FAILURE_WINDOW_SECONDS",
+        "auth.login_failure_window_seconds",
+    ),
+    (
+        "STREAMCORE_AUTH_LOGIN_LOCKOUT_SECONDS",
+        "auth.login_lockout_seconds",
+    ),
+    (
+        "STREAMCORE_AUTH_LOGIN_LOCKOUT_MAX_SECONDS",
+        "auth.login_lockout_max_seconds",
     ),
     ("STREAMCORE_FFMPEG_BINARY", "ffmpeg.binary"),
     ("STREAMCORE_FFMPEG_MAX_PROCESSES", "ffmpeg.max_processes"),
@@ -524,6 +581,16 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be positive");
+        }
+        if self.http.max_connections == 0
+            || self.http.header_read_timeout_ms == 0
+            || self.http.idle_timeout_seconds == 0
+            || self.http.body_read_timeout_seconds == 0
+        {
+            anyhow::bail!("http.max_connections, http.header_read_timeout_ms, http.body_read_timeout_seconds and http.idle_timeout_seconds must be positive");
+        }
+        if self.auth.login_max_failures == 0 {
+            anyhow::bail!("auth.login_max_failures must be positive");
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod media;
 pub mod metrics;
 pub mod process;
+pub mod serve;
 pub mod skills;
 pub mod store;
 pub mod webrtc;

@@ -96,6 +96,7 @@ impl Server {
         let listener = TcpListener::bind(&config.http.address)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.address))?;
+        let login_limiter = Arc::new(api::login_limit::LoginLimiter::new(&config.auth));
         let state = AppState {
             registry,
             media,
@@ -106,6 +107,7 @@ impl Server {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             instance: Arc::new(instance),
+            login_limiter,
         };
         Ok(Server { listener, state })
     }
@@ -121,13 +123,17 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let registry = self.state.registry.clone();
+        let http = &self.state.config.http;
+        let limits = crate::serve::Limits {
+            header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+            idle_timeout: Duration::from_secs(http.idle_timeout_seconds),
+            body_timeout: Duration::from_secs(http.body_read_timeout_seconds),
+            max_connections: http.max_connections,
+        };
         tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
-        // The peer address decides what a request may do while auth is off (api::client).
-        let app =
-            api::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // Handlers see the peer as ConnectInfo<SocketAddr>: it decides what a request may do
+        // while auth is off (api::client) and keys the login lockout.
+        crate::serve::serve(self.listener, api::router(self.state), limits, shutdown).await;
         registry.shutdown().await;
         Ok(())
     }

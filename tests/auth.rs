@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{assert_error, decode, TestServer, PASS, USER};
+use common::{assert_error, decode, unix_now, TestServer, PASS, USER};
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
@@ -85,13 +85,6 @@ async fn timed_login(req: RequestBuilder) -> (StatusCode, Value, Duration) {
     let res = req.send().await.unwrap();
     let (status, body) = decode(res).await;
     (status, body, started.elapsed())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! `POST /api/login`, `GET /api/login/refresh` and the access-token guard of `/api/v3`.
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -47,41 +50,93 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Largest login body: credentials fit easily; anything bigger is refused before it is read.
+pub const LOGIN_BODY_LIMIT: usize = 4096;
+
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/login", tag = "auth", request_body = Login,
     responses((status = 200, body = TokenPair), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 404, description = "auth is off: there is no login", body = super::error::ErrorBody),
         (status = 413, body = super::error::ErrorBody),
-        (status = 429, description = "too many failed logins from this client; see Retry-After", body = super::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, request: Request) -> ApiResult<Json<TokenPair>> {
-    let auth = state
-        .auth
-        .clone()
-        .ok_or_else(|| ApiError::status(axum::http::StatusCode::NOT_FOUND))?;
-    let credentials = super::json::json_bytes(request, &())
-        .await
+        (status = 429, description = "too many failed logins from this client; see Retry-After", body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lockout ends")))))]
+pub async fn login(State(state): State<AppState>, request: Request) -> Response {
+    let Some(auth) = state.auth.clone() else {
+        return ApiError::status(StatusCode::NOT_FOUND).into_response();
+    };
+    // A request without the peer (never from the server's own accept loop) shares one record.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip());
+    let limiter = &state.login_limiter;
+    if let Err(wait) = limiter.attempt(peer, Instant::now()) {
+        tracing::warn!(%peer, "login refused: client locked out after failed logins");
+        return locked_out(wait);
+    }
+    // By its declared length first, so the answer does not depend on the content type.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > LOGIN_BODY_LIMIT as u64) {
+        limiter.refund(peer);
+        return too_large();
+    }
+    let body = super::json::json_bytes(request, &()).await;
+    if let Err(e) = &body {
+        if e.code() == StatusCode::PAYLOAD_TOO_LARGE {
+            limiter.refund(peer);
+            return too_large();
+        }
+    }
+    let credentials = body
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Login>(&bytes).ok())
         .and_then(|l| Some((l.username?, l.password?)));
     let delay = std::time::Duration::from_millis(state.config.auth.login_failure_delay_ms);
     let Some((username, password)) = credentials else {
+        limiter.refund(peer);
         tokio::time::sleep(delay).await;
-        return Err(ApiError::bad_request(
-            "Bad Request",
-            "Missing authorization credentials",
-        ));
+        return ApiError::bad_request("Bad Request", "Missing authorization credentials")
+            .into_response();
     };
     if !auth.check_credentials(&username, &password) {
-        tracing::warn!(%username, "failed login");
+        tracing::warn!(%username, %peer, "failed login");
         tokio::time::sleep(delay).await;
-        return Err(ApiError::unauthorized(
+        return ApiError::unauthorized(
             "Invalid authorization credentials: invalid username or password",
-        ));
+        )
+        .into_response();
     }
-    Ok(Json(TokenPair {
+    limiter.succeeded(peer);
+    Json(TokenPair {
         access_token: auth.issue(TokenUse::Access),
         refresh_token: auth.issue(TokenUse::Refresh),
-    }))
+    })
+    .into_response()
+}
+
+/// 413; the connection is closed after it (the unread rest of the body cannot be skipped
+/// cheaply), and saying so keeps the client from reusing it.
+fn too_large() -> Response {
+    let error = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Payload Too Large",
+        format!("a login body has at most {LOGIN_BODY_LIMIT} bytes"),
+    );
+    ([(header::CONNECTION, "close")], error).into_response()
+}
+
+/// 429 with the seconds to wait, rounded up so a client that waits them is let in.
+fn locked_out(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too Many Requests",
+        format!("too many failed logins; try again in {seconds} s"),
+    );
+    ([(header::RETRY_AFTER, seconds.to_string())], error).into_response()
 }
 
 /// Exchange a refresh token for a new access token.
@@ -95,7 +150,7 @@ pub async fn refresh(
     let auth = state
         .auth
         .clone()
-        .ok_or_else(|| ApiError::status(axum::http::StatusCode::NOT_FOUND))?;
+        .ok_or_else(|| ApiError::status(StatusCode::NOT_FOUND))?;
     let token =
         bearer(&headers).ok_or_else(|| ApiError::unauthorized("Missing or invalid JWT token"))?;
     auth.verify(token, TokenUse::Refresh)

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod json;
+pub mod login_limit;
 pub mod metadata;
 pub mod openapi;
 pub mod pages;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub skills: Arc<skills::SkillsCache>,
     /// Who we are.
     pub instance: Arc<Instance>,
+    /// Per-client lockout of `POST /api/login`.
+    pub login_limiter: Arc<login_limit::LoginLimiter>,
 }
 
 /// Builds the whole router.
@@ -126,7 +129,11 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::swagger());
     if state.auth.is_some() {
         api = api
-            .route("/api/login", post(auth::login))
+            .route(
+                "/api/login",
+                post(auth::login)
+                    .layer(axum::extract::DefaultBodyLimit::max(auth::LOGIN_BODY_LIMIT)),
+            )
             .route("/api/login/refresh", get(auth::refresh));
     }
     // The control API: only the origins the operator named may use it from a browser.

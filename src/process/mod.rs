@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod config;
+pub mod id;
 pub mod placeholder;
 pub mod probe;
 pub mod progress;

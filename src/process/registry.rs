@@ -577,6 +577,7 @@ impl Registry {
         if id.is_empty() {
             return Err("an empty ID is not allowed".into());
         }
+        super::id::check(id)?;
         if config.input.is_empty() || config.output.is_empty() {
             return Err("at least one input and one output need to be defined".into());
         }

@@ -59,6 +59,7 @@ impl ProcessTokens {
             sub: sub.into(),
             usefor,
             iat,
+            nbf: iat,
             exp: iat + ttl_seconds,
             exi: 0,
             jti: uuid::Uuid::new_v4().to_string(),

@@ -304,6 +304,14 @@ impl Drop for TestServer {
     }
 }
 
+/// Unix seconds now (JWT time claims).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// Status and JSON body of a response.
 pub async fn decode(res: Response) -> (StatusCode, Value) {
     let status = res.status();
