@@ -390,3 +390,12 @@ pub async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize,
         last = now;
     }
 }
+
+/// Threads and fds did not grow past `baseline`. Fewer is fine: the test client's keep-alive
+/// connections may close in the meantime (the server's idle timeout), which means nothing.
+pub fn assert_no_growth(after: (usize, usize), baseline: (usize, usize), what: &str) {
+    assert!(
+        after.0 <= baseline.0 && after.1 <= baseline.1,
+        "threads/fds after {what}: {after:?} vs baseline {baseline:?}"
+    );
+}
