@@ -25,6 +25,9 @@ PACKAGES=(
   libssl-dev
   chromium
   python3
+  # tests/security.rs: a second host in a network namespace (ip netns) that speaks HTTP (curl).
+  iproute2
+  curl
 )
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
