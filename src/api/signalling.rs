@@ -64,6 +64,17 @@ pub fn with_retry(error: ApiError) -> Response {
     response
 }
 
+/// 504 for a negotiation step the server's WebRTC stack did not finish in time: ICE gathering, or
+/// a webrtcbin promise (see [`crate::media::promise`]). Whatever the request held is given back.
+pub fn timed_out(what: &str) -> Response {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Negotiation timed out",
+        format!("the server's WebRTC stack did not finish {what} in time"),
+    )
+    .into_response()
+}
+
 /// 404 for a session URL that names nothing (any more).
 pub fn unknown_session() -> Response {
     ApiError::not_found("Unknown session", "no such resource").into_response()
@@ -309,6 +320,7 @@ async fn restart(
     let mut local = match done {
         Ok(Ok(Ok(local))) => local,
         Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
+        Ok(Ok(Err(IceError::Timeout(what)))) => return timed_out(what),
         Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
         Ok(Err(())) => return precondition_failed(),
         Err(e) => return panicked("ICE restart failed", e).into_response(),

@@ -26,6 +26,7 @@ use super::signalling::{
 };
 use super::AppState;
 use crate::media::ice;
+use crate::media::viewer::ViewerError;
 use crate::media::AddError;
 use crate::process::config::Access;
 
@@ -101,7 +102,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<WhepStream>> {
         (status = 415, body = ErrorBody),
         (status = 422, description = "more than one video or audio track", body = ErrorBody),
         (status = 503, description = "viewer cap reached; see Retry-After", body = ErrorBody),
-        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
+        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering or a webrtcbin step timed out", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -171,12 +172,8 @@ fn add_error(state: &AppState, error: AddError) -> Response {
         AddError::Codec(why) => {
             ApiError::new(StatusCode::NOT_ACCEPTABLE, "No common codec", why).into_response()
         }
-        AddError::Viewer(crate::media::viewer::ViewerError::GatherTimeout) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ICE gathering timed out",
-            "the server could not gather its ICE candidates in time",
-        )
-        .into_response(),
+        AddError::Viewer(ViewerError::GatherTimeout) => signalling::timed_out("ICE gathering"),
+        AddError::Viewer(ViewerError::Timeout(what)) => signalling::timed_out(what),
         e => ApiError::bad_request("Negotiation failed", e.to_string()).into_response(),
     }
 }
