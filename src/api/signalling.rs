@@ -245,8 +245,18 @@ pub async fn patch(
         )
         .into_response();
     }
-    let Some(current) = ice::etag(&webrtcbin) else {
-        return unknown_session();
+    // Reading webrtcbin's descriptions takes its negotiation lock, which a stuck operation holds:
+    // off the runtime.
+    let bin = webrtcbin.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        let remote = ice::remote_description(&bin).and_then(|d| ice::credentials(&d));
+        (ice::etag(&bin), remote)
+    })
+    .await;
+    let (current, remote) = match looked {
+        Ok((Some(current), remote)) => (current, remote),
+        Ok((None, _)) => return unknown_session(),
+        Err(e) => return panicked("PATCH failed", e).into_response(),
     };
     if !if_match_matches(&if_match, &current) {
         return precondition_failed();
@@ -268,9 +278,7 @@ pub async fn patch(
         }
         Err(e) => return panicked("Malformed sdpfrag", e).into_response(),
     };
-    let Some((remote_ufrag, remote_pwd)) =
-        ice::remote_description(&webrtcbin).and_then(|d| ice::credentials(&d))
-    else {
+    let Some((remote_ufrag, remote_pwd)) = remote else {
         return unknown_session();
     };
     if !fragment.is_restart(&remote_ufrag, &remote_pwd) {

@@ -135,16 +135,21 @@ pub async fn post(
         Some(media) => Some(media.negotiation_slot().await),
         None => None,
     };
-    let added = tokio::task::spawn_blocking(move || negotiating.add_viewer(&offer)).await;
+    let metrics = state.metrics.clone();
+    let added = tokio::task::spawn_blocking(move || {
+        let (resource, answer) = negotiating.add_viewer(&offer)?;
+        // Reading the connection state takes webrtcbin's negotiation lock: off the runtime too.
+        if let Some(webrtcbin) = negotiating.viewer_webrtcbin(&resource) {
+            ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
+        }
+        Ok((resource, answer))
+    })
+    .await;
     let (resource, answer) = match added {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return add_error(&state, e),
         Err(e) => return signalling::panicked("Negotiation failed", e).into_response(),
     };
-    if let Some(webrtcbin) = stream.viewer_webrtcbin(&resource) {
-        let metrics = state.metrics.clone();
-        ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
-    }
     signalling::created(&state, &uri, "whep", &id, &resource, answer)
 }
 
