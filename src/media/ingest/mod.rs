@@ -378,7 +378,8 @@ impl Inner {
     }
 
     fn request_key_frame(&self) {
-        // Never wait for a negotiation in progress here: this runs on the async runtime.
+        // This runs on the async runtime: a lock someone holds (a retarget, an install) is skipped;
+        // the next tick asks again.
         let Ok(state) = self.state.try_lock() else {
             return;
         };
