@@ -312,6 +312,34 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:a\r\na=ice-ufrag:ol
         );
     }
 
+    /// A restart on one session waits for the one in progress there, a restart on another
+    /// session does not, and no lock outlives its restarts.
+    #[test]
+    fn restart_locks_are_per_session_and_go_away() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        gst::init().unwrap();
+        let a = gst::ElementFactory::make("identity").build().unwrap();
+        let b = gst::ElementFactory::make("identity").build().unwrap();
+        let (other_tx, other_rx) = mpsc::channel();
+        let (same_tx, same_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            serialised(&a, || {
+                scope.spawn(|| serialised(&b, || other_tx.send(()).unwrap()));
+                scope.spawn(|| serialised(&a, || same_tx.send(()).unwrap()));
+                other_rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("a restart of another session waited for this one");
+                // Bounded negative check: the same session's restart must still be waiting.
+                assert!(same_rx.recv_timeout(Duration::from_millis(200)).is_err());
+            });
+            same_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the queued restart ran once the first one finished");
+        });
+        assert!(RESTARTS.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn generated_credentials_are_long_enough() {
         let (u, p) = new_credentials();
