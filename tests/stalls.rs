@@ -43,6 +43,7 @@ async fn timed_post(http: reqwest::Client, url: String) -> (StatusCode, Duration
 /// 504 with the datarhei error body naming the step that hung, answered after the bound (the
 /// wait really ran) and within bound + slack (it did not hang).
 fn assert_stalled(status: StatusCode, elapsed: Duration, body: &str) {
+    eprintln!("stalled POST: {status} after {elapsed:?}: {body}");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     let value: Value = serde_json::from_str(body).expect("a JSON error body");
     assert_eq!(value["code"], 504, "{body}");
