@@ -4,29 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::media::{connect_when_ready, make_source, shared_into, webrtc_process};
+use common::media::{connect_when_ready, real_offer, shared_into, source, webrtc_process};
 use common::whep::{self, OfferOptions};
-use common::{settled_counts, ServerLogOnPanic, TestServer};
-
-/// The shared test source, encoded once per test binary.
-fn source() -> &'static Path {
-    static SOURCE: OnceLock<PathBuf> = OnceLock::new();
-    SOURCE.get_or_init(|| make_source(&tempfile::tempdir().expect("tempdir").keep()))
-}
-
-/// A real client's offer (gathering blocks, so it runs off the runtime).
-async fn real_offer() -> (whep::Receiver, String) {
-    tokio::task::spawn_blocking(|| whep::Receiver::new(&OfferOptions::default()))
-        .await
-        .unwrap()
-}
+use common::{assert_back_to, settled_counts, ServerLogOnPanic, TestServer};
 
 /// `offer` with `extra` lines added to its first media section, right after the m= line.
 fn with_media_lines(offer: &str, extra: &str) -> String {
@@ -130,13 +115,7 @@ async fn the_panic_offer_is_a_400_and_600_of_them_leak_nothing() {
     assert!(statuses.len() >= 600);
     drop(hostile_client);
 
-    assert_eq!(server.get("/api/v3/webrtc/sessions").await.1, json!([]));
-    let (threads, fds) = settled_counts(pid, Some(baseline)).await;
-    assert!(
-        threads <= baseline.0 && fds <= baseline.1,
-        "threads/fds {baseline:?} before, {:?} after",
-        (threads, fds)
-    );
+    assert_back_to(&server, baseline).await;
     let log = server.log.lock().unwrap().join("\n");
     assert!(!log.contains("panicked"), "a panic in the server log");
 

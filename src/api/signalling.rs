@@ -64,6 +64,17 @@ pub fn with_retry(error: ApiError) -> Response {
     response
 }
 
+/// 504 for a negotiation step the server's WebRTC stack did not finish in time: ICE gathering, or
+/// a webrtcbin promise (see [`crate::media::promise`]). Whatever the request held is given back.
+pub fn timed_out(what: &str) -> Response {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Negotiation timed out",
+        format!("the server's WebRTC stack did not finish {what} in time"),
+    )
+    .into_response()
+}
+
 /// 404 for a session URL that names nothing (any more).
 pub fn unknown_session() -> Response {
     ApiError::not_found("Unknown session", "no such resource").into_response()
@@ -234,8 +245,18 @@ pub async fn patch(
         )
         .into_response();
     }
-    let Some(current) = ice::etag(&webrtcbin) else {
-        return unknown_session();
+    // Reading webrtcbin's descriptions takes its negotiation lock, which a stuck operation holds:
+    // off the runtime.
+    let bin = webrtcbin.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        let remote = ice::remote_description(&bin).and_then(|d| ice::credentials(&d));
+        (ice::etag(&bin), remote)
+    })
+    .await;
+    let (current, remote) = match looked {
+        Ok((Some(current), remote)) => (current, remote),
+        Ok((None, _)) => return unknown_session(),
+        Err(e) => return panicked("PATCH failed", e).into_response(),
     };
     if !if_match_matches(&if_match, &current) {
         return precondition_failed();
@@ -257,9 +278,7 @@ pub async fn patch(
         }
         Err(e) => return panicked("Malformed sdpfrag", e).into_response(),
     };
-    let Some((remote_ufrag, remote_pwd)) =
-        ice::remote_description(&webrtcbin).and_then(|d| ice::credentials(&d))
-    else {
+    let Some((remote_ufrag, remote_pwd)) = remote else {
         return unknown_session();
     };
     if !fragment.is_restart(&remote_ufrag, &remote_pwd) {
@@ -309,6 +328,7 @@ async fn restart(
     let mut local = match done {
         Ok(Ok(Ok(local))) => local,
         Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
+        Ok(Ok(Err(IceError::Timeout(what)))) => return timed_out(what),
         Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
         Ok(Err(())) => return precondition_failed(),
         Err(e) => return panicked("ICE restart failed", e).into_response(),

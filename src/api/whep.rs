@@ -26,6 +26,7 @@ use super::signalling::{
 };
 use super::AppState;
 use crate::media::ice;
+use crate::media::viewer::ViewerError;
 use crate::media::AddError;
 use crate::process::config::Access;
 
@@ -101,7 +102,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<WhepStream>> {
         (status = 415, body = ErrorBody),
         (status = 422, description = "more than one video or audio track", body = ErrorBody),
         (status = 503, description = "viewer cap reached; see Retry-After", body = ErrorBody),
-        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
+        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering or a webrtcbin step timed out", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -134,16 +135,21 @@ pub async fn post(
         Some(media) => Some(media.negotiation_slot().await),
         None => None,
     };
-    let added = tokio::task::spawn_blocking(move || negotiating.add_viewer(&offer)).await;
+    let metrics = state.metrics.clone();
+    let added = tokio::task::spawn_blocking(move || {
+        let (resource, answer) = negotiating.add_viewer(&offer)?;
+        // Reading the connection state takes webrtcbin's negotiation lock: off the runtime too.
+        if let Some(webrtcbin) = negotiating.viewer_webrtcbin(&resource) {
+            ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
+        }
+        Ok((resource, answer))
+    })
+    .await;
     let (resource, answer) = match added {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return add_error(&state, e),
         Err(e) => return signalling::panicked("Negotiation failed", e).into_response(),
     };
-    if let Some(webrtcbin) = stream.viewer_webrtcbin(&resource) {
-        let metrics = state.metrics.clone();
-        ice::on_connected(&webrtcbin, move || metrics.ice_connected(started.elapsed()));
-    }
     signalling::created(&state, &uri, "whep", &id, &resource, answer)
 }
 
@@ -171,12 +177,8 @@ fn add_error(state: &AppState, error: AddError) -> Response {
         AddError::Codec(why) => {
             ApiError::new(StatusCode::NOT_ACCEPTABLE, "No common codec", why).into_response()
         }
-        AddError::Viewer(crate::media::viewer::ViewerError::GatherTimeout) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ICE gathering timed out",
-            "the server could not gather its ICE candidates in time",
-        )
-        .into_response(),
+        AddError::Viewer(ViewerError::GatherTimeout) => signalling::timed_out("ICE gathering"),
+        AddError::Viewer(ViewerError::Timeout(what)) => signalling::timed_out(what),
         e => ApiError::bad_request("Negotiation failed", e.to_string()).into_response(),
     }
 }

@@ -51,7 +51,7 @@ fn entry_for(state: &AppState, id: &str) -> Result<(Arc<Entry>, Arc<Ingest>), Ap
         (status = 409, description = "another publisher is live on this process", body = ErrorBody),
         (status = 415, body = ErrorBody),
         (status = 422, description = "more than one video or audio track", body = ErrorBody),
-        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering timed out", body = ErrorBody)))]
+        (status = 500, body = ErrorBody), (status = 504, description = "ICE gathering or a webrtcbin step timed out", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -113,15 +113,19 @@ fn publish_error(error: PublishError) -> Response {
         PublishError::Codec(why) => {
             ApiError::new(StatusCode::NOT_ACCEPTABLE, "No common codec", why).into_response()
         }
-        PublishError::Negotiation(NegotiationError::GatherTimeout) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ICE gathering timed out",
-            "the server could not gather its ICE candidates in time",
-        )
-        .into_response(),
+        PublishError::Negotiation(NegotiationError::GatherTimeout) => {
+            signalling::timed_out("ICE gathering")
+        }
+        PublishError::Negotiation(NegotiationError::Timeout(what)) => signalling::timed_out(what),
         PublishError::Negotiation(e) => {
             ApiError::bad_request("Negotiation failed", e.to_string()).into_response()
         }
+        PublishError::Closed => ApiError::new(
+            StatusCode::CONFLICT,
+            "The input was closed",
+            "the process stopped while the publisher negotiated; POST again",
+        )
+        .into_response(),
         PublishError::Io(why) => ApiError::internal("Cannot publish", &why).into_response(),
     }
 }

@@ -1,7 +1,7 @@
 //! ICE on a viewer's webrtcbin after the answer went out: trickled candidates, answerer-side ICE
 //! restarts, and the credentials behind the WHEP entity-tag.
 //!
-//! Everything here blocks on webrtcbin promises (each bounded by [`PROMISE_TIMEOUT`]); callers run
+//! Everything here blocks on webrtcbin promises (each bounded, see [`super::promise`]); callers run
 //! it off the async runtime. It works on the `gst::Element` that [`super::Stream::viewer_webrtcbin`]
 //! returns and keeps no reference to it.
 //!
@@ -13,24 +13,41 @@
 //! `nice_agent_restart_stream` is never called by 1.22, so no regathering happens: the selected pair
 //! keeps carrying media and the candidates stay the ones gathered for the first answer.
 
-use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
-use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_sdp::{SDPAttribute, SDPMessage, SDPMessageRef};
 use gstreamer_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType, WebRTCSessionDescription};
 
 use crate::webrtc::sdpfrag::{Candidate, Fragment};
 
-/// Longest wait for one webrtcbin promise. They answer in milliseconds; a missing answer means the
-/// element is shutting down, and an HTTP request must not hang on that.
-pub const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
+use super::promise::{self, PromiseError};
 
-/// Restarts of one viewer must not interleave (two offers in flight would leave webrtcbin in
-/// have-remote-offer); they are rare, so one lock for all is enough.
-static RESTARTS: Mutex<()> = Mutex::new(());
+/// One lock per webrtcbin with a restart in progress, keyed by the element's address (an entry
+/// lives only while someone holds or waits for it, so a reused address finds none). Restarts of
+/// one session must not interleave (two offers in flight would leave webrtcbin in
+/// have-remote-offer); restarts of different sessions have nothing to share and run side by side.
+static RESTARTS: Mutex<BTreeMap<usize, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+
+/// Runs `f` with the restart lock of this webrtcbin held, then drops the lock's entry when no
+/// other restart waits for it.
+fn serialised<T>(webrtcbin: &gst::Element, f: impl FnOnce() -> T) -> T {
+    let key = webrtcbin.as_ptr() as usize;
+    let table = || RESTARTS.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = table().entry(key).or_default().clone();
+    let out = {
+        let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    };
+    let mut table = table();
+    // The table's copy and ours: nobody else holds or waits for this session's lock.
+    if Arc::strong_count(&lock) == 2 {
+        table.remove(&key);
+    }
+    out
+}
 
 /// Why an ICE operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +61,15 @@ pub enum IceError {
     /// webrtcbin did not answer in time.
     #[error("webrtcbin did not answer {0} in time")]
     Timeout(&'static str),
+}
+
+impl From<PromiseError> for IceError {
+    fn from(e: PromiseError) -> Self {
+        match e {
+            PromiseError::Timeout(what) => IceError::Timeout(what),
+            refused => IceError::Refused(refused.to_string()),
+        }
+    }
 }
 
 /// The current local (answer) description.
@@ -129,16 +155,18 @@ pub fn restart<E>(
     pwd: &str,
     check: impl FnOnce(&str) -> Result<(), E>,
 ) -> Result<Result<SDPMessage, IceError>, E> {
-    let _serial = RESTARTS.lock().unwrap_or_else(|e| e.into_inner());
-    let (Some(remote), Some(local)) = (remote_description(webrtcbin), local_description(webrtcbin))
-    else {
-        return Ok(Err(IceError::NoSession));
-    };
-    let Some((current, _)) = credentials(&local) else {
-        return Ok(Err(IceError::NoSession));
-    };
-    check(&format!("\"{current}\""))?;
-    Ok(renegotiate(webrtcbin, &remote, &local, ufrag, pwd))
+    serialised(webrtcbin, || {
+        let (Some(remote), Some(local)) =
+            (remote_description(webrtcbin), local_description(webrtcbin))
+        else {
+            return Ok(Err(IceError::NoSession));
+        };
+        let Some((current, _)) = credentials(&local) else {
+            return Ok(Err(IceError::NoSession));
+        };
+        check(&format!("\"{current}\""))?;
+        Ok(renegotiate(webrtcbin, &remote, &local, ufrag, pwd))
+    })
 }
 
 fn renegotiate(
@@ -151,18 +179,8 @@ fn renegotiate(
     // The old remote candidates belong to the old ICE generation; new ones come by trickle.
     let offer = with_credentials(remote, ufrag, pwd, true);
     let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer);
-    call(
-        webrtcbin,
-        "set-remote-description",
-        &offer,
-        "set-remote-description",
-    )?;
-    let reply = call(
-        webrtcbin,
-        "create-answer",
-        &None::<gst::Structure>,
-        "create-answer",
-    )?;
+    promise::call(webrtcbin, "set-remote-description", &offer)?;
+    let reply = promise::call(webrtcbin, "create-answer", &None::<gst::Structure>)?;
     let answer = reply
         .and_then(|r| r.get::<WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| IceError::Refused("create-answer gave no answer".into()))?;
@@ -170,12 +188,7 @@ fn renegotiate(
     let (local_ufrag, local_pwd) = new_credentials();
     let answer = with_credentials(answer.sdp(), &local_ufrag, &local_pwd, true);
     let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
-    call(
-        webrtcbin,
-        "set-local-description",
-        &answer,
-        "set-local-description",
-    )?;
+    promise::call(webrtcbin, "set-local-description", &answer)?;
     let mut local = local_description(webrtcbin).ok_or(IceError::NoSession)?;
     copy_candidates(previous_local, &mut local);
     Ok(local)
@@ -238,32 +251,6 @@ fn copy_candidates(from: &SDPMessageRef, to: &mut SDPMessage) {
     }
 }
 
-/// Emits a webrtcbin action signal whose last argument is a promise, and waits (bounded) for the
-/// reply. webrtcbin reports failures as an `error` field of the reply.
-pub(crate) fn call(
-    webrtcbin: &gst::Element,
-    signal: &str,
-    arg: &dyn ToValue,
-    what: &'static str,
-) -> Result<Option<gst::Structure>, IceError> {
-    let (tx, rx) = mpsc::channel();
-    let promise = gst::Promise::with_change_func(move |reply| {
-        let _ = tx.send(reply.ok().flatten().map(|s| s.to_owned()));
-    });
-    webrtcbin.emit_by_name_with_values(signal, &[arg.to_value(), promise.to_value()]);
-    match rx.recv_timeout(PROMISE_TIMEOUT) {
-        Ok(Some(reply)) if reply.has_field("error") => {
-            let error = reply
-                .get::<glib::Error>("error")
-                .map(|e| e.to_string())
-                .unwrap_or_else(|_| format!("{reply}"));
-            Err(IceError::Refused(format!("{what}: {error}")))
-        }
-        Ok(reply) => Ok(reply),
-        Err(_) => Err(IceError::Timeout(what)),
-    }
-}
-
 /// Runs `f` once, when the viewer's peer connection reaches `connected` (at once if it already
 /// has). The handler holds no reference to the element, so it does not keep webrtcbin alive.
 pub fn on_connected(webrtcbin: &gst::Element, f: impl FnOnce() + Send + 'static) {
@@ -323,6 +310,34 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:a\r\na=ice-ufrag:ol
             to.media(0).unwrap().attribute_val("candidate"),
             Some("1 1 UDP 1 192.0.2.1 5000 typ host")
         );
+    }
+
+    /// A restart on one session waits for the one in progress there, a restart on another
+    /// session does not, and no lock outlives its restarts.
+    #[test]
+    fn restart_locks_are_per_session_and_go_away() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        gst::init().unwrap();
+        let a = gst::ElementFactory::make("identity").build().unwrap();
+        let b = gst::ElementFactory::make("identity").build().unwrap();
+        let (other_tx, other_rx) = mpsc::channel();
+        let (same_tx, same_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            serialised(&a, || {
+                scope.spawn(|| serialised(&b, || other_tx.send(()).unwrap()));
+                scope.spawn(|| serialised(&a, || same_tx.send(()).unwrap()));
+                other_rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("a restart of another session waited for this one");
+                // Bounded negative check: the same session's restart must still be waiting.
+                assert!(same_rx.recv_timeout(Duration::from_millis(200)).is_err());
+            });
+            same_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the queued restart ran once the first one finished");
+        });
+        assert!(RESTARTS.lock().unwrap().is_empty());
     }
 
     #[test]

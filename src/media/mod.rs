@@ -8,6 +8,7 @@ pub mod ingest;
 mod keyframe;
 pub mod peer;
 pub mod ports;
+pub mod promise;
 pub mod sdp;
 pub mod sdp_limits;
 pub mod slots;
@@ -131,6 +132,7 @@ impl Media {
                 missing.join(", ")
             );
         }
+        promise::init();
         // An uninitialised GnuTLS backend can crash libnice's STUN code later.
         let _ = gio::TlsBackend::default();
         // The first dtlsdec generates the process-wide DTLS certificate (an RSA key: slow).

@@ -14,6 +14,7 @@ use gstreamer_webrtc::{
     WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSessionDescription,
 };
 
+use super::promise::{self, PromiseError};
 use super::sdp::advertise_public_ip;
 use super::IceConfig;
 
@@ -26,6 +27,18 @@ pub enum NegotiationError {
     /// webrtcbin refused something.
     #[error("negotiation failed: {0}")]
     Failed(String),
+    /// webrtcbin did not answer a promise in time (see [`promise::PROMISE_TIMEOUT`]).
+    #[error("webrtcbin did not answer {0} in time")]
+    Timeout(&'static str),
+}
+
+impl From<PromiseError> for NegotiationError {
+    fn from(e: PromiseError) -> Self {
+        match e {
+            PromiseError::Timeout(what) => NegotiationError::Timeout(what),
+            refused => NegotiationError::Failed(refused.to_string()),
+        }
+    }
 }
 
 impl From<glib::BoolError> for NegotiationError {
@@ -144,49 +157,23 @@ pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
     gathered_rx
 }
 
-/// The message of webrtcbin's error reply. The reply holds a GError, whose Debug form is only
-/// a pointer (`((GError*) 0x7f…)`): clients get its message.
-fn promise_error(promise: &gst::Promise) -> String {
-    promise
-        .get_reply()
-        .and_then(|r| r.get::<glib::Error>("error").ok())
-        .map(|e| e.message().to_string())
-        .unwrap_or_else(|| "webrtcbin gave no answer".into())
-}
-
-/// Emits `set-remote-description` / `set-local-description` and waits for the result.
+/// Emits `set-remote-description` / `set-local-description` and waits (bounded) for the result.
 pub fn call(
     webrtcbin: &gst::Element,
-    signal: &str,
+    signal: &'static str,
     desc: &WebRTCSessionDescription,
 ) -> Result<(), NegotiationError> {
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]);
-    promise.wait();
-    match promise.get_reply() {
-        Some(reply) if reply.has_field("error") => {
-            Err(NegotiationError::Failed(promise_error(&promise)))
-        }
-        _ => Ok(()),
-    }
+    promise::call(webrtcbin, signal, desc)?;
+    Ok(())
 }
 
-/// Asks webrtcbin for its answer to the remote offer.
+/// Asks webrtcbin for its answer to the remote offer (bounded).
 pub fn create_answer(
     webrtcbin: &gst::Element,
 ) -> Result<WebRTCSessionDescription, NegotiationError> {
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-    promise.wait();
-    promise
-        .get_reply()
-        .and_then(|reply| {
-            reply
-                .value("answer")
-                .ok()
-                .and_then(|v| v.get::<WebRTCSessionDescription>().ok())
-        })
-        .ok_or_else(|| NegotiationError::Failed(promise_error(&promise)))
+    promise::call(webrtcbin, "create-answer", &None::<gst::Structure>)?
+        .and_then(|reply| reply.get::<WebRTCSessionDescription>("answer").ok())
+        .ok_or_else(|| NegotiationError::Failed("webrtcbin gave no answer".into()))
 }
 
 /// Waits for gathering (all candidates go into the answer: the server does not trickle) and

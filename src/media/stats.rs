@@ -11,7 +11,8 @@ use gstreamer_webrtc::WebRTCStatsType;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ice::{call, IceError};
+use super::ice::IceError;
+use super::promise;
 
 /// What the sessions API and the metrics show for one viewer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
@@ -30,9 +31,9 @@ pub struct ViewerStats {
     pub rtt_ms: Option<f64>,
 }
 
-/// Reads the stats of one viewer (blocking, bounded by [`super::ice::PROMISE_TIMEOUT`]).
+/// Reads the stats of one viewer (blocking, bounded by [`promise::timeout`]).
 pub fn collect(webrtcbin: &gst::Element) -> Result<ViewerStats, IceError> {
-    let reply = call(webrtcbin, "get-stats", &None::<gst::Pad>, "get-stats")?
+    let reply = promise::call(webrtcbin, "get-stats", &None::<gst::Pad>)?
         .ok_or(IceError::Timeout("get-stats"))?;
     Ok(from_reply(&reply))
 }

@@ -35,6 +35,9 @@ pub enum ViewerError {
     /// webrtcbin refused something.
     #[error("negotiation failed: {0}")]
     Negotiation(String),
+    /// webrtcbin did not answer a promise in time.
+    #[error("webrtcbin did not answer {0} in time")]
+    Timeout(&'static str),
 }
 
 impl From<NegotiationError> for ViewerError {
@@ -42,6 +45,7 @@ impl From<NegotiationError> for ViewerError {
         match e {
             NegotiationError::GatherTimeout => ViewerError::GatherTimeout,
             NegotiationError::Failed(why) => ViewerError::Negotiation(why),
+            NegotiationError::Timeout(what) => ViewerError::Timeout(what),
         }
     }
 }

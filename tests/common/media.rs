@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -66,6 +67,20 @@ pub fn make_source(dir: &Path) -> PathBuf {
         6,
         "-c:v libx264 -profile:v baseline -pix_fmt yuv420p -g 30 -bf 0 -c:a libopus -b:a 64k",
     )
+}
+
+/// [`make_source`] encoded once per test binary, in a directory of its own (link it into a
+/// server's data directory with [`shared_into`]).
+pub fn source() -> &'static Path {
+    static SOURCE: OnceLock<PathBuf> = OnceLock::new();
+    SOURCE.get_or_init(|| make_source(&tempfile::tempdir().expect("tempdir").keep()))
+}
+
+/// A real client's offer (gathering blocks, so it runs off the runtime).
+pub async fn real_offer() -> (whep::Receiver, String) {
+    tokio::task::spawn_blocking(|| whep::Receiver::new(&OfferOptions::default()))
+        .await
+        .unwrap()
 }
 
 /// A process looping `source` with WebRTC on and reconnect after 1 s.

@@ -376,6 +376,21 @@ pub fn threads_and_fds(pid: u32) -> (usize, usize) {
     (threads, fds)
 }
 
+/// Waits for the server's threads and fds to settle and asserts they are back at `baseline` or
+/// below, and that no sessions are left.
+pub async fn assert_back_to(server: &TestServer, baseline: (usize, usize)) {
+    assert_eq!(
+        server.get("/api/v3/webrtc/sessions").await.1,
+        serde_json::json!([])
+    );
+    let (threads, fds) = settled_counts(server.pid(), Some(baseline)).await;
+    assert!(
+        threads <= baseline.0 && fds <= baseline.1,
+        "threads/fds {baseline:?} before, {:?} after",
+        (threads, fds)
+    );
+}
+
 /// Counts settle shortly after a teardown (GLib thread pools park idle threads for a moment), so
 /// read until two consecutive samples agree, or until they are back at `target`.
 pub async fn settled_counts(pid: u32, target: Option<(usize, usize)>) -> (usize, usize) {

@@ -38,6 +38,9 @@ pub enum PublishError {
     /// webrtcbin failed.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// The input was closed (the process stopped) while the publisher negotiated.
+    #[error("the input was closed while the publisher negotiated")]
+    Closed,
     /// The SDP file for FFmpeg could not be written.
     #[error("cannot write the SDP file for FFmpeg: {0}")]
     Io(String),
@@ -82,6 +85,10 @@ pub struct IngestInfo {
 
 struct State {
     publisher: Option<(String, Publisher)>,
+    /// A POST is negotiating a publisher (without the lock); the slot is taken meanwhile.
+    negotiating: bool,
+    /// Bumped by every close, so a negotiation that spans one knows its publisher must go.
+    epoch: u64,
     /// What the SDP file says now.
     media: IngestMedia,
 }
@@ -120,6 +127,8 @@ impl Ingest {
             shared,
             state: Mutex::new(State {
                 publisher: None,
+                negotiating: false,
+                epoch: 0,
                 media: IngestMedia::default(),
             }),
             video: Arc::new(Mutex::new(Continuity::new(ssrc, FFMPEG_VIDEO_PT))),
@@ -138,20 +147,21 @@ impl Ingest {
         &self.inner.sdp_path
     }
 
-    /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher makes
-    /// this fail with [`PublishError::Busy`]; one whose connection failed, never came up or went
-    /// silent is replaced.
+    /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher, or
+    /// another negotiation in progress, makes this fail with [`PublishError::Busy`]; a publisher
+    /// whose connection failed, never came up or went silent is replaced.
+    ///
+    /// The state lock is held only to reserve the slot and to install the result: a webrtcbin
+    /// that hangs costs this POST its bounded wait, never the lock that PATCH, DELETE, the API's
+    /// views and the reaper take.
     pub fn publish(&self, offer: &Offer) -> Result<Published, PublishError> {
         let inner = &self.inner;
         let accepted = accept_offer(offer).map_err(PublishError::Codec)?;
-        // Held while negotiating: two POSTs racing for one process must not both win.
-        let mut state = inner.lock();
-        if let Some((resource, publisher)) = &state.publisher {
-            if !inner.is_stale(publisher) {
-                return Err(PublishError::Busy);
-            }
+        let (reservation, stale) = inner.reserve()?;
+        if let Some((resource, publisher)) = stale {
             tracing::info!(process = %inner.id, publisher = %resource, "replacing a stale publisher");
-            state.publisher = None;
+            // Dropped outside the lock: teardown waits for webrtcbin's threads.
+            drop(publisher);
         }
         let resource = super::stream::resource_id();
         let dead_tx = inner.dead_tx.clone();
@@ -180,8 +190,17 @@ impl Ingest {
             },
         )?;
         let media = IngestMedia::of(&accepted);
+        let mut state = inner.lock();
+        if state.epoch != reservation.epoch {
+            // The input was closed while this negotiated: the publisher must not outlive it.
+            drop(state);
+            drop(publisher);
+            return Err(PublishError::Closed);
+        }
         let media_changed = media != state.media;
         if media_changed {
+            // Under the lock so that the file and `state.media` never disagree (a small file:
+            // the lock is held for one write, not for a negotiation).
             inner
                 .write_sdp(&media)
                 .map_err(|e| PublishError::Io(e.to_string()))?;
@@ -190,6 +209,7 @@ impl Ingest {
         let answer = publisher.answer.clone();
         tracing::info!(process = %inner.id, publisher = %resource, codecs = ?publisher.codecs, media_changed, "publisher added");
         state.publisher = Some((resource.clone(), publisher));
+        reservation.installed(&mut state);
         Ok(Published {
             resource,
             answer,
@@ -214,7 +234,11 @@ impl Ingest {
 
     /// Ends whatever session there is (blocking), e.g. when the process stops.
     pub fn close(&self) {
-        let taken = self.inner.lock().publisher.take();
+        let taken = {
+            let mut state = self.inner.lock();
+            state.epoch += 1;
+            state.publisher.take()
+        };
         if let Some((resource, _publisher)) = taken {
             tracing::info!(process = %self.inner.id, publisher = %resource, "publisher closed");
         }
@@ -298,6 +322,27 @@ impl Inner {
         (ports.video(), ports.audio())
     }
 
+    /// Takes the publisher slot for a negotiation: `Busy` when a live publisher or another
+    /// negotiation has it; a stale publisher is handed back to be dropped outside the lock.
+    fn reserve(&self) -> Result<(Reservation<'_>, Option<(String, Publisher)>), PublishError> {
+        let mut state = self.lock();
+        if state.negotiating {
+            return Err(PublishError::Busy);
+        }
+        if let Some((_, publisher)) = &state.publisher {
+            if !self.is_stale(publisher) {
+                return Err(PublishError::Busy);
+            }
+        }
+        state.negotiating = true;
+        let reservation = Reservation {
+            inner: self,
+            epoch: state.epoch,
+            done: false,
+        };
+        Ok((reservation, state.publisher.take()))
+    }
+
     /// Failed or closed, never connected in time, or silent past the consent timeout.
     fn is_stale(&self, publisher: &Publisher) -> bool {
         let config = &self.shared.config;
@@ -333,7 +378,8 @@ impl Inner {
     }
 
     fn request_key_frame(&self) {
-        // Never wait for a negotiation in progress here: this runs on the async runtime.
+        // This runs on the async runtime: a lock someone holds (a retarget, an install) is skipped;
+        // the next tick asks again.
         let Ok(state) = self.state.try_lock() else {
             return;
         };
@@ -353,6 +399,30 @@ impl Inner {
             .as_ref()
             .is_some_and(|(_, p)| self.is_stale(p));
         stale.then(|| state.publisher.take()).flatten()
+    }
+}
+
+/// The publisher slot, taken by one negotiation. Dropping it unfinished (an error, a timeout, a
+/// panic unwinding) gives the slot back.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    epoch: u64,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    /// The publisher is in the slot (the caller holds the lock).
+    fn installed(mut self, state: &mut State) {
+        state.negotiating = false;
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.lock().negotiating = false;
+        }
     }
 }
 
