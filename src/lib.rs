@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod media;
 pub mod metrics;
+pub mod model;
 pub mod process;
 pub mod serve;
 pub mod skills;

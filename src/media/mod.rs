@@ -72,7 +72,7 @@ pub struct MediaConfig {
     /// Pipeline descriptions directory; `None` for the built-in ones.
     pub pipelines_dir: Option<PathBuf>,
     /// Default transcode settings.
-    pub transcode: transcode::TranscodeSettings,
+    pub transcode: crate::model::transcode::TranscodeSettings,
     /// Least time between forced key frames per stream.
     pub key_unit_interval: Duration,
     /// How often a WHIP publisher is asked for a key frame; `None` only on FFmpeg starts.

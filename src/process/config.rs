@@ -176,7 +176,7 @@ pub struct WebRtcSettings {
     pub access: Access,
     /// Transcode settings that differ from the server's `webrtc.transcode` defaults.
     #[serde(default, deserialize_with = "nullable")]
-    pub transcode: crate::media::transcode::TranscodeOverrides,
+    pub transcode: crate::model::transcode::TranscodeOverrides,
 }
 
 /// Viewer access to a WebRTC stream.

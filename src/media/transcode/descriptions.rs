@@ -15,7 +15,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::encoders::{self, TranscodeCapabilities};
-use super::{BranchKind, TranscodeError, TranscodeSettings};
+use super::{BranchKind, TranscodeError};
+use crate::model::transcode::TranscodeSettings;
 
 /// Placeholders a description may use.
 pub const PLACEHOLDERS: &[&str] = &[
