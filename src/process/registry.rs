@@ -11,13 +11,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::access::Access;
-use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
 use super::placeholder;
 use super::progress::IoRef;
 use super::runner::{RunHooks, Runner, Spec};
 use super::sandbox::Sandbox;
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
+use crate::model::process::{short_id, Order, ProcessConfig, WebRtcSettings};
 use crate::store::{ProcessRecord, Store, StoreError};
 
 /// Settings the registry applies to every process.

@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use utoipa::ToSchema;
 
-use super::config::{Limits, Order};
 use super::progress::{IoRef, LineKind, Parser, Progress};
 use super::report::{ProcessReport, Report};
 use super::sampler::Sampler;
 use super::sandbox::Sandbox;
+use crate::model::process::{Limits, Order};
 
 /// The execution state of a process (datarhei `exec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
