@@ -2,6 +2,7 @@
 //! progress and reports.
 
 pub mod access;
+pub mod argv;
 pub mod id;
 pub mod placeholder;
 pub mod probe;
