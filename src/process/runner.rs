@@ -219,11 +219,6 @@ impl Runner {
         let old = old.live();
         self.live().report.adopt_history(&old.report);
     }
-
-    /// Pid of the running child, if any (tests and metrics).
-    pub fn pid(&self) -> Option<u32> {
-        self.live().pid
-    }
 }
 
 fn unix_now() -> i64 {

@@ -459,6 +459,7 @@ impl Descriptions {
     }
 
     /// The directory that overrides the built-in files, if any.
+    #[cfg(test)]
     pub fn directory(&self) -> Option<&Path> {
         self.directory.as_deref()
     }

@@ -31,7 +31,7 @@ use super::sdp::{Kind, SourceTrack};
 use crate::model::transcode::{InvalidSettings, TranscodeSettings};
 
 pub use descriptions::{Descriptions, Vars};
-pub use encoders::{select, EncoderFamily, Registry, TranscodeCapabilities};
+pub use encoders::{EncoderFamily, Registry, TranscodeCapabilities};
 pub use keyframes::{force_key_unit_event, KeyUnitLimiter};
 pub use sizes::fit_video_sizes;
 
@@ -116,17 +116,6 @@ pub enum BranchKind {
         /// Encoding name of the source, e.g. `MPEG4-GENERIC`.
         source: String,
     },
-}
-
-impl BranchKind {
-    /// The encoding that leaves the chain, as viewers' offers must match it.
-    pub fn output_encoding(&self) -> &str {
-        match self {
-            BranchKind::Passthrough { encoding } => encoding,
-            BranchKind::Video { .. } => "H264",
-            BranchKind::Audio { .. } => "OPUS",
-        }
-    }
 }
 
 /// How one medium reaches viewers, and why: the process state / WebRTC info shows `path` and
@@ -285,7 +274,7 @@ pub fn decide(
 /// How long the start-up test of an encoder may take (hardware encoders open their device).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// [`select`], then the checks that need GStreamer: the selected encoder's description must parse
+/// The encoder choice (`encoders::candidates`), then the checks that need GStreamer: the selected encoder's description must parse
 /// ([`Descriptions::check`]) and the encoder must encode a short test clip
 /// ([`Descriptions::probe`]). An automatically chosen encoder that fails its test is passed over
 /// for the next one (recorded in `skipped`, for the skills endpoint); so is a hardware encoder
