@@ -16,7 +16,6 @@ mod keyframe;
 pub mod peer;
 pub mod ports;
 pub mod sdp;
-pub mod sdp_limits;
 pub mod slots;
 pub mod stats;
 pub mod stream;
