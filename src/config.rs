@@ -83,7 +83,7 @@ pub struct WebRtcConfig {
     /// does not exist falls back to the built-in descriptions with a warning.
     pub pipelines_dir: String,
     /// Default transcode settings (each process may override them in `webrtc.transcode`).
-    pub transcode: crate::media::transcode::TranscodeSettings,
+    pub transcode: crate::model::transcode::TranscodeSettings,
     /// Least time between two key frames forced for joining viewers (or their PLIs), in ms.
     pub key_unit_interval_ms: u64,
     /// How often a WHIP publisher is asked for a key frame (RTCP PLI/FIR), in ms; 0 only asks

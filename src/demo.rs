@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::process::config::{Order, ProcessConfig};
+use crate::model::process::{Order, ProcessConfig};
 use crate::store::{ProcessRecord, Store, StoreError};
 
 /// System metadata key recording that the demo was created once (deleting it must stick).

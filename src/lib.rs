@@ -1,20 +1,35 @@
 //! streamcore: FFmpeg processes under a datarhei-Core-compatible REST API.
 //!
-//! Requests flow one way: HTTP ([`api`]) → process registry ([`process`]) → store ([`store`]) and
-//! supervisors; nothing below the API reaches back up.
+//! The binary (`src/main.rs`) is the only user of this library: it loads the [`Config`] and calls
+//! [`run`]. Every module is private to the crate, so the compiler reports what nothing uses; the
+//! fuzz targets reach the parsers they drive through [`fuzzing`].
+//!
+//! Imports only point down: HTTP ([`api`], [`serve`], [`auth`]) → processes ([`process`]) and the
+//! media engine ([`media`]) → the store ([`store`]) → plain data ([`model`]), with [`config`] read
+//! at start-up by all of them. Nothing below the API reaches back up.
 
-pub mod api;
-pub mod auth;
-pub mod config;
-pub mod media;
-pub mod metrics;
-pub mod process;
-pub mod serve;
-pub mod skills;
-pub mod store;
-pub mod webrtc;
-
+mod api;
+mod auth;
+mod config;
 mod demo;
+mod media;
+mod metrics;
+mod model;
+mod process;
+mod serve;
 mod server;
+mod skills;
+mod store;
+mod webrtc;
 
+pub use config::{Config, LogFormat};
 pub use server::{run, Server};
+
+/// The parsers of what clients send the signalling endpoints, for the fuzz targets in `fuzz/`
+/// (see docs/fuzzing.md); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::media::ingest::formats::accept_offer;
+    pub use crate::media::sdp::{offer_text, parse_offer, parse_source, select_format};
+    pub use crate::webrtc::sdpfrag;
+}

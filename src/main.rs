@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use streamcore::config::{Config, LogFormat};
+use streamcore::{Config, LogFormat};
 
 /// streamcore: FFmpeg processes under a datarhei-Core-compatible REST API, served over WebRTC.
 ///

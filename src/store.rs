@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use crate::process::config::{Order, ProcessConfig};
+use crate::model::process::{Order, ProcessConfig};
 
 /// A stored process definition.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,8 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamcore::media::ingest::formats::accept_offer;
-use streamcore::media::sdp::{offer_text, parse_offer, parse_source, select_format};
+use streamcore::fuzzing::{accept_offer, offer_text, parse_offer, parse_source, select_format};
 
 /// What FFmpeg describes for a typical H.264 + Opus stream.
 const SOURCE: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\n\

@@ -121,3 +121,28 @@ impl From<RegistryError> for ApiError {
 
 /// Result type of the handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `internal` promises: the cause goes to the log, the body carries only the message.
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_cause_out_of_the_body() {
+        let cause = "database error: disk I/O error at /var/lib/streamcore/db (0x7f3a2c001e20)";
+        let response = ApiError::internal("Store failed", &cause).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "code": 500,
+                "message": "Store failed",
+                "details": ["internal error; the server log has the cause"],
+            })
+        );
+    }
+}

@@ -36,10 +36,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::media::sdp_limits;
 use crate::metrics::Metrics;
 use crate::process::Registry;
 use crate::store::Store;
+use crate::webrtc::sdp_limits;
 use error::ApiError;
 
 /// Identity of this server instance, shown by `GET /api`.
@@ -141,7 +141,7 @@ pub fn router(state: AppState) -> Router {
 
     let mut whep = Router::new().route("/whep", get(whep::list));
     // The same WHEP resources at the datarhei-style path; neither is behind the admin guard.
-    // SDP bodies have their own, much smaller size limits (see media::sdp_limits); a route's
+    // SDP bodies have their own, much smaller size limits (see webrtc::sdp_limits); a route's
     // limit replaces the server's, so the smaller of the two applies.
     let max_body = state.config.http.max_body_bytes;
     let offer_limit = move || DefaultBodyLimit::max(sdp_limits::MAX_OFFER_BYTES.min(max_body));

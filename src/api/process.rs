@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::{json_bytes, json_error, parse, JsonBody};
 use super::params::{Path, Query};
 use super::AppState;
-use crate::process::config::ProcessConfig;
+use crate::model::process::ProcessConfig;
 use crate::process::progress::Probe;
 use crate::process::registry::Entry;
 use crate::process::report::ProcessReport;

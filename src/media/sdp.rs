@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use gstreamer as gst;
 use gstreamer_sdp::{SDPMediaRef, SDPMessage};
 
-use super::sdp_limits::{self, LimitError};
+use crate::webrtc::sdp_limits::{self, LimitError};
 
 /// Kind of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]

@@ -19,11 +19,10 @@ use utoipa::ToSchema;
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
 use super::slots::{Slot, Slots};
-use super::transcode::{
-    decide, fit_video_sizes, Decision, KeyUnitLimiter, TranscodeSettings, Vars,
-};
+use super::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
 use super::viewer::{self, TrackPlan, Viewer, ViewerError};
 use super::Shared;
+use crate::model::transcode::TranscodeSettings;
 
 /// Why a viewer was not added.
 #[derive(Debug, thiserror::Error)]

@@ -21,14 +21,6 @@ use super::IceConfig;
 /// Why a viewer could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewerError {
-    /// The offer cannot receive the stream's codecs.
-    #[error("the offer cannot receive {stream}; it offers {offered}")]
-    Codec {
-        /// What the stream carries.
-        stream: String,
-        /// What the viewer offered.
-        offered: String,
-    },
     /// ICE gathering did not finish in time.
     #[error("ICE gathering timed out")]
     GatherTimeout,

@@ -190,11 +190,6 @@ impl Access {
         })
     }
 
-    /// The canonical data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// Checks an input's resolved address and its options.
     pub fn check_input(&self, address: &str, options: &[String]) -> Result<(), Refused> {
         self.check_options(options)?;

@@ -1,7 +1,8 @@
-//! FFmpeg processes: definitions, supervision, progress and reports.
+//! FFmpeg processes: the registry of definitions (`crate::model::process`), their supervision,
+//! progress and reports.
 
 pub mod access;
-pub mod config;
+pub mod argv;
 pub mod id;
 pub mod placeholder;
 pub mod probe;
@@ -13,3 +14,7 @@ pub mod sampler;
 pub mod sandbox;
 
 pub use registry::{ProcessCommand, Registry, RegistryError};
+
+// The definition's old path, kept only for api/whep.rs, which a parallel branch rewrites; once that
+// lands, whep.rs imports crate::model::process and this line goes.
+pub use crate::model::process as config;

@@ -3,7 +3,7 @@
 //! Mutations are serialised by one async lock so that a stop that waits for ffmpeg cannot
 //! interleave with another change; reads go through a plain `RwLock` and never wait on ffmpeg.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,13 +11,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::access::Access;
-use super::config::{short_id, Order, ProcessConfig, WebRtcSettings};
-use super::placeholder;
+use super::argv::{self, Context, ReferenceError, Resolved, WhipInput, WHIP_ADDRESS};
 use super::progress::IoRef;
 use super::runner::{RunHooks, Runner, Spec};
 use super::sandbox::Sandbox;
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
+use crate::model::process::{short_id, Order, ProcessConfig};
 use crate::store::{ProcessRecord, Store, StoreError};
 
 /// Settings the registry applies to every process.
@@ -439,9 +439,11 @@ impl Registry {
             }
         };
         if let (Some(stream), None) = (&stream, &invalid) {
-            resolved
-                .argv
-                .extend(webrtc_legs(&record.config.webrtc, stream));
+            resolved.argv.extend(argv::webrtc_legs(
+                &record.config.webrtc,
+                stream.sdp_path(),
+                stream.ports(),
+            ));
         }
         let outputs = resolved.outputs.iter().map(|o| o.address.clone()).collect();
         let mut spec = self.spec(
@@ -566,136 +568,47 @@ impl Registry {
         }
     }
 
-    /// Validates a definition and resolves placeholders and input references into an argv.
+    /// Validates a definition and resolves it into an argv, with what this registry knows: its
+    /// settings, the process's WHIP input, and the outputs of the other processes.
     fn resolve(
         &self,
         config: &ProcessConfig,
         replacing: Option<&str>,
         ingest: Option<&Ingest>,
     ) -> std::result::Result<Resolved, String> {
-        let id = config.id.trim();
-        if id.is_empty() {
-            return Err("an empty ID is not allowed".into());
-        }
-        super::id::check(id)?;
-        if config.input.is_empty() || config.output.is_empty() {
-            return Err("at least one input and one output need to be defined".into());
-        }
-        let disk = self.settings.disk_dir.to_string_lossy().into_owned();
-        let global = [("diskfs", disk.as_str()), ("fs:disk", disk.as_str())];
-        let mut argv: Vec<String> = config
-            .options
-            .iter()
-            .map(|o| placeholder::replace(o, &global))
-            .collect();
-        self.settings
-            .access
-            .check_options(&argv)
-            .map_err(|e| e.to_string())?;
-        let mut probe_argv = argv.clone();
-        let mut inputs = Vec::new();
-        let mut outputs = Vec::new();
-        for (kind, list) in [("input", &config.input), ("output", &config.output)] {
-            let mut seen = HashSet::new();
-            for io in list {
-                let base = [("processid", id), ("reference", config.reference.as_str())];
-                let io_id = placeholder::replace(io.id.trim(), &base);
-                if io_id.is_empty() {
-                    return Err(format!("an {kind} ID must not be empty"));
-                }
-                if !seen.insert(io_id.clone()) {
-                    return Err(format!("the {kind} ID '{io_id}' is already in use"));
-                }
-                let io_name = if kind == "input" {
-                    "inputid"
-                } else {
-                    "outputid"
-                };
-                let values = [
-                    ("processid", id),
-                    ("reference", config.reference.as_str()),
-                    (io_name, io_id.as_str()),
-                    ("diskfs", disk.as_str()),
-                    ("fs:disk", disk.as_str()),
-                ];
-                let mut address = placeholder::replace(io.address.trim(), &values);
-                if address.is_empty() {
-                    return Err(format!("the address of {kind} '{io_id}' must not be empty"));
-                }
-                let options: Vec<String> = io
-                    .options
-                    .iter()
-                    .map(|o| placeholder::replace(o, &values))
-                    .collect();
-                let mut options = options;
-                if kind == "input" {
-                    // References name another process's output, checked when that was stored.
-                    if !address.starts_with('#') && address != WHIP_ADDRESS {
-                        self.settings
-                            .access
-                            .check_input(&address, &options)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    if let Some(reference) = address.strip_prefix('#') {
-                        address = self.resolve_reference(id, reference, replacing)?;
-                    } else if address == WHIP_ADDRESS {
-                        let ingest = ingest.ok_or("the WHIP input has no ports")?;
-                        options.extend(self.whip_input_options());
-                        address = ingest.sdp_path().to_string_lossy().into_owned();
-                    }
-                    argv.extend(options.iter().cloned());
-                    argv.extend(["-i".to_string(), address.clone()]);
-                    probe_argv.extend(options);
-                    probe_argv.extend(["-i".to_string(), address.clone()]);
-                    inputs.push(IoRef { id: io_id, address });
-                } else {
-                    self.settings
-                        .access
-                        .check_output(&address, &options)
-                        .map_err(|e| e.to_string())?;
-                    argv.extend(options);
-                    argv.push(address.clone());
-                    outputs.push(IoRef { id: io_id, address });
-                }
-            }
-        }
-        Ok(Resolved {
-            argv,
-            probe_argv,
-            inputs,
-            outputs,
-        })
-    }
-
-    /// `#<processid>:output=<outputid>` → that process's resolved output address.
-    fn resolve_reference(
-        &self,
-        own: &str,
-        reference: &str,
-        replacing: Option<&str>,
-    ) -> std::result::Result<String, String> {
-        let (pid, oid) = reference
-            .rsplit_once(":output=")
-            .ok_or_else(|| format!("invalid input reference '#{reference}'"))?;
-        if pid == own || Some(pid) == replacing {
-            return Err("a process cannot reference itself".into());
-        }
-        let entries = self.read();
-        let other = entries
-            .get(pid)
-            .ok_or_else(|| format!("unknown referenced process '{pid}'"))?;
-        let index = other
-            .record
-            .config
-            .output
-            .iter()
-            .position(|o| o.id == oid)
-            .ok_or_else(|| format!("unknown output '{oid}' of process '{pid}'"))?;
-        other
-            .outputs
-            .get(index)
-            .cloned()
-            .ok_or_else(|| format!("process '{pid}' is invalid"))
+        let output_address = |pid: &str, oid: &str| {
+            let entries = self.read();
+            let other = entries.get(pid).ok_or(ReferenceError::UnknownProcess)?;
+            let index = other
+                .record
+                .config
+                .output
+                .iter()
+                .position(|o| o.id == oid)
+                .ok_or(ReferenceError::UnknownOutput)?;
+            other
+                .outputs
+                .get(index)
+                .cloned()
+                .ok_or(ReferenceError::Invalid)
+        };
+        let whip = ingest.map(|ingest| WhipInput {
+            sdp_path: ingest.sdp_path(),
+            read_timeout: self
+                .media
+                .as_ref()
+                .and_then(|m| m.config().whip_read_timeout),
+        });
+        argv::resolve(
+            config,
+            &Context {
+                disk_dir: &self.settings.disk_dir,
+                access: &self.settings.access,
+                replacing,
+                whip,
+                output_address: &output_address,
+            },
+        )
     }
 }
 
@@ -721,81 +634,6 @@ impl RunHooks for IngestHooks {
             ingest.hold_ports();
         }
     }
-}
-
-/// The input address that makes an input a WHIP input.
-pub const WHIP_ADDRESS: &str = "{whip}";
-
-impl Registry {
-    /// What FFmpeg needs to read a WHIP input's SDP file: the RTP it names comes over UDP, and
-    /// without packets for the read timeout FFmpeg ends (reconnect rules then apply).
-    fn whip_input_options(&self) -> Vec<String> {
-        let timeout = self
-            .media
-            .as_ref()
-            .and_then(|m| m.config().whip_read_timeout)
-            .map_or(-1, |t| t.as_secs().max(1) as i64);
-        [
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-listen_timeout",
-            &timeout.to_string(),
-        ]
-        .map(str::to_string)
-        .into()
-    }
-}
-
-#[derive(Default)]
-struct Resolved {
-    argv: Vec<String>,
-    probe_argv: Vec<String>,
-    inputs: Vec<IoRef>,
-    outputs: Vec<IoRef>,
-}
-
-/// The two RTP legs FFmpeg sends to the stream, plus the SDP file that describes them. SSRCs are
-/// fixed per stream so a restarted FFmpeg continues the same RTP sources.
-fn webrtc_legs(settings: &WebRtcSettings, stream: &Stream) -> Vec<String> {
-    let (video, audio) = stream.ports();
-    let mut args = vec![
-        "-sdp_file".to_string(),
-        stream.sdp_path().to_string_lossy().into_owned(),
-    ];
-    let legs = [
-        (&settings.video_map, ["-an", "-c:v"], video, 96),
-        (&settings.audio_map, ["-vn", "-c:a"], audio, 97),
-    ];
-    for (map, [drop_other, codec], port, pt) in legs {
-        if map.trim() == "none" {
-            continue;
-        }
-        if !map.trim().is_empty() {
-            args.extend(["-map".to_string(), map.trim().to_string()]);
-        }
-        let ssrc = 0x5c00_0000u32 | u32::from(port);
-        for arg in [
-            drop_other,
-            "-sn",
-            "-dn",
-            codec,
-            "copy",
-            "-f",
-            "rtp",
-            "-rtpflags",
-            "skip_rtcp",
-        ] {
-            args.push(arg.to_string());
-        }
-        args.extend([
-            "-ssrc".to_string(),
-            ssrc.to_string(),
-            "-payload_type".to_string(),
-            pt.to_string(),
-            format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
-        ]);
-    }
-    args
 }
 
 /// Closes a process's viewers and its publisher off the async runtime (teardown waits on

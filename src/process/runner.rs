@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use utoipa::ToSchema;
 
-use super::config::{Limits, Order};
 use super::progress::{IoRef, LineKind, Parser, Progress};
 use super::report::{ProcessReport, Report};
 use super::sampler::Sampler;
 use super::sandbox::Sandbox;
+use crate::model::process::{Limits, Order};
 
 /// The execution state of a process (datarhei `exec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -218,11 +218,6 @@ impl Runner {
     pub fn adopt_history(&self, old: &Runner) {
         let old = old.live();
         self.live().report.adopt_history(&old.report);
-    }
-
-    /// Pid of the running child, if any (tests and metrics).
-    pub fn pid(&self) -> Option<u32> {
-        self.live().pid
     }
 }
 

@@ -136,21 +136,6 @@ impl Sandbox {
         })
     }
 
-    /// A sandbox that changes nothing (tools and tests that run no process definitions).
-    pub fn none(data_dir: &Path) -> Sandbox {
-        Sandbox {
-            data_dir: data_dir.to_path_buf(),
-            data_dir_c: CString::new(data_dir.as_os_str().as_bytes()).unwrap_or_default(),
-            account: None,
-            confinement: None,
-        }
-    }
-
-    /// The uid FFmpeg runs as, when it is switched.
-    pub fn uid(&self) -> Option<u32> {
-        self.account.map(|(uid, _)| uid.as_raw())
-    }
-
     /// A command for `binary` with `args` (paths inside the data directory made relative to it)
     /// that starts in the data directory as the FFmpeg user and dies with the server.
     pub fn command(&self, binary: &Path, args: &[String]) -> tokio::process::Command {

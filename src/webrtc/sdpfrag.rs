@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use gstreamer_sdp::{SDPMessage, SDPMessageRef};
 
-use crate::media::sdp_limits;
+use super::sdp_limits;
 
 /// The media type of a fragment.
 pub const CONTENT_TYPE: &str = "application/trickle-ice-sdpfrag";
@@ -92,7 +92,7 @@ impl Fragment {
     }
 }
 
-/// Parses a fragment body. The [`sdp_limits`](crate::media::sdp_limits) for fragments are
+/// Parses a fragment body. The [`sdp_limits`] for fragments are
 /// checked first, so gstreamer-sdp never sees a line it would cut (see there).
 pub fn parse(body: &str) -> Result<Fragment, Malformed> {
     sdp_limits::check(body, sdp_limits::FRAGMENT).map_err(|e| Malformed(e.to_string()))?;

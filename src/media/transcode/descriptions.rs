@@ -15,7 +15,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::encoders::{self, TranscodeCapabilities};
-use super::{BranchKind, TranscodeError, TranscodeSettings};
+use super::{BranchKind, TranscodeError};
+use crate::model::transcode::TranscodeSettings;
 
 /// Placeholders a description may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -458,6 +459,7 @@ impl Descriptions {
     }
 
     /// The directory that overrides the built-in files, if any.
+    #[cfg(test)]
     pub fn directory(&self) -> Option<&Path> {
         self.directory.as_deref()
     }

@@ -145,6 +145,7 @@ impl Registry {
     }
 
     /// A registry with exactly these elements.
+    #[cfg(test)]
     pub fn from_names(names: &[&str]) -> Self {
         Registry {
             names: names.iter().map(|n| n.to_string()).collect(),
@@ -185,6 +186,8 @@ pub struct TranscodeCapabilities {
 /// Picks the encoder: the first available in preference order, or the one `forced` names (an
 /// element such as `x264enc`, or a family such as `cuda`; empty or `auto` means automatic).
 /// A forced encoder that is missing is an error naming it and what exists, never a fallback.
+/// The server itself goes through [`super::select_checked`], which also tests the encoder.
+#[cfg(test)]
 pub fn select(
     registry: &Registry,
     forced: Option<&str>,

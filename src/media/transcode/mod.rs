@@ -26,13 +26,12 @@ mod tests;
 use std::time::Duration;
 
 use gstreamer as gst;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::sdp::{Kind, SourceTrack};
+use crate::model::transcode::{InvalidSettings, TranscodeSettings};
 
 pub use descriptions::{Descriptions, Vars};
-pub use encoders::{select, EncoderFamily, Registry, TranscodeCapabilities};
+pub use encoders::{EncoderFamily, Registry, TranscodeCapabilities};
 pub use keyframes::{force_key_unit_event, KeyUnitLimiter};
 pub use sizes::fit_video_sizes;
 
@@ -84,8 +83,8 @@ pub enum TranscodeError {
     #[error("no pipeline description for {0}")]
     NoDescription(String),
     /// A transcode setting is out of range.
-    #[error("transcode setting {0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] InvalidSettings),
     /// The encoder is registered but could not encode a test clip.
     #[error("encoder {encoder} failed its start-up test: {message}")]
     Probe {
@@ -94,124 +93,6 @@ pub enum TranscodeError {
         /// What went wrong.
         message: String,
     },
-}
-
-/// Transcode settings: global defaults (`webrtc.transcode`), overridable per process with
-/// [`TranscodeOverrides`]. The defaults suit low-latency viewing: 720p30 at 2 Mbit/s, a key
-/// frame every second, no B-frames (the descriptions never enable them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct TranscodeSettings {
-    /// Video bitrate in kbit/s.
-    pub video_bitrate_kbps: u32,
-    /// Key-frame distance in seconds (at `max_fps`); at most 10, keep it at 2 or less.
-    pub gop_seconds: f64,
-    /// Largest output width; wider sources are scaled down keeping their aspect ratio.
-    pub max_width: u32,
-    /// Largest output height.
-    pub max_height: u32,
-    /// Highest output frame rate; faster sources drop frames.
-    pub max_fps: u32,
-    /// Opus bitrate in kbit/s.
-    pub audio_bitrate_kbps: u32,
-}
-
-impl Default for TranscodeSettings {
-    fn default() -> Self {
-        Self {
-            video_bitrate_kbps: 2000,
-            gop_seconds: 1.0,
-            max_width: 1280,
-            max_height: 720,
-            max_fps: 30,
-            audio_bitrate_kbps: 96,
-        }
-    }
-}
-
-impl TranscodeSettings {
-    /// Checks the ranges the encoders accept (and that 4:2:0 needs even sizes).
-    pub fn validate(&self) -> Result<(), TranscodeError> {
-        let bad = |what: String| Err(TranscodeError::Settings(what));
-        if !(100..=50_000).contains(&self.video_bitrate_kbps) {
-            return bad(format!(
-                "video_bitrate_kbps = {} must be within 100..=50000",
-                self.video_bitrate_kbps
-            ));
-        }
-        if !(self.gop_seconds > 0.0 && self.gop_seconds <= 10.0) {
-            return bad(format!(
-                "gop_seconds = {} must be above 0 and at most 10",
-                self.gop_seconds
-            ));
-        }
-        for (name, value, max) in [
-            ("max_width", self.max_width, 7680),
-            ("max_height", self.max_height, 4320),
-        ] {
-            if !(16..=max).contains(&value) || value % 2 != 0 {
-                return bad(format!(
-                    "{name} = {value} must be even and within 16..={max}"
-                ));
-            }
-        }
-        if !(1..=120).contains(&self.max_fps) {
-            return bad(format!("max_fps = {} must be within 1..=120", self.max_fps));
-        }
-        if !(6..=510).contains(&self.audio_bitrate_kbps) {
-            return bad(format!(
-                "audio_bitrate_kbps = {} must be within 6..=510 (Opus)",
-                self.audio_bitrate_kbps
-            ));
-        }
-        Ok(())
-    }
-
-    /// Key-frame distance in frames: encoders count frames, not seconds. Sources slower than
-    /// `max_fps` get a proportionally longer GOP in time.
-    pub fn gop_frames(&self) -> u32 {
-        ((self.gop_seconds * f64::from(self.max_fps)).round() as u32).max(1)
-    }
-
-    /// These settings with a process's overrides applied.
-    pub fn with(&self, overrides: &TranscodeOverrides) -> TranscodeSettings {
-        TranscodeSettings {
-            video_bitrate_kbps: overrides
-                .video_bitrate_kbps
-                .unwrap_or(self.video_bitrate_kbps),
-            gop_seconds: overrides.gop_seconds.unwrap_or(self.gop_seconds),
-            max_width: overrides.max_width.unwrap_or(self.max_width),
-            max_height: overrides.max_height.unwrap_or(self.max_height),
-            max_fps: overrides.max_fps.unwrap_or(self.max_fps),
-            audio_bitrate_kbps: overrides
-                .audio_bitrate_kbps
-                .unwrap_or(self.audio_bitrate_kbps),
-        }
-    }
-}
-
-/// A process's overrides of the global [`TranscodeSettings`]; unset fields keep the global value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct TranscodeOverrides {
-    /// Video bitrate in kbit/s.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub video_bitrate_kbps: Option<u32>,
-    /// Key-frame distance in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gop_seconds: Option<f64>,
-    /// Largest output width.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_width: Option<u32>,
-    /// Largest output height.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_height: Option<u32>,
-    /// Highest output frame rate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_fps: Option<u32>,
-    /// Opus bitrate in kbit/s.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio_bitrate_kbps: Option<u32>,
 }
 
 /// What a track's chain between jitterbuffer and tee does.
@@ -235,17 +116,6 @@ pub enum BranchKind {
         /// Encoding name of the source, e.g. `MPEG4-GENERIC`.
         source: String,
     },
-}
-
-impl BranchKind {
-    /// The encoding that leaves the chain, as viewers' offers must match it.
-    pub fn output_encoding(&self) -> &str {
-        match self {
-            BranchKind::Passthrough { encoding } => encoding,
-            BranchKind::Video { .. } => "H264",
-            BranchKind::Audio { .. } => "OPUS",
-        }
-    }
 }
 
 /// How one medium reaches viewers, and why: the process state / WebRTC info shows `path` and
@@ -404,7 +274,7 @@ pub fn decide(
 /// How long the start-up test of an encoder may take (hardware encoders open their device).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// [`select`], then the checks that need GStreamer: the selected encoder's description must parse
+/// The encoder choice (`encoders::candidates`), then the checks that need GStreamer: the selected encoder's description must parse
 /// ([`Descriptions::check`]) and the encoder must encode a short test clip
 /// ([`Descriptions::probe`]). An automatically chosen encoder that fails its test is passed over
 /// for the next one (recorded in `skipped`, for the skills endpoint); so is a hardware encoder

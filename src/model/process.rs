@@ -1,4 +1,5 @@
-//! The process definition as the datarhei v3 API reads and writes it (`ProcessConfig`).
+//! The process definition as the datarhei v3 API reads and writes it (`ProcessConfig`), and the
+//! persisted order. The API parses it, the store persists it, the registry runs it.
 //!
 //! Request bodies come from many clients: unknown fields are ignored and `null` on any field means
 //! "use the default", because the Python client sends `"limits": null` and friends.
@@ -176,7 +177,7 @@ pub struct WebRtcSettings {
     pub access: Access,
     /// Transcode settings that differ from the server's `webrtc.transcode` defaults.
     #[serde(default, deserialize_with = "nullable")]
-    pub transcode: crate::media::transcode::TranscodeOverrides,
+    pub transcode: crate::model::transcode::TranscodeOverrides,
 }
 
 /// Viewer access to a WebRTC stream.

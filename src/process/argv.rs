@@ -1,0 +1,233 @@
+//! A process definition's FFmpeg command line: validation, placeholders, `#id:output=` references,
+//! the WHIP input's options, the access rules and the WebRTC legs.
+//!
+//! Pure: everything the registry knows (the disk directory, the rules, a WHIP input's SDP file,
+//! other processes' outputs) comes in as arguments, so the rules of the command line are tested
+//! here without FFmpeg, GStreamer or a registry.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::access::Access;
+use super::placeholder;
+use super::progress::IoRef;
+use crate::model::process::{ProcessConfig, WebRtcSettings};
+
+/// The input address that makes an input a WHIP input.
+pub const WHIP_ADDRESS: &str = "{whip}";
+
+/// Why an `#<processid>:output=<outputid>` reference does not resolve, as the lookup found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceError {
+    /// No process with that id.
+    UnknownProcess,
+    /// The process has no output with that id.
+    UnknownOutput,
+    /// The process exists but its definition is invalid, so its outputs have no address.
+    Invalid,
+}
+
+/// A WHIP input as FFmpeg reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct WhipInput<'a> {
+    /// The SDP file that describes the RTP the ingest forwards.
+    pub sdp_path: &'a Path,
+    /// `webrtc.whip_read_timeout_seconds`; `None` waits forever.
+    pub read_timeout: Option<Duration>,
+}
+
+/// What resolving a definition needs besides the definition.
+pub struct Context<'a> {
+    /// The directory `{diskfs}` and `{fs:disk}` stand for.
+    pub disk_dir: &'a Path,
+    /// What definitions may read and write.
+    pub access: &'a Access,
+    /// The id of the process this definition replaces, which it may not reference either.
+    pub replacing: Option<&'a str>,
+    /// The process's WHIP input, when it has its ports.
+    pub whip: Option<WhipInput<'a>>,
+    /// The resolved address of output `outputid` of process `processid`.
+    pub output_address: &'a dyn Fn(&str, &str) -> Result<String, ReferenceError>,
+}
+
+/// A definition's command line and the addresses it reads and writes.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Everything after the binary name.
+    pub argv: Vec<String>,
+    /// Global options and inputs only, for a probe.
+    pub probe_argv: Vec<String>,
+    /// Inputs in FFmpeg's order, with resolved addresses.
+    pub inputs: Vec<IoRef>,
+    /// Outputs in FFmpeg's order, with resolved addresses.
+    pub outputs: Vec<IoRef>,
+}
+
+/// Validates a definition and resolves placeholders and input references into an argv. The
+/// error is the message of the API's 400 answer.
+pub fn resolve(config: &ProcessConfig, context: &Context<'_>) -> Result<Resolved, String> {
+    let id = config.id.trim();
+    if id.is_empty() {
+        return Err("an empty ID is not allowed".into());
+    }
+    super::id::check(id)?;
+    if config.input.is_empty() || config.output.is_empty() {
+        return Err("at least one input and one output need to be defined".into());
+    }
+    let access = context.access;
+    let disk = context.disk_dir.to_string_lossy().into_owned();
+    let global = [("diskfs", disk.as_str()), ("fs:disk", disk.as_str())];
+    let mut argv: Vec<String> = config
+        .options
+        .iter()
+        .map(|o| placeholder::replace(o, &global))
+        .collect();
+    access.check_options(&argv).map_err(|e| e.to_string())?;
+    let mut probe_argv = argv.clone();
+    let mut inputs = Vec::new();
+    let mut outputs = Vec::new();
+    for (kind, list) in [("input", &config.input), ("output", &config.output)] {
+        let mut seen = HashSet::new();
+        for io in list {
+            let base = [("processid", id), ("reference", config.reference.as_str())];
+            let io_id = placeholder::replace(io.id.trim(), &base);
+            if io_id.is_empty() {
+                return Err(format!("an {kind} ID must not be empty"));
+            }
+            if !seen.insert(io_id.clone()) {
+                return Err(format!("the {kind} ID '{io_id}' is already in use"));
+            }
+            let io_name = if kind == "input" {
+                "inputid"
+            } else {
+                "outputid"
+            };
+            let values = [
+                ("processid", id),
+                ("reference", config.reference.as_str()),
+                (io_name, io_id.as_str()),
+                ("diskfs", disk.as_str()),
+                ("fs:disk", disk.as_str()),
+            ];
+            let mut address = placeholder::replace(io.address.trim(), &values);
+            if address.is_empty() {
+                return Err(format!("the address of {kind} '{io_id}' must not be empty"));
+            }
+            let mut options: Vec<String> = io
+                .options
+                .iter()
+                .map(|o| placeholder::replace(o, &values))
+                .collect();
+            if kind == "input" {
+                // References name another process's output, checked when that was stored.
+                if !address.starts_with('#') && address != WHIP_ADDRESS {
+                    access
+                        .check_input(&address, &options)
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some(reference) = address.strip_prefix('#') {
+                    address = resolve_reference(id, reference, context)?;
+                } else if address == WHIP_ADDRESS {
+                    let whip = context.whip.ok_or("the WHIP input has no ports")?;
+                    options.extend(whip_input_options(whip.read_timeout));
+                    address = whip.sdp_path.to_string_lossy().into_owned();
+                }
+                argv.extend(options.iter().cloned());
+                argv.extend(["-i".to_string(), address.clone()]);
+                probe_argv.extend(options);
+                probe_argv.extend(["-i".to_string(), address.clone()]);
+                inputs.push(IoRef { id: io_id, address });
+            } else {
+                access
+                    .check_output(&address, &options)
+                    .map_err(|e| e.to_string())?;
+                argv.extend(options);
+                argv.push(address.clone());
+                outputs.push(IoRef { id: io_id, address });
+            }
+        }
+    }
+    Ok(Resolved {
+        argv,
+        probe_argv,
+        inputs,
+        outputs,
+    })
+}
+
+/// `#<processid>:output=<outputid>` → that process's resolved output address.
+fn resolve_reference(own: &str, reference: &str, context: &Context<'_>) -> Result<String, String> {
+    let (pid, oid) = reference
+        .rsplit_once(":output=")
+        .ok_or_else(|| format!("invalid input reference '#{reference}'"))?;
+    if pid == own || Some(pid) == context.replacing {
+        return Err("a process cannot reference itself".into());
+    }
+    (context.output_address)(pid, oid).map_err(|e| match e {
+        ReferenceError::UnknownProcess => format!("unknown referenced process '{pid}'"),
+        ReferenceError::UnknownOutput => format!("unknown output '{oid}' of process '{pid}'"),
+        ReferenceError::Invalid => format!("process '{pid}' is invalid"),
+    })
+}
+
+/// What FFmpeg needs to read a WHIP input's SDP file: the RTP it names comes over UDP, and
+/// without packets for the read timeout FFmpeg ends (reconnect rules then apply).
+fn whip_input_options(read_timeout: Option<Duration>) -> Vec<String> {
+    let timeout = read_timeout.map_or(-1, |t| t.as_secs().max(1) as i64);
+    [
+        "-protocol_whitelist",
+        "file,udp,rtp",
+        "-listen_timeout",
+        &timeout.to_string(),
+    ]
+    .map(str::to_string)
+    .into()
+}
+
+/// The two RTP legs FFmpeg sends to a stream's `(video, audio)` ports, plus the SDP file that
+/// describes them. SSRCs are fixed per port so a restarted FFmpeg continues the same RTP sources.
+pub fn webrtc_legs(settings: &WebRtcSettings, sdp_path: &Path, ports: (u16, u16)) -> Vec<String> {
+    let (video, audio) = ports;
+    let mut args = vec![
+        "-sdp_file".to_string(),
+        sdp_path.to_string_lossy().into_owned(),
+    ];
+    let legs = [
+        (&settings.video_map, ["-an", "-c:v"], video, 96),
+        (&settings.audio_map, ["-vn", "-c:a"], audio, 97),
+    ];
+    for (map, [drop_other, codec], port, pt) in legs {
+        if map.trim() == "none" {
+            continue;
+        }
+        if !map.trim().is_empty() {
+            args.extend(["-map".to_string(), map.trim().to_string()]);
+        }
+        let ssrc = 0x5c00_0000u32 | u32::from(port);
+        for arg in [
+            drop_other,
+            "-sn",
+            "-dn",
+            codec,
+            "copy",
+            "-f",
+            "rtp",
+            "-rtpflags",
+            "skip_rtcp",
+        ] {
+            args.push(arg.to_string());
+        }
+        args.extend([
+            "-ssrc".to_string(),
+            ssrc.to_string(),
+            "-payload_type".to_string(),
+            pt.to_string(),
+            format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
+        ]);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::AccessList;
+use crate::model::process::ProcessIo;
+
+/// A data directory with its public directory (`{diskfs}`) and the server's own `webrtc`
+/// directory, and the rules for it with empty lists.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    disk: PathBuf,
+    access: Access,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        let disk = data.join("public");
+        std::fs::create_dir_all(&disk).unwrap();
+        let access = Access::new(
+            &data,
+            &disk,
+            vec!["webrtc".into()],
+            &AccessList::default(),
+            &AccessList::default(),
+        )
+        .unwrap();
+        Fixture {
+            _dir: dir,
+            disk,
+            access,
+        }
+    }
+
+    fn disk(&self) -> String {
+        self.disk.to_string_lossy().into_owned()
+    }
+
+    fn resolve(&self, config: &ProcessConfig) -> Result<Resolved, String> {
+        self.resolve_with(config, None, None, &no_process)
+    }
+
+    fn resolve_with(
+        &self,
+        config: &ProcessConfig,
+        replacing: Option<&str>,
+        whip: Option<WhipInput<'_>>,
+        output_address: &dyn Fn(&str, &str) -> Result<String, ReferenceError>,
+    ) -> Result<Resolved, String> {
+        resolve(
+            config,
+            &Context {
+                disk_dir: &self.disk,
+                access: &self.access,
+                replacing,
+                whip,
+                output_address,
+            },
+        )
+    }
+}
+
+fn no_process(_: &str, _: &str) -> Result<String, ReferenceError> {
+    Err(ReferenceError::UnknownProcess)
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn io(id: &str, address: &str, options: &[&str]) -> ProcessIo {
+    ProcessIo {
+        id: id.into(),
+        address: address.into(),
+        options: strings(options),
+        ..Default::default()
+    }
+}
+
+fn process(id: &str, input: Vec<ProcessIo>, output: Vec<ProcessIo>) -> ProcessConfig {
+    ProcessConfig {
+        id: id.into(),
+        input,
+        output,
+        ..Default::default()
+    }
+}
+
+/// A definition with one network input and one output to `-`.
+fn simple(input: &str) -> ProcessConfig {
+    process(
+        "cam",
+        vec![io("in", input, &[])],
+        vec![io("out", "-", &["-f", "null"])],
+    )
+}
+
+#[test]
+fn placeholders_fill_addresses_options_and_io_ids() {
+    let f = Fixture::new();
+    let disk = f.disk();
+    let mut config = process(
+        "cam",
+        vec![io(
+            "in_{processid}",
+            " rtmp://origin/{reference}/{inputid} ",
+            &["-rw_timeout", "5000000"],
+        )],
+        vec![io(
+            "{reference}",
+            "{diskfs}/{processid}_{outputid}.m3u8",
+            &["-hls_segment_filename", "{fs:disk}/{processid}_%d.ts"],
+        )],
+    );
+    config.reference = "lobby".into();
+    config.options = strings(&["-loglevel", "info", "-vstats_file", "{diskfs}/vstats"]);
+
+    let resolved = f.resolve(&config).unwrap();
+
+    let global = strings(&[
+        "-loglevel",
+        "info",
+        "-vstats_file",
+        &format!("{disk}/vstats"),
+    ]);
+    let input = strings(&["-rw_timeout", "5000000", "-i", "rtmp://origin/lobby/in_cam"]);
+    let output = strings(&[
+        "-hls_segment_filename",
+        &format!("{disk}/cam_%d.ts"),
+        &format!("{disk}/cam_lobby.m3u8"),
+    ]);
+    assert_eq!(resolved.argv, [&global[..], &input, &output].concat());
+    assert_eq!(resolved.probe_argv, [&global[..], &input].concat());
+    assert_eq!(resolved.inputs.len(), 1);
+    assert_eq!(resolved.inputs[0].id, "in_cam");
+    assert_eq!(resolved.inputs[0].address, "rtmp://origin/lobby/in_cam");
+    assert_eq!(resolved.outputs.len(), 1);
+    assert_eq!(resolved.outputs[0].id, "lobby");
+    assert_eq!(
+        resolved.outputs[0].address,
+        format!("{disk}/cam_lobby.m3u8")
+    );
+}
+
+#[test]
+fn unknown_placeholders_stay_as_written() {
+    let f = Fixture::new();
+    let resolved = f.resolve(&simple("rtmp://origin/{nothing}")).unwrap();
+    assert_eq!(resolved.inputs[0].address, "rtmp://origin/{nothing}");
+}
+
+#[test]
+fn references_resolve_to_the_other_process_output() {
+    let f = Fixture::new();
+    let lookup = |pid: &str, oid: &str| match (pid, oid) {
+        // A name with `:output=` in it: the reference splits at the last one.
+        ("src:output=a", "hls") => Ok("rtmp://relay/src".to_string()),
+        ("gone", _) => Err(ReferenceError::UnknownProcess),
+        ("src:output=a", _) => Err(ReferenceError::UnknownOutput),
+        ("broken", _) => Err(ReferenceError::Invalid),
+        _ => panic!("unexpected lookup of {pid} {oid}"),
+    };
+    let resolved = f
+        .resolve_with(&simple("#src:output=a:output=hls"), None, None, &lookup)
+        .unwrap();
+    assert_eq!(
+        resolved.probe_argv,
+        strings(&["-i", "rtmp://relay/src"]),
+        "the referenced address, not the reference"
+    );
+    assert_eq!(resolved.inputs[0].address, "rtmp://relay/src");
+
+    for (address, message) in [
+        ("#gone:output=hls", "unknown referenced process 'gone'"),
+        (
+            "#src:output=a:output=dash",
+            "unknown output 'dash' of process 'src:output=a'",
+        ),
+        ("#broken:output=hls", "process 'broken' is invalid"),
+        ("#src", "invalid input reference '#src'"),
+        // The lookup never sees a reference to the process itself.
+        ("#cam:output=out", "a process cannot reference itself"),
+        ("#old:output=out", "a process cannot reference itself"),
+    ] {
+        let error = f
+            .resolve_with(&simple(address), Some("old"), None, &lookup)
+            .unwrap_err();
+        assert_eq!(error, message, "{address}");
+    }
+}
+
+#[test]
+fn a_referenced_address_is_not_checked_again() {
+    // The access rules judged the address when the other process was stored.
+    let f = Fixture::new();
+    let lookup = |_: &str, _: &str| Ok("/srv/elsewhere/src.m3u8".to_string());
+    let resolved = f
+        .resolve_with(&simple("#src:output=hls"), None, None, &lookup)
+        .unwrap();
+    assert_eq!(resolved.inputs[0].address, "/srv/elsewhere/src.m3u8");
+    assert!(f.resolve(&simple("/srv/elsewhere/src.m3u8")).is_err());
+}
+
+#[test]
+fn the_whip_input_reads_the_ingest_sdp_over_udp() {
+    let f = Fixture::new();
+    // The SDP file lies among the server's own files, which no definition may name itself.
+    let sdp = f.disk.parent().unwrap().join("webrtc/cam/whip.sdp");
+    let sdp_text = sdp.to_string_lossy().into_owned();
+    let mut config = simple("{whip}");
+    config.input[0].options = strings(&["-fflags", "nobuffer"]);
+    let whip = |read_timeout| {
+        Some(WhipInput {
+            sdp_path: &sdp,
+            read_timeout,
+        })
+    };
+
+    for (timeout, listen) in [
+        (Some(Duration::from_secs(10)), "10"),
+        // FFmpeg counts whole seconds; less than one would mean "wait forever".
+        (Some(Duration::from_millis(300)), "1"),
+        (None, "-1"),
+    ] {
+        let resolved = f
+            .resolve_with(&config, None, whip(timeout), &no_process)
+            .unwrap();
+        let input = strings(&[
+            "-fflags",
+            "nobuffer",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-listen_timeout",
+            listen,
+            "-i",
+            &sdp_text,
+        ]);
+        assert_eq!(resolved.probe_argv, input, "{timeout:?}");
+        assert_eq!(resolved.inputs[0].address, sdp_text);
+    }
+
+    assert_eq!(
+        f.resolve(&config).unwrap_err(),
+        "the WHIP input has no ports"
+    );
+    assert!(
+        f.resolve(&simple(&sdp_text)).is_err(),
+        "the same file named directly is refused"
+    );
+}
+
+#[test]
+fn webrtc_legs_send_each_medium_to_its_port() {
+    let sdp = Path::new("/data/webrtc/cam/stream.sdp");
+    let leg = |drop_other: &str, codec: &str, ssrc: u32, pt: &str, port: u16| {
+        strings(&[
+            drop_other,
+            "-sn",
+            "-dn",
+            codec,
+            "copy",
+            "-f",
+            "rtp",
+            "-rtpflags",
+            "skip_rtcp",
+            "-ssrc",
+            &ssrc.to_string(),
+            "-payload_type",
+            pt,
+            &format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
+        ])
+    };
+    let head = strings(&["-sdp_file", "/data/webrtc/cam/stream.sdp"]);
+    let video = leg("-an", "-c:v", 0x5c00_9c40, "96", 40000);
+    let audio = leg("-vn", "-c:a", 0x5c00_9c42, "97", 40002);
+    let legs = |video_map: &str, audio_map: &str| {
+        let settings = WebRtcSettings {
+            enabled: true,
+            video_map: video_map.into(),
+            audio_map: audio_map.into(),
+            ..Default::default()
+        };
+        webrtc_legs(&settings, sdp, (40000, 40002))
+    };
+
+    assert_eq!(legs("", ""), [&head[..], &video, &audio].concat());
+    assert_eq!(
+        legs(" 0:v:1 ", "1:a"),
+        [
+            &head[..],
+            &strings(&["-map", "0:v:1"]),
+            &video,
+            &strings(&["-map", "1:a"]),
+            &audio
+        ]
+        .concat()
+    );
+    assert_eq!(legs("none", ""), [&head[..], &audio].concat());
+    assert_eq!(legs("", " none "), [&head[..], &video].concat());
+    assert_eq!(legs("none", "none"), head);
+}
+
+#[test]
+fn refusals_of_the_access_rules_are_the_message() {
+    let f = Fixture::new();
+    let mut global = simple("rtmp://origin/live");
+    global.options = strings(&["-vstats_file", "/etc/vstats"]);
+    let mut input_option = simple("rtmp://origin/live");
+    input_option.input[0].options = strings(&["-vf", "movie=/etc/passwd"]);
+    let mut output = simple("rtmp://origin/live");
+    output.output[0].address = "{diskfs}/../../escape.mp4".into();
+
+    let escape = format!(
+        "output address '{}/../../escape.mp4' is not allowed: ",
+        f.disk()
+    );
+    for (config, start) in [
+        (global, "option -vstats_file '/etc/vstats' is not allowed: "),
+        (
+            input_option,
+            "option -vf 'movie=/etc/passwd' is not allowed: ",
+        ),
+        (
+            simple("/etc/shadow"),
+            "input address '/etc/shadow' is not allowed: ",
+        ),
+        (output, escape.as_str()),
+    ] {
+        let error = f.resolve(&config).unwrap_err();
+        assert!(error.starts_with(start), "{error}");
+    }
+    let error = f.resolve(&simple("/etc/shadow")).unwrap_err();
+    assert!(
+        error.contains("local files are read only inside the data directory"),
+        "the rule is named: {error}"
+    );
+}
+
+#[test]
+fn malformed_definitions_are_refused_with_what_to_fix() {
+    let f = Fixture::new();
+    let with = |change: &dyn Fn(&mut ProcessConfig)| {
+        let mut config = simple("rtmp://origin/live");
+        change(&mut config);
+        f.resolve(&config).unwrap_err()
+    };
+    assert_eq!(with(&|c| c.id = "  ".into()), "an empty ID is not allowed");
+    assert!(with(&|c| c.id = "a/b".into()).starts_with("invalid process ID"));
+    assert_eq!(
+        with(&|c| c.output.clear()),
+        "at least one input and one output need to be defined"
+    );
+    assert_eq!(
+        with(&|c| c.input.push(io("in", "rtmp://other/live", &[]))),
+        "the input ID 'in' is already in use"
+    );
+    assert_eq!(
+        with(&|c| c.output[0].id = " ".into()),
+        "an output ID must not be empty"
+    );
+    assert_eq!(
+        with(&|c| c.input[0].address = " ".into()),
+        "the address of input 'in' must not be empty"
+    );
+}
