@@ -120,7 +120,7 @@ pub fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// The offer of a POST body: 413 over the size limit, 400 when it is not UTF-8, over another
-/// [`sdp_limits`](crate::media::sdp_limits) limit or not a usable offer, 422 when it has more
+/// [`sdp_limits`](crate::webrtc::sdp_limits) limit or not a usable offer, 422 when it has more
 /// than one video or audio track (RFC 9725 §4.2 lets the server pick either for that). The
 /// limits are checked here in one pass; gstreamer-sdp parses off the async runtime.
 pub async fn offer_of(body: Bytes) -> Result<Offer, ApiError> {

@@ -28,7 +28,7 @@ use super::AppState;
 use crate::media::ice;
 use crate::media::viewer::ViewerError;
 use crate::media::AddError;
-use crate::process::config::Access;
+use crate::model::process::Access;
 
 /// Looks a WebRTC-enabled process up and checks the viewer may watch it.
 fn stream_for(

@@ -6,13 +6,6 @@
 pub mod ice;
 pub mod ingest;
 mod keyframe;
-// Only for PeerFlags::connect_time, which nothing reads yet: the session layer of issue 11 (branch
-// `waits`, which owns peer.rs) is to use it. `expect` fails the build once it is used or removed,
-// so this line cannot outlive its reason.
-#[expect(
-    dead_code,
-    reason = "PeerFlags::connect_time awaits the session layer (issue 11)"
-)]
 pub mod peer;
 pub mod ports;
 pub mod promise;

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::glib;
@@ -53,8 +53,6 @@ pub struct PeerFlags {
     connected: AtomicBool,
     /// Milliseconds since the epoch of the last packet from the peer (STUN, DTLS, RTP, RTCP).
     last_rx_ms: AtomicU64,
-    /// POST → connected, in ms; 0 until connected.
-    connect_ms: AtomicU64,
     /// A `WebRTCPeerConnectionState` as u8, for the sessions API.
     state: AtomicU8,
     /// Set once a failure or close was seen.
@@ -84,14 +82,6 @@ impl PeerFlags {
     pub fn silent_for(&self) -> Duration {
         let last = self.last_rx_ms.load(Ordering::Relaxed);
         Duration::from_millis(now_ms().saturating_sub(last))
-    }
-
-    /// Time from the POST to the connected state, once connected.
-    pub fn connect_time(&self) -> Option<Duration> {
-        match self.connect_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
     }
 
     /// Counts as "heard from the peer" now (negotiation start).
@@ -203,7 +193,6 @@ pub fn gathered_answer(
 pub fn watch_connection(
     webrtcbin: &gst::Element,
     flags: Arc<PeerFlags>,
-    created: Instant,
     on_dead: impl Fn() + Send + Sync + 'static,
 ) {
     webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
@@ -219,11 +208,6 @@ pub fn watch_connection(
         flags.state.store(code, Ordering::Relaxed);
         match state {
             WebRTCPeerConnectionState::Connected => {
-                let ms = created.elapsed().as_millis().max(1) as u64;
-                let _ =
-                    flags
-                        .connect_ms
-                        .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
                 flags.connected.store(true, Ordering::Relaxed);
             }
             WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed

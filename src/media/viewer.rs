@@ -142,7 +142,7 @@ fn negotiate(
     let webrtcbin = viewer.webrtcbin.clone();
     let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
     viewer.flags.touch();
-    peer::watch_connection(&webrtcbin, viewer.flags.clone(), viewer.created, on_dead);
+    peer::watch_connection(&webrtcbin, viewer.flags.clone(), on_dead);
     let gathered_rx = peer::watch_gathering(&webrtcbin);
     let t0 = Instant::now();
     webrtcbin.sync_state_with_parent().map_err(neg)?;

@@ -14,7 +14,3 @@ pub mod sampler;
 pub mod sandbox;
 
 pub use registry::{ProcessCommand, Registry, RegistryError};
-
-// The definition's old path, kept only for api/whep.rs, which a parallel branch rewrites; once that
-// lands, whep.rs imports crate::model::process and this line goes.
-pub use crate::model::process as config;

@@ -102,7 +102,7 @@ impl Publisher {
     ) -> Result<(), NegotiationError> {
         let webrtcbin = self.webrtcbin.clone();
         self.flags.touch();
-        peer::watch_connection(&webrtcbin, self.flags.clone(), self.created, on_dead);
+        peer::watch_connection(&webrtcbin, self.flags.clone(), on_dead);
         let gathered = peer::watch_gathering(&webrtcbin);
         self.pipeline.set_state(gst::State::Playing).map_err(|e| {
             NegotiationError::Failed(format!("the publisher pipeline does not start: {e}"))
