@@ -141,16 +141,8 @@ impl Server {
 
 /// The server's own files inside the data directory, which no process definition may name.
 fn reserved_files(config: &Config) -> Vec<std::path::PathBuf> {
-    let db = config.storage.database_path();
-    let mut files: Vec<std::path::PathBuf> = ["-wal", "-shm", "-journal", ""]
-        .iter()
-        .map(|suffix| {
-            let mut name = db.clone().into_os_string();
-            name.push(suffix);
-            name.into()
-        })
-        .collect();
     let data = &config.storage.data_dir;
+    let mut files = database_files(&config.storage.database_path());
     files.extend(
         [
             "jwt_secret",
@@ -164,14 +156,25 @@ fn reserved_files(config: &Config) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The SQLite database and the files SQLite keeps beside it.
+fn database_files(db: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            name.into()
+        })
+        .collect()
+}
+
 /// The database holds every process definition: owner-only, like the JWT secret, so FFmpeg
 /// running as another user cannot read it.
 fn restrict_mode(db: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600));
+    for file in database_files(db) {
+        // A companion file that does not exist (yet) is created by SQLite with the database's mode.
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
     }
 }
 
