@@ -242,40 +242,33 @@ impl Access {
 
     /// Global options (before the inputs): the same option rules as per-input/output options.
     pub fn check_options(&self, options: &[String]) -> Result<(), Refused> {
-        let mut previous: Option<&str> = None;
+        // The option whose value comes next; that value is never itself taken for an option.
+        let mut pending: Option<(&str, OptionKind)> = None;
         for value in options {
-            if let Some(option) = previous.take() {
-                let refuse = |rule: String| Refused {
-                    kind: format!("option {option}"),
-                    value: value.clone(),
-                    rule,
-                };
-                if NAME_OPTIONS.contains(&option) {
-                    if value.contains('/') || value.contains("..") {
-                        return Err(refuse(
-                            "it is a file name next to the output, without '/' or '..'".into(),
-                        ));
-                    }
-                } else if PATH_OPTIONS.contains(&option) || option.starts_with("-dump_attachment") {
-                    if !self.output.allows(value) && !self.input.allows(value) {
-                        self.check_local(value, Direction::Output)
-                            .map_err(&refuse)?;
-                    }
-                } else if is_graph_option(option)
-                    && !self.input.allows(value)
-                    && !self.output.allows(value)
-                {
+            let Some((option, kind)) = pending.take() else {
+                pending = option_kind(value).map(|kind| (value.as_str(), kind));
+                continue;
+            };
+            let refuse = |rule: String| Refused {
+                kind: format!("option {option}"),
+                value: value.clone(),
+                rule,
+            };
+            let allowed = || self.output.allows(value) || self.input.allows(value);
+            match kind {
+                OptionKind::Name if value.contains('/') || value.contains("..") => {
+                    return Err(refuse(
+                        "it is a file name next to the output, without '/' or '..'".into(),
+                    ));
+                }
+                OptionKind::Path if !allowed() => {
+                    self.check_local(value, Direction::Output)
+                        .map_err(&refuse)?;
+                }
+                OptionKind::Graph if !allowed() => {
                     self.check_graph(value).map_err(&refuse)?;
                 }
-                continue;
-            }
-            if value.starts_with('-')
-                && (PATH_OPTIONS.contains(&value.as_str())
-                    || NAME_OPTIONS.contains(&value.as_str())
-                    || value.starts_with("-dump_attachment")
-                    || is_graph_option(value))
-            {
-                previous = Some(value.as_str());
+                _ => {}
             }
         }
         Ok(())
@@ -362,6 +355,29 @@ fn input_format(options: &[String]) -> Option<&str> {
         .rev()
         .find(|w| w[0] == "-f")
         .map(|w| w[1].as_str())
+}
+
+/// What an option's value is to FFmpeg, for the options whose values are checked.
+#[derive(Debug, Clone, Copy)]
+enum OptionKind {
+    /// A file name joined to the output's directory ([`NAME_OPTIONS`]).
+    Name,
+    /// A path FFmpeg opens ([`PATH_OPTIONS`]).
+    Path,
+    /// A filter graph ([`GRAPH_OPTIONS`]).
+    Graph,
+}
+
+fn option_kind(option: &str) -> Option<OptionKind> {
+    if NAME_OPTIONS.contains(&option) {
+        Some(OptionKind::Name)
+    } else if PATH_OPTIONS.contains(&option) || option.starts_with("-dump_attachment") {
+        Some(OptionKind::Path)
+    } else if is_graph_option(option) {
+        Some(OptionKind::Graph)
+    } else {
+        None
+    }
 }
 
 fn is_graph_option(option: &str) -> bool {
