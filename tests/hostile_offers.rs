@@ -326,17 +326,12 @@ async fn viewer_tokens_never_reach_the_log() {
     assert_eq!(res.status(), StatusCode::OK);
 
     // Wait until the request spans are in the log (so this test can see them at all).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("uri=/whep/cam?"))
-    {
-        assert!(Instant::now() < deadline, "no request span logged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        server
+            .wait_logged("uri=/whep/cam?", Duration::from_secs(5))
+            .await,
+        "no request span logged"
+    );
     let log = server.log.lock().unwrap().join("\n");
     assert!(!log.contains("SECRETVALUE"), "a query token in the log");
     assert!(log.contains("uri=/whep/cam?token=REDACTED"), "{log}");

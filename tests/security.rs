@@ -483,12 +483,7 @@ async fn landlock_confines_ffmpeg_to_the_data_directory() {
     .await;
     let _log = common::ServerLogOnPanic(&server);
     assert!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("ffmpeg is confined by Landlock")),
+        server.logged("ffmpeg is confined by Landlock"),
         "Landlock is not enforced on this kernel"
     );
     let copy = |id: &str, input: &std::path::Path| {

@@ -120,17 +120,12 @@ async fn a_webrtcbin_that_never_answers_is_a_504_within_the_bound_and_frees_what
 
 /// Waits (bounded) until the server logged that it stalls a negotiation.
 async fn wait_stalled(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("this promise is never answered"))
-    {
-        assert!(Instant::now() < deadline, "no negotiation stalled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        server
+            .wait_logged("this promise is never answered", Duration::from_secs(20))
+            .await,
+        "no negotiation stalled"
+    );
 }
 
 #[tokio::test]

@@ -160,21 +160,11 @@ async fn silent_viewer_is_removed() {
     let id = resource.rsplit('/').next().unwrap().to_string();
     let removed = format!("viewer removed stream=gone viewer={id}");
     // The server logs the removal; that line is the event this test waits for.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(&removed))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "silent viewer was never removed; server log:\n{}",
-            server.log.lock().unwrap().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        server.wait_logged(&removed, Duration::from_secs(15)).await,
+        "silent viewer was never removed; server log:\n{}",
+        server.log.lock().unwrap().join("\n")
+    );
     let took = silenced.elapsed();
     assert!(
         // The last packet before the silence may predate the probe by a moment, hence 2 s, not 3.

@@ -198,6 +198,24 @@ impl TestServer {
         body
     }
 
+    /// Whether the server has logged a line containing `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits until the server logs a line containing `needle` (the log line is the event);
+    /// false when `timeout` passes first.
+    pub async fn wait_logged(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.logged(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Absolute URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -383,12 +401,8 @@ pub async fn assert_back_to(server: &TestServer, baseline: (usize, usize)) {
         server.get("/api/v3/webrtc/sessions").await.1,
         serde_json::json!([])
     );
-    let (threads, fds) = settled_counts(server.pid(), Some(baseline)).await;
-    assert!(
-        threads <= baseline.0 && fds <= baseline.1,
-        "threads/fds {baseline:?} before, {:?} after",
-        (threads, fds)
-    );
+    let after = settled_counts(server.pid(), Some(baseline)).await;
+    assert_no_growth(after, baseline, "the sessions ended");
 }
 
 /// Counts settle shortly after a teardown (GLib thread pools park idle threads for a moment), so
