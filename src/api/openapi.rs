@@ -8,7 +8,10 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, pages, process, skills, webrtc, whep, whip};
+use super::{
+    about, auth, config, log, metadata, monitor, pages, process, sessions, skills, webrtc, whep,
+    whip,
+};
 
 struct BearerAuth;
 
@@ -165,6 +168,8 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         metadata::process_all, metadata::process_get, metadata::process_put,
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
+        config::get, config::put, config::reload, sessions::summary, sessions::active,
+        monitor::describe, monitor::query, log::get,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
         whep::resource_get, whep::session_options,
