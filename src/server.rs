@@ -79,6 +79,7 @@ impl Server {
             instance.name = name.to_string();
         }
         crate::logring::set_capacity(config.log.max_lines);
+        crate::logring::set_level(&config.log.level);
 
         let db = config.storage.database_path();
         let store = Arc::new(
