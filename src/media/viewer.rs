@@ -13,6 +13,7 @@ use gstreamer_webrtc::{
     WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
 };
 
+use super::gop::GopCache;
 use super::keyframe;
 use super::peer::{self, NegotiationError, PeerFlags};
 use super::sdp::{Offer, SourceTrack};
@@ -54,6 +55,8 @@ pub struct TrackPlan {
     pub caps: gst::Caps,
     /// The track is re-encoded here, so a key frame can be asked for when the viewer connects.
     pub transcoded: bool,
+    /// The stream's current GOP, to start the viewer at once on passthrough video.
+    pub gop: Option<Arc<GopCache>>,
 }
 
 struct Branch {
@@ -273,6 +276,7 @@ fn branch(
         pt,
         flags,
         track.transcoded,
+        track.gop.clone(),
     );
     let tee_pad = track
         .tee
@@ -289,12 +293,14 @@ fn branch(
 /// Drops everything until DTLS is up (webrtcbin would drop it anyway, after paying for it), then
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
+/// With a GOP cache the gate opens on any packet: the cached frames that lead up to it go first.
 fn install_gate(
     element: &gst::Element,
     key: Option<fn(&[u8]) -> bool>,
     pt: u8,
     flags: Arc<PeerFlags>,
     request_key: bool,
+    gop: Option<Arc<GopCache>>,
 ) {
     let pad = element
         .static_pad("src")
@@ -322,11 +328,35 @@ fn install_gate(
     };
     // Dropped buffers are returned as Handled (the binding frees them): with Drop, GStreamer
     // 1.22 can unref the probe's data pointer after the binding took it.
+    // Set while the catch-up list is pushed from inside this probe (same thread, re-entered).
+    let replaying = AtomicBool::new(false);
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
+        move |pad, info| {
+            if replaying.load(Ordering::Relaxed) {
+                return gst::PadProbeReturn::Ok;
+            }
             if !flags.connected() {
                 return gst::PadProbeReturn::Handled;
+            }
+            if let (false, Some(gop)) = (started.load(Ordering::Relaxed), &gop) {
+                let first = match info.data.as_ref() {
+                    Some(gst::PadProbeData::Buffer(buffer)) => Some(buffer.as_ref()),
+                    Some(gst::PadProbeData::BufferList(list)) => list.get(0),
+                    _ => None,
+                };
+                let catch_up = first.and_then(|b| {
+                    let rtp = RTPBuffer::from_buffer_readable(b).ok()?;
+                    gop.catch_up(rtp.seq(), rtp.timestamp(), b.pts(), pt)
+                });
+                if let Some(list) = catch_up {
+                    let packets = list.len();
+                    started.store(true, Ordering::Relaxed);
+                    replaying.store(true, Ordering::Relaxed);
+                    let flow = pad.push_list(list);
+                    replaying.store(false, Ordering::Relaxed);
+                    tracing::debug!(packets, ?flow, "viewer started from the cached GOP");
+                }
             }
             match info.data.as_mut() {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
