@@ -105,7 +105,6 @@ const REQUIRED: &[&str] = &[
     "rtpjitterbuffer",
     "tee",
     "queue",
-    "capssetter",
     "webrtcbin",
     "rtph264depay",
     "rtph264pay",
