@@ -177,7 +177,12 @@ async fn a_browser_joining_mid_gop_plays_live_at_once_and_smoothly() {
     let before = first.frames_decoded();
     let (earlier, joined) = play_two(&page, "/whep/gop").await;
     let mut report = String::new();
-    for (name, result) in [("joining", &joined), ("already playing", &earlier)] {
+    // The page's first connection also pays for Chrome's first decoder and DTLS set-up (0.7 s
+    // seen on a loaded machine): it gets a looser bound; the joining viewer holds the target.
+    for (name, result, first_bound) in [
+        ("joining", &joined, 1000.0),
+        ("already playing", &earlier, 2000.0),
+    ] {
         assert!(result["error"].is_null(), "{name}: {result}");
         let samples = result["samples"].as_array().expect("samples");
         let first_ms = num(result, "postToFirstFrameMs");
@@ -204,7 +209,7 @@ async fn a_browser_joining_mid_gop_plays_live_at_once_and_smoothly() {
         assert_eq!(num(last, "freezeCount"), 0.0, "{name}: {result}");
         assert!(delay < 0.150, "{name}: playout delay {delay} s: {result}");
         assert!(
-            first_ms < 1000.0,
+            first_ms < first_bound,
             "{name}: first frame after {first_ms} ms: {result}"
         );
     }
