@@ -3,6 +3,7 @@
 //! [`Media`] owns the GStreamer setup, the UDP port range and the viewer budget; every
 //! WebRTC-enabled process gets one [`Stream`].
 
+mod gop;
 pub mod ice;
 pub mod ingest;
 mod keyframe;
@@ -104,7 +105,6 @@ const REQUIRED: &[&str] = &[
     "rtpjitterbuffer",
     "tee",
     "queue",
-    "capssetter",
     "webrtcbin",
     "rtph264depay",
     "rtph264pay",

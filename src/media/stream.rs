@@ -16,6 +16,8 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::gop::{self, GopCache};
+use super::keyframe;
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
 use super::slots::{Slot, Slots};
@@ -104,6 +106,8 @@ struct Track {
     tee: Option<gst::Element>,
     /// How and why.
     decision: Decision,
+    /// The current GOP of passthrough video, for joining viewers.
+    gop: Option<Arc<GopCache>>,
 }
 
 struct Built {
@@ -345,6 +349,7 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
                 tee: tee.clone(),
                 caps,
                 transcoded: track.decision.path == "transcode",
+                gop: track.gop.clone(),
             }),
             None => missing.push(track.output.encoding()),
         }
@@ -639,12 +644,23 @@ fn build(
             let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
             limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
         }
+        // A transcoded track brings its own key frames (see above); passthrough video brings
+        // its last GOP.
+        let gop = match (&tee, decision.path, keyframe::detector(&source.encoding())) {
+            (Some(tee), "passthrough", Some(key)) => Some(GopCache::install(
+                &tee.static_pad("sink").ok_or("tee has no sink pad")?,
+                key,
+                gop::MAX_BYTES,
+            )),
+            _ => None,
+        };
         let output = decision.output_track(&source, &options.transcode);
         built_tracks.push(Track {
             source,
             output,
             tee,
             decision,
+            gop,
         });
     }
     if let Some(bus) = pipeline.bus() {

@@ -1,4 +1,4 @@
-//! One WHEP viewer: a `queue → capssetter → webrtcbin` branch per track, hung off the stream's tees.
+//! One WHEP viewer: a `[queue →] webrtcbin` branch per track, hung off the stream's tees.
 //!
 //! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
 
@@ -13,6 +13,7 @@ use gstreamer_webrtc::{
     WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
 };
 
+use super::gop::GopCache;
 use super::keyframe;
 use super::peer::{self, NegotiationError, PeerFlags};
 use super::sdp::{Offer, SourceTrack};
@@ -54,13 +55,15 @@ pub struct TrackPlan {
     pub caps: gst::Caps,
     /// The track is re-encoded here, so a key frame can be asked for when the viewer connects.
     pub transcoded: bool,
+    /// The stream's current GOP, to start the viewer at once on passthrough video.
+    pub gop: Option<Arc<GopCache>>,
 }
 
 struct Branch {
     tee: gst::Element,
     tee_pad: gst::Pad,
-    /// The first element after the tee: the queue when there is one, else the capssetter.
-    head: gst::Element,
+    /// The pad the tee pad links to: the queue's when there is one, else webrtcbin's.
+    head: gst::Pad,
     elements: Vec<gst::Element>,
 }
 
@@ -190,13 +193,9 @@ fn negotiate(
         for element in branch.elements.iter().rev() {
             element.sync_state_with_parent().map_err(neg)?;
         }
-        let sink = branch
-            .head
-            .static_pad("sink")
-            .expect("branch head has a sink pad");
         branch
             .tee_pad
-            .link(&sink)
+            .link(&branch.head)
             .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
     }
 
@@ -226,7 +225,8 @@ fn negotiate(
     Ok(())
 }
 
-/// `[queue →] capssetter → sink`, with the gate on the capssetter's output, and a tee pad for it.
+/// `tee → [queue →] sink`: the tee pad itself (or the queue) carries the viewer's caps and gate,
+/// so a packet reaches webrtcbin through no element of its own and buffer lists stay lists.
 fn branch(
     pipeline: &gst::Pipeline,
     track: &TrackPlan,
@@ -235,16 +235,15 @@ fn branch(
     flags: Arc<PeerFlags>,
 ) -> Result<Branch, ViewerError> {
     let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
-    let setter = gst::ElementFactory::make("capssetter")
-        .property("caps", &track.caps)
-        .build()
-        .map_err(neg)?;
-    pipeline.add(&setter).map_err(neg)?;
-    let mut elements = vec![setter.clone()];
+    let tee_pad = track
+        .tee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
+    let mut elements = Vec::new();
     // A queue gives the viewer its own streaming thread. Nothing downstream blocks (nicesink
     // sends without waiting), so by default the tee's thread pushes straight into webrtcbin and
     // each viewer costs two threads fewer.
-    if queue_buffers > 0 {
+    let (head, gated) = if queue_buffers > 0 {
         let queue = gst::ElementFactory::make("queue")
             .property("max-size-buffers", queue_buffers)
             .property("max-size-bytes", 0u32)
@@ -254,63 +253,111 @@ fn branch(
             .build()
             .map_err(neg)?;
         pipeline.add(&queue).map_err(neg)?;
-        queue.link(&setter).map_err(neg)?;
-        elements.insert(0, queue);
-    }
-    setter
-        .static_pad("src")
-        .expect("capssetter has a src pad")
-        .link(sink)
-        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        let src = queue.static_pad("src").expect("queue has a src pad");
+        src.link(sink)
+            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        let head = queue.static_pad("sink").expect("queue has a sink pad");
+        elements.push(queue);
+        (head, src)
+    } else {
+        (sink.clone(), tee_pad.clone())
+    };
+    install_caps(&tee_pad, track.caps.clone());
     let pt = track
         .caps
         .structure(0)
         .and_then(|s| s.get::<i32>("payload").ok())
         .unwrap_or(96) as u8;
     install_gate(
-        &setter,
+        &gated,
+        &tee_pad,
         keyframe::detector(&track.source.encoding()),
         pt,
         flags,
         track.transcoded,
+        track.gop.clone(),
     );
-    let tee_pad = track
-        .tee
-        .request_pad_simple("src_%u")
-        .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
     Ok(Branch {
         tee: track.tee.clone(),
         tee_pad,
-        head: elements[0].clone(),
+        head,
         elements,
     })
+}
+
+/// What a `capssetter` did, without an element in the packets' path: the stream's caps event
+/// reaches the viewer with its payload type and format fields, and caps queries from upstream
+/// are not narrowed by this viewer (the payloader would otherwise adopt one viewer's payload
+/// type, or find none that suits every viewer).
+fn install_caps(tee_pad: &gst::Pad, ours: gst::Caps) {
+    tee_pad.add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::QUERY_DOWNSTREAM,
+        move |_, info| {
+            match info.data.as_mut() {
+                Some(gst::PadProbeData::Event(event)) => {
+                    if let gst::EventView::Caps(caps) = event.view() {
+                        let merged = merged_caps(caps.caps(), &ours);
+                        *event = gst::event::Caps::builder(&merged)
+                            .seqnum(event.seqnum())
+                            .build();
+                    }
+                }
+                Some(gst::PadProbeData::Query(query)) => match query.view_mut() {
+                    gst::QueryViewMut::Caps(q) => {
+                        let any = gst::Caps::new_any();
+                        let result = q.filter().map(|f| f.to_owned()).unwrap_or(any);
+                        q.set_result(&result);
+                        return gst::PadProbeReturn::Handled;
+                    }
+                    gst::QueryViewMut::AcceptCaps(q) => {
+                        q.set_result(true);
+                        return gst::PadProbeReturn::Handled;
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
+/// The incoming caps with every field of `ours` set on them (capssetter's `join` + merge).
+fn merged_caps(incoming: &gst::CapsRef, ours: &gst::Caps) -> gst::Caps {
+    let mut out = incoming.to_owned();
+    if let (Some(target), Some(fields)) = (out.make_mut().structure_mut(0), ours.structure(0)) {
+        if target.name() == fields.name() {
+            for (name, value) in fields.iter() {
+                target.set_value(name, value.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Drops everything until DTLS is up (webrtcbin would drop it anyway, after paying for it), then
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
+/// With a GOP cache the gate opens on any packet: the cached frames that lead up to it go first.
 fn install_gate(
-    element: &gst::Element,
+    pad: &gst::Pad,
+    tee_pad: &gst::Pad,
     key: Option<fn(&[u8]) -> bool>,
     pt: u8,
     flags: Arc<PeerFlags>,
     request_key: bool,
+    gop: Option<Arc<GopCache>>,
 ) {
-    let pad = element
-        .static_pad("src")
-        .expect("branch element has a src pad");
     let started = AtomicBool::new(key.is_none());
     // Instant start on a transcoded stream: once connected and waiting, ask the encoder for a key
     // frame (the stream's limiter merges the requests of many joining viewers).
-    let upstream = element
-        .static_pad("sink")
-        .expect("branch element has a sink pad")
-        .downgrade();
+    let upstream = tee_pad.downgrade();
     let asked = AtomicBool::new(!request_key);
     let ask = move || {
         if !asked.swap(true, Ordering::Relaxed) {
             if let Some(pad) = upstream.upgrade() {
-                let sent = pad.push_event(crate::media::transcode::force_key_unit_event());
+                // An upstream event sent into the tee's src pad goes on to the encoder.
+                let sent = pad.send_event(crate::media::transcode::force_key_unit_event());
                 tracing::debug!(sent, "asked the encoder for a key frame");
             }
         }
@@ -322,11 +369,35 @@ fn install_gate(
     };
     // Dropped buffers are returned as Handled (the binding frees them): with Drop, GStreamer
     // 1.22 can unref the probe's data pointer after the binding took it.
+    // Set while the catch-up list is pushed from inside this probe (same thread, re-entered).
+    let replaying = AtomicBool::new(false);
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
+        move |pad, info| {
+            if replaying.load(Ordering::Relaxed) {
+                return gst::PadProbeReturn::Ok;
+            }
             if !flags.connected() {
                 return gst::PadProbeReturn::Handled;
+            }
+            if let (false, Some(gop)) = (started.load(Ordering::Relaxed), &gop) {
+                let first = match info.data.as_ref() {
+                    Some(gst::PadProbeData::Buffer(buffer)) => Some(buffer.as_ref()),
+                    Some(gst::PadProbeData::BufferList(list)) => list.get(0),
+                    _ => None,
+                };
+                let catch_up = first.and_then(|b| {
+                    let rtp = RTPBuffer::from_buffer_readable(b).ok()?;
+                    gop.catch_up(rtp.seq(), rtp.timestamp(), b.pts(), pt)
+                });
+                if let Some(list) = catch_up {
+                    let packets = list.len();
+                    started.store(true, Ordering::Relaxed);
+                    replaying.store(true, Ordering::Relaxed);
+                    let flow = pad.push_list(list);
+                    replaying.store(false, Ordering::Relaxed);
+                    tracing::debug!(packets, ?flow, "viewer started from the cached GOP");
+                }
             }
             match info.data.as_mut() {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
@@ -387,7 +458,7 @@ impl Viewer {
         for branch in self.branches.drain(..) {
             let (done_tx, done_rx) = mpsc::channel::<()>();
             let tee = branch.tee.clone();
-            let sink = branch.head.static_pad("sink");
+            let sink = Some(branch.head.clone());
             branch
                 .tee_pad
                 .add_probe(gst::PadProbeType::IDLE, move |pad, _| {
