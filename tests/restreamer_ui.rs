@@ -209,21 +209,26 @@ fn bad_answers(chrome: &Chromium, server: &TestServer) -> Vec<Exchange> {
         .collect()
 }
 
-/// 404s that datarhei Core answers the same way, which the UI asks for on purpose: saving a
-/// channel tries `PUT /api/v3/process/{id}` and creates it with `POST` on 404, and before a
-/// first save it looks for files and metadata that do not exist yet.
+/// 404s that datarhei Core gives the same way, for things the UI looks for before they exist:
+/// saving tries `PUT /api/v3/process/{id}` and creates the process with `POST` on 404; before a
+/// probe it deletes a leftover probe process; a channel's page asks for the state and metadata
+/// of a channel not saved yet; the first start looks for its metadata and for player files.
 fn expected_by_the_ui(x: &Exchange, base: &str) -> bool {
     let path = x.url.strip_prefix(base).unwrap_or(&x.url);
-    let path = path.split('?').next().unwrap_or(path);
+    let path = path.split('?').next().unwrap_or(path).replace("%3A", ":");
+    let Some(process) = path.strip_prefix("/api/v3/process/restreamer-ui:") else {
+        return x.status == Some(404)
+            && match x.method.as_str() {
+                "GET" => path == "/api/v3/metadata/restreamer-ui",
+                "HEAD" => path.starts_with("/api/v3/fs/disk/"),
+                _ => false,
+            };
+    };
     x.status == Some(404)
         && match x.method.as_str() {
-            "PUT" => path.starts_with("/api/v3/process/restreamer-ui:"),
-            "GET" => {
-                path.starts_with("/api/v3/process/restreamer-ui:")
-                    && (path.ends_with("/metadata/restreamer-ui") || path.contains("_snapshot"))
-                    || path.starts_with("/api/v3/metadata/")
-            }
-            "HEAD" => path.starts_with("/api/v3/fs/disk/"),
+            "PUT" => !process.contains('/'),
+            "DELETE" => process.ends_with("_probe"),
+            "GET" => process.ends_with("/state") || process.ends_with("/metadata/restreamer-ui"),
             _ => false,
         }
 }
@@ -390,6 +395,14 @@ async fn restreamer_ui_main_flow() {
     );
     let player = server.get_text(&format!("/{channel}.html")).await;
     assert!(!player.contains("http:///"), "{player}");
+    // The channel's FFmpeg metadata names it too (`-metadata title=<oembed URL>`).
+    let (status, config) = server
+        .get(&format!(
+            "/api/v3/process/restreamer-ui:ingest:{channel}/config"
+        ))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{config}");
+    assert!(!config.to_string().contains("http:///"), "{config:#}");
 
     // Settings: the System entry of the menu opens the config, not "Unable to load the config.".
     let expr = "(() => { const f = [...document.querySelectorAll('.headerFab, .headerFabHighlight')]; if (f.length < 2) return false; f[1].click(); return true; })()";
