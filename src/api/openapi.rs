@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, pages, process, skills, webrtc, whep, whip};
+use super::{about, auth, fs, memfs, metadata, pages, process, skills, webrtc, whep, whip};
 
 struct BearerAuth;
 
@@ -23,6 +23,10 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
     }
 }
@@ -165,6 +169,8 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         metadata::process_all, metadata::process_get, metadata::process_put,
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
+        fs::list_filesystems, fs::list_files, fs::get_file, fs::put_file, fs::delete_file,
+        memfs::get, memfs::put, memfs::post, memfs::delete,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
         whep::resource_get, whep::session_options,
