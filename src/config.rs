@@ -26,6 +26,84 @@ pub struct Config {
     pub demo: DemoConfig,
     /// WebRTC egress.
     pub webrtc: WebRtcConfig,
+    /// Public host names (datarhei `host`).
+    pub host: HostConfig,
+    /// Viewer sessions (datarhei `sessions`).
+    pub sessions: SessionsConfig,
+    /// The metrics history of `POST /api/v3/metrics` (datarhei `metrics`).
+    pub metrics: MetricsConfig,
+}
+
+/// Names under which clients reach this server (datarhei `host`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Public host names; player and embed URLs use the first (`STREAMCORE_HOST_NAME`, comma list).
+    pub name: Vec<String>,
+    /// With no names set, report the host a client used to reach the API.
+    pub auto: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            name: Vec::new(),
+            auto: true,
+        }
+    }
+}
+
+/// Session collection and limits (datarhei `sessions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Collect sessions of HLS/HTTP readers and WebRTC viewers.
+    pub enable: bool,
+    /// HTTP clients in these networks are not collected (nor limited).
+    pub ip_ignorelist: Vec<String>,
+    /// An HTTP session ends after this many seconds without a request.
+    pub session_timeout_sec: u64,
+    /// Most HLS sessions at once; more get 509. 0 is unlimited.
+    pub max_sessions: u64,
+    /// New HLS sessions get 509 while the HLS egress is at this many Mbit/s. 0 is unlimited.
+    pub max_bitrate_mbit: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            ip_ignorelist: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            session_timeout_sec: 30,
+            max_sessions: 0,
+            max_bitrate_mbit: 0,
+        }
+    }
+}
+
+/// The metrics history (datarhei `metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Reported for datarhei clients; streamcore samples whatever the value.
+    pub enable: bool,
+    /// Reported for datarhei clients; `/metrics` is always served.
+    pub enable_prometheus: bool,
+    /// Seconds of history kept.
+    pub range_sec: u64,
+    /// Seconds between two samples.
+    pub interval_sec: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            enable_prometheus: false,
+            range_sec: 300,
+            interval_sec: 2,
+        }
+    }
 }
 
 /// WebRTC egress settings.
@@ -259,6 +337,10 @@ impl StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// `false` turns auth off even with credentials set (datarhei `api.auth.enable`); unset means
+    /// on when username and password are set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
     /// Admin username (`STREAMCORE_AUTH_USERNAME`); auth is on when username and password are set.
     pub username: String,
     /// Admin password (`STREAMCORE_AUTH_PASSWORD`).
@@ -284,6 +366,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
+            enable: None,
             username: String::new(),
             password: String::new(),
             jwt_secret: String::new(),
@@ -301,7 +384,7 @@ impl Default for AuthConfig {
 impl AuthConfig {
     /// Auth is enforced only when both credentials are configured.
     pub fn enabled(&self) -> bool {
-        !self.username.is_empty() && !self.password.is_empty()
+        self.enable != Some(false) && !self.username.is_empty() && !self.password.is_empty()
     }
 }
 
@@ -378,6 +461,8 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json` (`STREAMCORE_LOG_FORMAT`).
     pub format: LogFormat,
+    /// Events kept in memory for `GET /api/v3/log` (`STREAMCORE_LOG_MAX_LINES`).
+    pub max_lines: usize,
 }
 
 impl Default for LogConfig {
@@ -385,6 +470,7 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            max_lines: 1000,
         }
     }
 }
@@ -518,7 +604,28 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("STREAMCORE_LOG", "log.level"),
     ("STREAMCORE_LOG_FORMAT", "log.format"),
+    ("STREAMCORE_LOG_MAX_LINES", "log.max_lines"),
     ("STREAMCORE_DEMO", "demo.enabled"),
+    ("STREAMCORE_AUTH_ENABLE", "auth.enable"),
+    ("STREAMCORE_HOST_NAME", "host.name"),
+    ("STREAMCORE_HOST_AUTO", "host.auto"),
+    ("STREAMCORE_SESSIONS_ENABLE", "sessions.enable"),
+    (
+        "STREAMCORE_SESSIONS_IP_IGNORELIST",
+        "sessions.ip_ignorelist",
+    ),
+    (
+        "STREAMCORE_SESSIONS_SESSION_TIMEOUT_SEC",
+        "sessions.session_timeout_sec",
+    ),
+    ("STREAMCORE_SESSIONS_MAX_SESSIONS", "sessions.max_sessions"),
+    (
+        "STREAMCORE_SESSIONS_MAX_BITRATE_MBIT",
+        "sessions.max_bitrate_mbit",
+    ),
+    ("STREAMCORE_METRICS_ENABLE", "metrics.enable"),
+    ("STREAMCORE_METRICS_RANGE_SEC", "metrics.range_sec"),
+    ("STREAMCORE_METRICS_INTERVAL_SEC", "metrics.interval_sec"),
     ("STREAMCORE_WEBRTC_ENABLED", "webrtc.enabled"),
     ("STREAMCORE_WEBRTC_RTP_PORT_MIN", "webrtc.rtp_port_min"),
     ("STREAMCORE_WEBRTC_ENCODER", "webrtc.encoder"),
@@ -585,10 +692,22 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 
 impl Config {
     /// Reads `path` (TOML, or JSON when it ends in `.json`) or the defaults when `path` is
-    /// `None`, then applies the variables of [`ENV_OVERRIDES`] taken from `env`.
+    /// `None`, then the settings stored through `PUT /api/v3/config` in the data directory, then
+    /// applies the variables of [`ENV_OVERRIDES`] taken from `env`.
     pub fn load(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let file = Self::load_with(path, &env, None)?;
+        let stored = crate::coreconfig::stored::read(&file.storage.data_dir)?;
+        Self::load_with(path, &env, stored.as_ref())
+    }
+
+    /// [`Config::load`] with the stored datarhei document given (`None`: none).
+    pub(crate) fn load_with(
+        path: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+        stored: Option<&serde_json::Value>,
     ) -> anyhow::Result<Config> {
         let mut tree = match path {
             Some(path) => read_tree(path)?,
@@ -597,9 +716,24 @@ impl Config {
         // Checked against the schema before the overrides so a typo in the file is reported as such.
         serde_json::from_value::<Config>(tree.clone())
             .with_context(|| format!("invalid configuration file {}", display(path)))?;
+        if let Some(doc) = stored {
+            crate::coreconfig::keys::overlay(&mut tree, doc);
+            serde_json::from_value::<Config>(tree.clone())
+                .context("invalid value in the configuration stored through the API")?;
+        }
         for (var, key) in ENV_OVERRIDES {
             if let Some(value) = env(var) {
                 set_key(&mut tree, key, &value);
+            }
+        }
+        // Credentials from the environment mean auth on, whatever a stored `api.auth.enable`
+        // says, unless the environment also says otherwise.
+        let env_credentials = ["STREAMCORE_AUTH_USERNAME", "STREAMCORE_AUTH_PASSWORD"]
+            .iter()
+            .any(|v| env(v).is_some());
+        if env_credentials && env("STREAMCORE_AUTH_ENABLE").is_none() {
+            if let Some(auth) = tree.get_mut("auth").and_then(|a| a.as_object_mut()) {
+                auth.remove("enable");
             }
         }
         let config: Config = serde_json::from_value(tree)
@@ -608,7 +742,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.http
             .address
             .parse::<std::net::SocketAddr>()
@@ -692,7 +826,11 @@ fn read_tree(path: &Path) -> anyhow::Result<serde_json::Value> {
 
 /// Sets a dotted key (any depth) from an environment string, typed by the shape the schema expects.
 fn set_key(tree: &mut serde_json::Value, key: &str, raw: &str) {
-    let value = typed_value(key, raw);
+    set_value(tree, key, typed_value(key, raw));
+}
+
+/// Sets a dotted key (any depth) to `value`, creating the objects on the way.
+pub(crate) fn set_value(tree: &mut serde_json::Value, key: &str, value: serde_json::Value) {
     let mut node = tree;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
@@ -712,14 +850,17 @@ fn set_key(tree: &mut serde_json::Value, key: &str, raw: &str) {
 
 fn typed_value(key: &str, raw: &str) -> serde_json::Value {
     match key {
-        "http.cors_origins" | "webrtc.interfaces" | "webrtc.turn_servers" | "ffmpeg.read_paths" => {
-            serde_json::Value::Array(
-                raw.split(',')
-                    .map(|s| serde_json::Value::String(s.trim().to_string()))
-                    .filter(|v| v.as_str() != Some(""))
-                    .collect(),
-            )
-        }
+        "http.cors_origins"
+        | "webrtc.interfaces"
+        | "webrtc.turn_servers"
+        | "ffmpeg.read_paths"
+        | "host.name"
+        | "sessions.ip_ignorelist" => serde_json::Value::Array(
+            raw.split(',')
+                .map(|s| serde_json::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ),
         // Regular expressions may contain commas, so these lists are split on white space (as
         // Core's CORE_FFMPEG_ACCESS_* variables are).
         k if k.starts_with("ffmpeg.access.") => serde_json::Value::Array(
@@ -731,7 +872,11 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
         | "webrtc.enabled"
         | "ffmpeg.sandbox"
         | "storage.memory.auth.enable"
-        | "storage.memory.purge" => match raw.trim().to_ascii_lowercase().as_str() {
+        | "storage.memory.purge"
+        | "auth.enable"
+        | "host.auto"
+        | "sessions.enable"
+        | "metrics.enable" => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
             "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
             _ => serde_json::Value::String(raw.to_string()),

@@ -11,19 +11,25 @@
 mod api;
 mod auth;
 mod config;
+mod coreconfig;
 mod demo;
 mod fs;
+mod history;
+mod logring;
 mod media;
 mod metrics;
 mod model;
 mod process;
 mod serve;
 mod server;
+mod sessions;
 mod skills;
 mod store;
 mod webrtc;
 
 pub use config::{Config, LogFormat};
+pub use coreconfig::ConfigSource;
+pub use logring::layer as log_ring_layer;
 pub use server::{run, Server};
 
 /// The parsers of what clients send the signalling endpoints, for the fuzz targets in `fuzz/`

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use streamcore::{Config, LogFormat};
+use streamcore::{Config, ConfigSource, LogFormat};
 
 /// streamcore: FFmpeg processes under a datarhei-Core-compatible REST API, served over WebRTC.
 ///
@@ -35,7 +35,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), |name| std::env::var(name).ok()) {
+    let source = ConfigSource::from_process(cli.config.clone());
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("streamcore: {e:#}");
@@ -56,7 +57,7 @@ fn main() -> std::process::ExitCode {
     }
     init_tracing(&config);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(streamcore::run(config)) {
+    match runtime.block_on(streamcore::run(config, source)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -67,14 +68,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // The ring behind GET /api/v3/log sees what the filter lets through.
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .finish()
+            .with(streamcore::log_ring_layer())
+            .init(),
+        LogFormat::Text => builder.finish().with(streamcore::log_ring_layer()).init(),
     }
 }

@@ -13,6 +13,7 @@ use crate::fs::cleanup::Cleanup;
 use crate::fs::disk::DiskFs;
 use crate::fs::mem::MemFs;
 use crate::fs::Filesystems;
+use crate::coreconfig::{ConfigSource, ConfigState};
 use crate::media::{IceConfig, Media, MediaConfig};
 use crate::metrics::Metrics;
 use crate::process::access::Access;
@@ -28,9 +29,32 @@ pub struct Server {
     state: AppState,
 }
 
+/// A listener kept open across a reload, with the address it was bound for.
+pub struct KeptListener {
+    address: String,
+    listener: std::net::TcpListener,
+}
+
+/// Why [`Server::serve`] returned.
+pub enum Served {
+    /// Shut down for good.
+    Shutdown,
+    /// `GET /api/v3/config/reload`: start again with the stored configuration.
+    Reload(Option<KeptListener>),
+}
+
 impl Server {
     /// Prepares the data directory, opens the store, starts stored processes and binds.
-    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        Self::bind_with(config, ConfigSource::default(), None).await
+    }
+
+    /// [`Server::bind`], reusing `kept` when it was bound for the configured address.
+    pub async fn bind_with(
+        mut config: Config,
+        source: ConfigSource,
+        kept: Option<KeptListener>,
+    ) -> anyhow::Result<Server> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -45,11 +69,28 @@ impl Server {
         let secret = ensure_jwt_secret(&config)?;
         let auth = Authenticator::new(&config.auth, &secret).map(Arc::new);
         let process_tokens = Arc::new(ProcessTokens::new(&config.auth, &secret));
-        let instance = load_instance(data_dir)?;
-        // Bound before the processes are resolved: `{memfs}` names the port.
-        let listener = TcpListener::bind(&config.http.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http.address))?;
+        let core_config = Arc::new(ConfigState::new(source, &config)?);
+        let mut instance = load_instance(data_dir)?;
+        if let Some(name) = core_config
+            .stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.trim().is_empty())
+        {
+            instance.name = name.to_string();
+        }
+        crate::logring::set_capacity(config.log.max_lines);
+        // Bound before the processes are resolved: `{memfs}` names the port. A reload keeps the
+        // listener when the address stays.
+        let listener = match kept.filter(|k| k.address == config.http.address) {
+            Some(kept) => TcpListener::from_std(kept.listener)?,
+            None => TcpListener::bind(&config.http.address)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.http.address))?,
+        };
         let memory = &mut config.storage.memory;
         if memory.auth.enable && memory.auth.password.is_empty() {
             use rand::distributions::{Alphanumeric, DistString};
@@ -121,6 +162,19 @@ impl Server {
         };
         let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
         cleanup.spawn();
+        let sessions = crate::sessions::Sessions::start(&config.sessions);
+        crate::sessions::webrtc::feed(&sessions, &registry);
+        let history = crate::history::History::start(
+            config.metrics.interval_sec,
+            config.metrics.range_sec,
+            crate::history::Sources {
+                registry: registry.clone(),
+                sessions: sessions.clone(),
+                data_dir: data_dir.clone(),
+                public_dir: disk_dir.clone(),
+                started: std::time::Instant::now(),
+            },
+        );
         let login_limiter = Arc::new(api::login_limit::LoginLimiter::new(&config.auth));
         let state = AppState {
             registry,
@@ -134,6 +188,9 @@ impl Server {
             instance: Arc::new(instance),
             login_limiter,
             filesystems,
+            core_config,
+            sessions,
+            history,
         };
         Ok(Server { listener, state })
     }
@@ -143,12 +200,27 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops every process without changing its order.
+    /// Serves until `shutdown` resolves or a reload is asked for, then stops every process
+    /// without changing its order. On reload the listening socket stays open (connections
+    /// wait in its backlog) for the next [`Server::bind_with`].
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Served> {
         let registry = self.state.registry.clone();
+        let address = self.state.config.http.address.clone();
+        let core_config = self.state.core_config.clone();
+        let listener = self.listener.into_std()?;
+        let kept = listener.try_clone()?;
+        let listener = TcpListener::from_std(listener)?;
+        let (why_tx, why_rx) = tokio::sync::oneshot::channel();
+        let stop = async move {
+            let reload = tokio::select! {
+                _ = shutdown => false,
+                _ = core_config.reload.notified() => true,
+            };
+            let _ = why_tx.send(reload);
+        };
         let http = &self.state.config.http;
         let limits = crate::serve::Limits {
             header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
@@ -156,12 +228,19 @@ impl Server {
             body_timeout: Duration::from_secs(http.body_read_timeout_seconds),
             max_connections: http.max_connections,
         };
-        tracing::info!(address = %self.listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
+        tracing::info!(address = %listener.local_addr()?, auth = self.state.auth.is_some(), "streamcore listening");
         // Handlers see the peer as ConnectInfo<SocketAddr>: it decides what a request may do
         // while auth is off (api::client) and keys the login lockout.
-        crate::serve::serve(self.listener, api::router(self.state), limits, shutdown).await;
+        crate::serve::serve(listener, api::router(self.state), limits, stop).await;
         registry.shutdown().await;
-        Ok(())
+        if why_rx.await.unwrap_or(false) {
+            Ok(Served::Reload(Some(KeptListener {
+                address,
+                listener: kept,
+            })))
+        } else {
+            Ok(Served::Shutdown)
+        }
     }
 }
 
@@ -206,6 +285,8 @@ fn reserved_files(config: &Config) -> Vec<std::path::PathBuf> {
             "jwt_secret.tmp",
             "instance.json",
             "instance.tmp",
+            crate::coreconfig::stored::FILE,
+            "core-config.tmp",
             "webrtc",
         ]
         .map(|f| data.join(f)),
@@ -286,10 +367,40 @@ fn pipelines_dir(configured: &str) -> Option<std::path::PathBuf> {
     Some(path)
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let server = Server::bind(config).await?;
-    server.serve(shutdown_signal()).await
+/// Runs the server until SIGINT or SIGTERM, starting it again in this process on each
+/// `GET /api/v3/config/reload` with the configuration `source` gives then.
+pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut kept = None;
+    loop {
+        let server = Server::bind_with(config.clone(), source.clone(), kept.take()).await?;
+        let mut stop = stop_rx.clone();
+        let served = server
+            .serve(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await?;
+        match served {
+            Served::Shutdown => return Ok(()),
+            Served::Reload(listener) => {
+                kept = listener;
+                let reread = source.clone();
+                match tokio::task::spawn_blocking(move || reread.load()).await? {
+                    Ok(next) => config = next,
+                    Err(e) => {
+                        tracing::error!(
+                            "reload: {e:#}; starting again with the previous configuration"
+                        )
+                    }
+                }
+                tracing::info!("restarting services with the reloaded configuration");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

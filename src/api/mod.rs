@@ -3,18 +3,22 @@
 pub mod about;
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod files;
 pub mod fs;
 pub mod json;
+pub mod log;
 pub mod login_limit;
 pub mod memfs;
 pub mod metadata;
+pub mod monitor;
 pub mod openapi;
 pub mod pages;
 pub mod params;
 pub mod process;
 pub mod redact;
+pub mod sessions;
 pub mod signalling;
 pub mod skills;
 pub mod webrtc;
@@ -81,6 +85,12 @@ pub struct AppState {
     pub login_limiter: Arc<login_limit::LoginLimiter>,
     /// The `disk` and `mem` file systems.
     pub filesystems: crate::fs::Filesystems,
+    /// The datarhei view of the configuration and the reload signal.
+    pub core_config: Arc<crate::coreconfig::ConfigState>,
+    /// Session collectors.
+    pub sessions: Arc<crate::sessions::Sessions>,
+    /// The metrics history of `POST /api/v3/metrics`.
+    pub history: Arc<crate::history::History>,
 }
 
 /// Builds the whole router.
@@ -123,6 +133,12 @@ pub fn router(state: AppState) -> Router {
             "/fs/{name}/{*path}",
             get(fs::get_file).put(fs::put_file).delete(fs::delete_file),
         )
+        .route("/config", get(config::get).put(config::put))
+        .route("/config/reload", get(config::reload))
+        .route("/session", get(sessions::summary))
+        .route("/session/active", get(sessions::active))
+        .route("/metrics", get(monitor::describe).post(monitor::query))
+        .route("/log", get(log::get))
         .route("/webrtc/sessions", get(webrtc::sessions))
         .route(
             "/webrtc/sessions/{resource}",
@@ -294,10 +310,13 @@ async fn fallback(State(state): State<AppState>, req: Request) -> Response {
                     ApiError::status(StatusCode::NOT_FOUND).into_response(),
                 )
             }));
-        let mut response = match files.oneshot(req).await {
-            Ok(response) => response.into_response(),
-            Err(never) => match never {},
-        };
+        let mut response = sessions::track(&state.sessions, req, |req| async move {
+            match files.oneshot(req).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        })
+        .await;
         // Public files (HLS playlists and segments) are meant for players on any site.
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,

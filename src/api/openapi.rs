@@ -8,7 +8,10 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, fs, memfs, metadata, pages, process, skills, webrtc, whep, whip};
+use super::{
+    about, auth, config, fs, log, memfs, metadata, monitor, pages, process, sessions, skills,
+    webrtc, whep, whip,
+};
 
 struct BearerAuth;
 
@@ -171,6 +174,8 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         skills::get, skills::reload,
         fs::list_filesystems, fs::list_files, fs::get_file, fs::put_file, fs::delete_file,
         memfs::get, memfs::put, memfs::post, memfs::delete,
+        config::get, config::put, config::reload, sessions::summary, sessions::active,
+        monitor::describe, monitor::query, log::get,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
         whep::resource_get, whep::session_options,
