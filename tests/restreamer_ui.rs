@@ -291,6 +291,21 @@ async fn create_channel(server: &TestServer, page: &Page, source: &str) -> Strin
     hash.as_str().unwrap()[2..].to_string()
 }
 
+/// Opens the header's menu (its second round button) and picks `entry`.
+async fn menu(server: &TestServer, page: &Page, entry: &str) {
+    let open = "(() => { const f = [...document.querySelectorAll('.headerFab, .headerFabHighlight')]; if (f.length < 2) return false; f[1].click(); return true; })()";
+    until(server, page, STEP, "the menu button", open).await;
+    let pick = format!("click('li', {})", json!(entry));
+    until(
+        server,
+        page,
+        STEP,
+        &format!("the {entry:?} menu entry"),
+        &pick,
+    )
+    .await;
+}
+
 /// The player's `<video>`: its current time, once it has one.
 async fn video_time(page: &Page) -> f64 {
     js(
@@ -384,17 +399,19 @@ async fn restreamer_ui_main_flow() {
     assert_eq!(status.as_u16(), 200, "{config}");
     assert!(!config.to_string().contains("http:///"), "{config:#}");
 
-    // Settings: the System entry of the menu opens the config, not "Unable to load the config.".
-    let expr = "(() => { const f = [...document.querySelectorAll('.headerFab, .headerFabHighlight')]; if (f.length < 2) return false; f[1].click(); return true; })()";
-    until(&server, &page, STEP, "the menu button", expr).await;
+    // A reload keeps the session (the stored tokens) and comes back to the running channel.
+    page.reload().await.expect("reload");
     until(
         &server,
         &page,
         STEP,
-        "the System menu entry",
-        "click('li', 'System')",
+        "the channel page after a reload",
+        "byText('button', 'Disconnect')",
     )
     .await;
+
+    // Settings: the System entry of the menu opens the config, not "Unable to load the config.".
+    menu(&server, &page, "System").await;
     let settings = until(
         &server,
         &page,
@@ -404,6 +421,16 @@ async fn restreamer_ui_main_flow() {
     )
     .await;
     assert_eq!(settings, json!("general"), "{}", screen(&page).await);
+
+    menu(&server, &page, "Logout").await;
+    until(
+        &server,
+        &page,
+        STEP,
+        "the login form after logging out",
+        "visible(document.querySelector('#username'))",
+    )
+    .await;
 
     let bad: Vec<String> = bad_answers(&chrome, &server)
         .iter()
