@@ -266,7 +266,7 @@ pub struct StorageConfig {
 }
 
 /// The in-memory file system (datarhei `storage.memory`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryStorageConfig {
     /// HTTP Basic credentials for writes to `/memfs`.
@@ -275,16 +275,6 @@ pub struct MemoryStorageConfig {
     pub max_size_mbytes: u64,
     /// When full, delete the oldest files to make room instead of refusing the write.
     pub purge: bool,
-}
-
-impl Default for MemoryStorageConfig {
-    fn default() -> Self {
-        Self {
-            auth: MemoryAuthConfig::default(),
-            max_size_mbytes: 0,
-            purge: false,
-        }
-    }
 }
 
 /// Who may write to `/memfs`.

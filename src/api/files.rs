@@ -12,6 +12,11 @@ use tower::ServiceExt;
 use super::error::ApiError;
 use crate::fs::{clean_name, Filesystems, Kind, WriteError};
 
+/// A file's bytes, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct FileBody(#[allow(dead_code)] Vec<u8>);
+
 /// Streaming types first (mime_guess has other ideas for `.ts`), then mime_guess, then
 /// datarhei's default for unknown extensions.
 pub fn content_type(name: &str) -> String {

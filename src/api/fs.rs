@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::files;
+use super::files::{self, FileBody};
 use super::params::{Path, Query};
 use super::AppState;
 use crate::fs::{clean_name, glob::Pattern, Kind};
@@ -124,8 +124,8 @@ pub async fn list_files(
 
 /// A file (HEAD: its headers only; a missing file is a bare 404).
 #[utoipa::path(get, path = "/api/v3/fs/{name}/{path}", tag = "fs", params(("name" = String, Path, description = "`disk` or `mem`"), ("path" = String, Path, description = "the file's name; may contain `/`")), security(("bearer" = [])),
-    responses((status = 200, description = "the file; Range requests get 206", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 206, description = "a byte range of the file", body = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "the file; Range requests get 206", body = FileBody, content_type = "application/octet-stream"),
+        (status = 206, description = "a byte range of the file", body = FileBody, content_type = "application/octet-stream"),
         (status = 400, description = "A name with `..`", body = ErrorBody),
         (status = 404, description = "No such file or file system", body = ErrorBody),
         (status = 416, description = "An unsatisfiable range")))]
@@ -156,7 +156,7 @@ pub async fn get_file(
 
 /// Writes a file from the raw body.
 #[utoipa::path(put, path = "/api/v3/fs/{name}/{path}", tag = "fs", params(("name" = String, Path, description = "`disk` or `mem`"), ("path" = String, Path, description = "the file's name; may contain `/`")), security(("bearer" = [])),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's content"),
+    request_body(content = FileBody, content_type = "application/octet-stream", description = "the file's content"),
     responses((status = 201, description = "A new file; Content-Location names it", body = String, content_type = "text/plain"),
         (status = 204, description = "An existing file was replaced"),
         (status = 400, description = "A name with `..`, or a body that did not arrive", body = ErrorBody),

@@ -11,7 +11,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ErrorBody};
-use super::files;
+use super::files::{self, FileBody};
 use super::fs::written;
 use super::params::Path;
 use super::AppState;
@@ -49,9 +49,9 @@ fn basic_matches(req: &Request, username: &str, password: &str) -> bool {
 }
 
 /// A file of the memory file system (HEAD: headers only).
-#[utoipa::path(get, path = "/memfs/{path}", tag = "fs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
-    responses((status = 200, description = "the file; Range requests get 206", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 206, description = "a byte range of the file", body = Vec<u8>, content_type = "application/octet-stream"),
+#[utoipa::path(get, path = "/memfs/{path}", tag = "memfs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
+    responses((status = 200, description = "the file; Range requests get 206", body = FileBody, content_type = "application/octet-stream"),
+        (status = 206, description = "a byte range of the file", body = FileBody, content_type = "application/octet-stream"),
         (status = 400, description = "A name with `..`", body = ErrorBody),
         (status = 404, description = "No such file", body = ErrorBody),
         (status = 416, description = "An unsatisfiable range")))]
@@ -72,9 +72,9 @@ pub async fn get(
 }
 
 /// Writes a file (POST does the same); needs HTTP Basic when `storage.memory.auth.enable`.
-#[utoipa::path(put, path = "/memfs/{path}", tag = "fs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
+#[utoipa::path(put, path = "/memfs/{path}", tag = "memfs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
     security(("basic" = [])),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's content"),
+    request_body(content = FileBody, content_type = "application/octet-stream", description = "the file's content"),
     responses((status = 201, description = "A new file", body = String, content_type = "text/plain"),
         (status = 204, description = "An existing file was replaced"),
         (status = 400, description = "A name with `..`, or a body that did not arrive", body = ErrorBody),
@@ -104,9 +104,9 @@ pub async fn put(
 }
 
 /// Like PUT.
-#[utoipa::path(post, path = "/memfs/{path}", tag = "fs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
+#[utoipa::path(post, path = "/memfs/{path}", tag = "memfs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
     security(("basic" = [])),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's content"),
+    request_body(content = FileBody, content_type = "application/octet-stream", description = "the file's content"),
     responses((status = 201, description = "A new file", body = String, content_type = "text/plain"),
         (status = 204, description = "An existing file was replaced"),
         (status = 400, description = "A name with `..`, or a body that did not arrive", body = ErrorBody),
@@ -118,7 +118,7 @@ pub async fn post(state: State<AppState>, path: Path<String>, req: Request) -> R
 }
 
 /// Deletes a file; needs HTTP Basic when `storage.memory.auth.enable`.
-#[utoipa::path(delete, path = "/memfs/{path}", tag = "fs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
+#[utoipa::path(delete, path = "/memfs/{path}", tag = "memfs", params(("path" = String, Path, description = "the file's name; may contain `/`")),
     security(("basic" = [])),
     responses((status = 200, description = "`Deleted: <path>`", body = String, content_type = "text/plain"),
         (status = 400, description = "A name with `..`", body = ErrorBody),
