@@ -93,8 +93,16 @@ pub async fn describe() -> Json<Vec<Description>> {
     responses((status = 200, body = Answer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn query(
     State(state): State<AppState>,
-    JsonBody(query): JsonBody<Query>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<Answer>> {
+    // serde reads a struct from an array too; a query is an object.
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "Invalid JSON",
+            "the query must be an object",
+        ));
+    }
+    let query: Query = serde_json::from_value(body).map_err(|e| super::json::json_error(&e))?;
     let history = &state.history;
     let range = query.timerange_sec.unwrap_or(0);
     if range > state.config.metrics.range_sec.max(1) * 10 {

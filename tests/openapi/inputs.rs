@@ -55,6 +55,8 @@ pub fn query_values(name: &str) -> &'static [&'static str] {
         "glob" => &["/**", "/oa-dir/*.bin", "["],
         "sort" => &["name", "size", "lastmod", "nonsense"],
         "order" => &["asc", "desc", "nonsense"],
+        "collectors" => &["hls,webrtc", "none"],
+        "format" => &["console", "raw", "xml"],
         other => panic!("no test values for query parameter {other}"),
     }
 }
@@ -92,6 +94,13 @@ pub fn valid_bodies(operation_id: &str, ids: &BTreeMap<String, String>) -> Vec<S
             json!(null),
         ],
         "fs_put_file" | "memfs_put" | "memfs_post" => vec![json!("file content")],
+        // Stores nothing new: the fixture server keeps its settings for the other operations.
+        "config_put" => vec![json!({"version": 3})],
+        "metrics_query" => vec![
+            json!({"metrics": [{"name": "uptime_uptime"}]}),
+            json!({"timerange_sec": 60, "interval_sec": 2,
+                "metrics": [{"name": "session_active", "labels": {"collector": "hls"}}]}),
+        ],
         "webrtc_issue_token" | "whip_issue_publish_token" => {
             vec![json!({}), json!({"ttl_seconds": 60})]
         }
