@@ -8,8 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use super::glob::Pattern;
 use super::{Filesystems, Kind};
-use crate::model::process::ProcessConfig;
-use crate::process::placeholder;
 
 /// How often the rules are applied.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -25,42 +23,25 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rules of a definition's outputs, with `{processid}`, `{reference}` and `{outputid}`
-    /// resolved. Rules for unknown file systems or with broken patterns are skipped (logged),
-    /// as Core skips them.
-    pub fn of(config: &ProcessConfig) -> Vec<Rule> {
-        let mut rules = Vec::new();
-        for output in &config.output {
-            for cleanup in &output.cleanup {
-                let values = [
-                    ("processid", config.id.as_str()),
-                    ("reference", config.reference.as_str()),
-                    ("outputid", output.id.as_str()),
-                ];
-                let pattern = placeholder::replace(&cleanup.pattern, &values);
-                let Some((name, glob)) = pattern.split_once(':') else {
-                    continue;
-                };
-                let Some(kind) = Kind::from_name(name) else {
-                    tracing::warn!(id = %config.id, %pattern, "cleanup rule for an unknown file system; ignored");
-                    continue;
-                };
-                match Pattern::new(glob) {
-                    Ok(pattern) => rules.push(Rule {
-                        kind,
-                        pattern,
-                        max_files: cleanup.max_files,
-                        max_age: (cleanup.max_file_age_seconds > 0)
-                            .then(|| Duration::from_secs(cleanup.max_file_age_seconds)),
-                        purge_on_delete: cleanup.purge_on_delete,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(id = %config.id, %pattern, error = %e, "invalid cleanup pattern; ignored")
-                    }
-                }
-            }
-        }
-        rules
+    /// A rule from a resolved `<fs>:<glob>` pattern (`disk:`/`mem:`, or the legacy
+    /// `diskfs:`/`memfs:`); `max_files` and `max_age_seconds` of 0 are off.
+    pub fn parse(
+        pattern: &str,
+        max_files: u64,
+        max_age_seconds: u64,
+        purge_on_delete: bool,
+    ) -> Result<Rule, String> {
+        let (name, glob) = pattern
+            .split_once(':')
+            .ok_or("the pattern has no file system prefix")?;
+        let kind = Kind::from_name(name).ok_or_else(|| format!("unknown file system '{name}'"))?;
+        Ok(Rule {
+            kind,
+            pattern: Pattern::new(glob)?,
+            max_files,
+            max_age: (max_age_seconds > 0).then(|| Duration::from_secs(max_age_seconds)),
+            purge_on_delete,
+        })
     }
 }
 
@@ -161,25 +142,10 @@ impl Cleanup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::process::{Cleanup as CleanupConfig, ProcessIo};
     use axum::body::Bytes;
 
-    fn config(pattern: &str, max_files: u64, purge: bool) -> ProcessConfig {
-        ProcessConfig {
-            id: "p1".into(),
-            output: vec![ProcessIo {
-                id: "out".into(),
-                address: "-".into(),
-                cleanup: vec![CleanupConfig {
-                    pattern: pattern.into(),
-                    max_files,
-                    max_file_age_seconds: 0,
-                    purge_on_delete: purge,
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
+    fn rule(pattern: &str, max_files: u64, purge: bool) -> Vec<Rule> {
+        vec![Rule::parse(pattern, max_files, 0, purge).unwrap()]
     }
 
     fn fixture() -> (tempfile::TempDir, Filesystems) {
@@ -202,10 +168,7 @@ mod tests {
         }
         fss.mem.put("/other.ts", Bytes::from_static(b"x")).unwrap();
         let cleanup = Cleanup::new(fss.clone());
-        cleanup.set(
-            "p1",
-            Rule::of(&config("memfs:/{processid}_{outputid}_*.ts", 2, false)),
-        );
+        cleanup.set("p1", rule("memfs:/p1_out_*.ts", 2, false));
         cleanup.apply();
         let names: Vec<_> = fss.mem.list(None).into_iter().map(|f| f.name).collect();
         assert_eq!(names, ["/other.ts", "/p1_out_3.ts", "/p1_out_4.ts"]);
@@ -221,16 +184,17 @@ mod tests {
         std::fs::write(dir.path().join("p1/a.ts"), b"x").unwrap();
         std::fs::write(dir.path().join("keep.ts"), b"x").unwrap();
         let cleanup = Cleanup::new(fss.clone());
-        cleanup.set("p1", Rule::of(&config("disk:/{processid}/**", 0, true)));
+        cleanup.set("p1", rule("disk:/p1/**", 0, true));
         assert_eq!(cleanup.unset("p1"), 1);
         assert!(!dir.path().join("p1/a.ts").exists());
         assert!(dir.path().join("keep.ts").exists());
     }
 
     #[test]
-    fn unknown_file_systems_are_ignored() {
-        assert!(Rule::of(&config("s3x:/a*", 1, true)).is_empty());
-        assert!(Rule::of(&config("/a*", 1, true)).is_empty());
-        assert_eq!(Rule::of(&config("mem:/a*", 1, true)).len(), 1);
+    fn patterns_need_a_known_file_system() {
+        assert!(Rule::parse("s3x:/a*", 1, 0, true).is_err());
+        assert!(Rule::parse("/a*", 1, 0, true).is_err());
+        assert!(Rule::parse("mem:/a[", 1, 0, true).is_err());
+        assert!(Rule::parse("mem:/a*", 1, 0, true).is_ok());
     }
 }

@@ -315,7 +315,7 @@ impl Registry {
     }
 
     fn set_cleanup(&self, config: &ProcessConfig) {
-        self.settings.cleanup.set(&config.id, Rule::of(config));
+        self.settings.cleanup.set(&config.id, cleanup_rules(config));
     }
 
     /// Drops the rules of `id`, deleting the files of those with `purge_on_delete` (off the
@@ -693,6 +693,34 @@ async fn close_webrtc(entry: &Entry) {
         }
     })
     .await;
+}
+
+/// The cleanup rules of a definition's outputs, with `{processid}`, `{reference}` and
+/// `{outputid}` resolved. Broken rules are skipped with a warning, as Core skips them.
+fn cleanup_rules(config: &ProcessConfig) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for output in &config.output {
+        let values = [
+            ("processid", config.id.as_str()),
+            ("reference", config.reference.as_str()),
+            ("outputid", output.id.as_str()),
+        ];
+        for cleanup in &output.cleanup {
+            let pattern = super::placeholder::replace(&cleanup.pattern, &values);
+            match Rule::parse(
+                &pattern,
+                cleanup.max_files,
+                cleanup.max_file_age_seconds,
+                cleanup.purge_on_delete,
+            ) {
+                Ok(rule) => rules.push(rule),
+                Err(why) => {
+                    tracing::warn!(id = %config.id, %pattern, %why, "cleanup rule ignored")
+                }
+            }
+        }
+    }
+    rules
 }
 
 fn normalise(mut config: ProcessConfig) -> ProcessConfig {
