@@ -903,22 +903,27 @@ pub fn ensure_jwt_secret(config: &Config) -> anyhow::Result<String> {
     }
     use rand::distributions::{Alphanumeric, DistString};
     let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(secret.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    write_private(&path, secret.as_bytes())?;
     Ok(secret)
+}
+
+/// Replaces `path` with `bytes` at once (a `.tmp` sibling renamed over it), readable by the
+/// owner only: secrets live in these files.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -964,6 +969,28 @@ mod tests {
         assert!(Config::load(None, |k| (k == "STREAMCORE_HTTP_ADDRESS")
             .then(|| "nope".into()))
         .is_err());
+    }
+
+    #[test]
+    fn stored_document_sits_between_file_and_environment() {
+        let doc = serde_json::json!({"address": ":9000", "api": {"auth": {"enable": false}},
+            "ffmpeg": {"binary": "/bin/sh", "log": {"max_lines": 9}}});
+        let env = |k: &str| match k {
+            "STREAMCORE_AUTH_USERNAME" => Some("a".to_string()),
+            "STREAMCORE_AUTH_PASSWORD" => Some("b".to_string()),
+            "STREAMCORE_FFMPEG_LOG_MAX_LINES" => Some("4".to_string()),
+            _ => None,
+        };
+        let config = Config::load_with(None, &env, Some(&doc)).unwrap();
+        assert_eq!(config.http.address, "0.0.0.0:9000");
+        assert_eq!(config.ffmpeg.log_max_lines, 4, "the environment wins");
+        assert_eq!(config.ffmpeg.binary, "ffmpeg", "read-only through the API");
+        assert!(
+            config.auth.enabled(),
+            "credentials from the environment turn auth on"
+        );
+        let config = Config::load_with(None, &|_: &str| None, Some(&doc)).unwrap();
+        assert!(!config.auth.enabled());
     }
 
     #[test]

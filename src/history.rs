@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 use crate::process::Registry;
 use crate::sessions::Sessions;
 
+/// A metric's labels.
+pub type Labels = BTreeMap<String, String>;
+
 /// A metric's name and labels.
-pub type Key = (String, BTreeMap<String, String>);
+pub type Key = (String, Labels);
+
+/// One series: its labels and `(unix seconds, value)` pairs.
+pub type Series = (Labels, Vec<(i64, f64)>);
 
 /// The metrics known, with their descriptions and label names (`GET /api/v3/metrics`).
 pub const DESCRIPTIONS: &[(&str, &str, &[&str])] = &[
@@ -170,12 +176,7 @@ impl History {
 
     /// The values of `name` whose labels include `labels`, per label set: the samples of the
     /// last `range` seconds (the newest only when 0), oldest first.
-    pub fn query(
-        &self,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-        range: u64,
-    ) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+    pub fn query(&self, name: &str, labels: &BTreeMap<String, String>, range: u64) -> Vec<Series> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let Some(newest) = samples.back() else {
             return Vec::new();
@@ -304,9 +305,9 @@ fn tree_size(dir: &std::path::Path) -> (u64, u64) {
 fn disk(path: &std::path::Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
-            let block = s.fragment_size() as u64;
-            let size = s.blocks() as u64 * block;
-            (size, size.saturating_sub(s.blocks_free() as u64 * block))
+            let block = s.fragment_size();
+            let size = s.blocks() * block;
+            (size, size.saturating_sub(s.blocks_free() * block))
         }
         Err(_) => (0, 0),
     }

@@ -29,7 +29,7 @@ mod webrtc;
 
 pub use config::{Config, LogFormat};
 pub use coreconfig::ConfigSource;
-pub use logring::layer as log_ring_layer;
+pub use logring::{layer as log_ring_layer, on_level_change};
 pub use server::{run, Server};
 
 /// The parsers of what clients send the signalling endpoints, for the fuzz targets in `fuzz/`

@@ -59,6 +59,25 @@ pub fn set_capacity(lines: usize) {
     }
 }
 
+type LevelHook = Box<dyn Fn(&str) + Send + Sync>;
+
+fn level_hook() -> &'static OnceLock<LevelHook> {
+    static HOOK: OnceLock<LevelHook> = OnceLock::new();
+    &HOOK
+}
+
+/// How `main` lets a reload change the log filter (`log.level`) of the subscriber it installed.
+pub fn on_level_change(hook: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = level_hook().set(Box::new(hook));
+}
+
+/// Applies `log.level` (a reload may have changed it).
+pub fn set_level(level: &str) {
+    if let Some(hook) = level_hook().get() {
+        hook(level);
+    }
+}
+
 /// The events kept, oldest first.
 pub fn events() -> Vec<Event> {
     let events = ring().events.lock().unwrap_or_else(|e| e.into_inner());

@@ -76,13 +76,30 @@ fn init_tracing(config: &Config) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    // The ring behind GET /api/v3/log sees what the filter lets through.
+    // The ring behind GET /api/v3/log sees what the filter lets through; a configuration
+    // reload may change the filter (log.level).
     match config.log.format {
-        LogFormat::Json => builder
-            .json()
-            .finish()
-            .with(streamcore::log_ring_layer())
-            .init(),
-        LogFormat::Text => builder.finish().with(streamcore::log_ring_layer()).init(),
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            reload_level(builder.reload_handle());
+            builder.finish().with(streamcore::log_ring_layer()).init()
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            reload_level(builder.reload_handle());
+            builder.finish().with(streamcore::log_ring_layer()).init()
+        }
     }
+}
+
+fn reload_level<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) where
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>: Send + Sync,
+{
+    streamcore::on_level_change(move |level| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(level) {
+            let _ = handle.reload(filter);
+        }
+    });
 }

@@ -83,6 +83,7 @@ impl Server {
             instance.name = name.to_string();
         }
         crate::logring::set_capacity(config.log.max_lines);
+        crate::logring::set_level(&config.log.level);
         // Bound before the processes are resolved: `{memfs}` names the port. A reload keeps the
         // listener when the address stays.
         let listener = match kept.filter(|k| k.address == config.http.address) {

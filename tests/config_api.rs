@@ -215,3 +215,25 @@ async fn log_returns_recent_server_events() {
     let (status, body) = server.get("/api/v3/log?format=xml").await;
     common::assert_error(status, &body, 400);
 }
+
+#[tokio::test]
+async fn webrtc_stream_serves_viewers_again_after_a_reload() {
+    use common::media::{connect_when_ready, make_source, webrtc_process};
+    use common::whep::OfferOptions;
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("cam", &source)).await;
+    let (before, _, _) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
+    assert!(
+        before.wait_frames(10, Duration::from_secs(15)),
+        "no frames before"
+    );
+    reload(&server).await;
+    // The media engine and the stream were built again; a new viewer gets pictures.
+    let (after, _, _) = connect_when_ready(&server, "cam", &OfferOptions::default()).await;
+    assert!(
+        after.wait_frames(10, Duration::from_secs(20)),
+        "no frames after the reload"
+    );
+}

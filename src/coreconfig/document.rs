@@ -110,7 +110,7 @@ pub fn merge(base: &mut Value, over: &Value) {
 pub fn check_body(body: &Value, current: &Value) -> Errors {
     let mut errors = Errors::new();
     let mut leaves = Vec::new();
-    leaf_keys(body, "", &mut leaves);
+    keys::leaves(body, "", &mut leaves);
     for key in leaves {
         let (Some(new), Some(old)) = (get(body, &key), get(current, &key)) else {
             continue;
@@ -148,22 +148,6 @@ fn same_type(a: &Value, b: &Value) -> bool {
             b.as_u64().is_none() || a.as_u64().is_some()
         }
         _ => std::mem::discriminant(a) == std::mem::discriminant(b),
-    }
-}
-
-fn leaf_keys(value: &Value, prefix: &str, out: &mut Vec<String>) {
-    match value.as_object() {
-        Some(object) => {
-            for (k, v) in object {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaf_keys(v, &key, out);
-            }
-        }
-        None => out.push(prefix.to_string()),
     }
 }
 

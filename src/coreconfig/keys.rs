@@ -68,7 +68,8 @@ pub fn streamcore_keys() -> Vec<String> {
     keys
 }
 
-fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
+/// The dotted keys of `value`'s non-object values (and empty objects) below `prefix`.
+pub fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
     match value.as_object() {
         Some(object) if !object.is_empty() => {
             for (k, v) in object {

@@ -73,25 +73,11 @@ impl Stored {
             config,
             path: self.path.clone(),
         };
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            let text = File {
-                created_at: now.to_rfc3339(),
-                config: next.config.clone(),
-            };
-            file.write_all(&serde_json::to_vec_pretty(&text)?)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+        let text = File {
+            created_at: now.to_rfc3339(),
+            config: next.config.clone(),
+        };
+        crate::config::write_private(&self.path, &serde_json::to_vec_pretty(&text)?)?;
         *self = next;
         Ok(())
     }
