@@ -259,6 +259,44 @@ pub struct StorageConfig {
     pub database: PathBuf,
     /// Directory served at `/` and substituted for `{diskfs}`; relative paths are inside `data_dir`.
     pub public_dir: PathBuf,
+    /// Largest file one PUT/POST may write to `/memfs` or through `/api/v3/fs`, in MiB.
+    pub max_file_mbytes: u64,
+    /// The in-memory file system mounted at `/memfs` (`{memfs}`).
+    pub memory: MemoryStorageConfig,
+}
+
+/// The in-memory file system (datarhei `storage.memory`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryStorageConfig {
+    /// HTTP Basic credentials for writes to `/memfs`.
+    pub auth: MemoryAuthConfig,
+    /// Capacity in MiB; 0 is unlimited.
+    pub max_size_mbytes: u64,
+    /// When full, delete the oldest files to make room instead of refusing the write.
+    pub purge: bool,
+}
+
+/// Who may write to `/memfs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryAuthConfig {
+    /// Require HTTP Basic for PUT/POST/DELETE.
+    pub enable: bool,
+    /// Basic username.
+    pub username: String,
+    /// Basic password; a random one is chosen at start when empty.
+    pub password: String,
+}
+
+impl Default for MemoryAuthConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            username: "admin".into(),
+            password: String::new(),
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -267,6 +305,8 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             database: PathBuf::from("streamcore.db"),
             public_dir: PathBuf::from("public"),
+            max_file_mbytes: 64,
+            memory: MemoryStorageConfig::default(),
         }
     }
 }
@@ -470,6 +510,27 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_DATA_DIR", "storage.data_dir"),
     ("STREAMCORE_DATABASE", "storage.database"),
     ("STREAMCORE_PUBLIC_DIR", "storage.public_dir"),
+    (
+        "STREAMCORE_STORAGE_MAX_FILE_MBYTES",
+        "storage.max_file_mbytes",
+    ),
+    (
+        "STREAMCORE_STORAGE_MEMORY_AUTH_ENABLE",
+        "storage.memory.auth.enable",
+    ),
+    (
+        "STREAMCORE_STORAGE_MEMORY_AUTH_USERNAME",
+        "storage.memory.auth.username",
+    ),
+    (
+        "STREAMCORE_STORAGE_MEMORY_AUTH_PASSWORD",
+        "storage.memory.auth.password",
+    ),
+    (
+        "STREAMCORE_STORAGE_MEMORY_MAX_SIZE_MBYTES",
+        "storage.memory.max_size_mbytes",
+    ),
+    ("STREAMCORE_STORAGE_MEMORY_PURGE", "storage.memory.purge"),
     ("STREAMCORE_AUTH_USERNAME", "auth.username"),
     ("STREAMCORE_AUTH_PASSWORD", "auth.password"),
     ("STREAMCORE_JWT_SECRET", "auth.jwt_secret"),
@@ -723,6 +784,13 @@ impl Config {
         {
             anyhow::bail!("http.max_connections, http.header_read_timeout_ms, http.body_read_timeout_seconds and http.idle_timeout_seconds must be positive");
         }
+        if self.storage.max_file_mbytes == 0 {
+            anyhow::bail!("storage.max_file_mbytes must be positive");
+        }
+        let memory = &self.storage.memory;
+        if memory.auth.enable && memory.auth.username.is_empty() {
+            anyhow::bail!("storage.memory.auth.username must not be empty while storage.memory.auth.enable is on");
+        }
         if self.auth.login_max_failures == 0 {
             anyhow::bail!("auth.login_max_failures must be positive");
         }
@@ -790,8 +858,15 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
                 .map(|s| serde_json::Value::String(s.to_string()))
                 .collect(),
         ),
-        "demo.enabled" | "webrtc.enabled" | "ffmpeg.sandbox" | "auth.enable" | "host.auto"
-        | "sessions.enable" | "metrics.enable" => match raw.trim().to_ascii_lowercase().as_str() {
+        "demo.enabled"
+        | "webrtc.enabled"
+        | "ffmpeg.sandbox"
+        | "storage.memory.auth.enable"
+        | "storage.memory.purge"
+        | "auth.enable"
+        | "host.auto"
+        | "sessions.enable"
+        | "metrics.enable" => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
             "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
             _ => serde_json::Value::String(raw.to_string()),

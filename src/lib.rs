@@ -13,6 +13,7 @@ mod auth;
 mod config;
 mod coreconfig;
 mod demo;
+mod fs;
 mod history;
 mod logring;
 mod media;

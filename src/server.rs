@@ -10,6 +10,10 @@ use crate::api::{self, AppState, Instance};
 use crate::auth::Authenticator;
 use crate::config::{ensure_jwt_secret, Config};
 use crate::coreconfig::{ConfigSource, ConfigState};
+use crate::fs::cleanup::Cleanup;
+use crate::fs::disk::DiskFs;
+use crate::fs::mem::MemFs;
+use crate::fs::Filesystems;
 use crate::media::{IceConfig, Media, MediaConfig};
 use crate::metrics::Metrics;
 use crate::process::access::Access;
@@ -80,6 +84,28 @@ impl Server {
         }
         crate::logring::set_capacity(config.log.max_lines);
         crate::logring::set_level(&config.log.level);
+        // Bound before the processes are resolved: `{memfs}` names the port. A reload keeps the
+        // listener when the address stays.
+        let listener = match kept.filter(|k| k.address == config.http.address) {
+            Some(kept) => TcpListener::from_std(kept.listener)?,
+            None => TcpListener::bind(&config.http.address)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.http.address))?,
+        };
+        let memory = &mut config.storage.memory;
+        if memory.auth.enable && memory.auth.password.is_empty() {
+            use rand::distributions::{Alphanumeric, DistString};
+            memory.auth.password = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+        }
+        let memfs_url = memfs_url(&config, listener.local_addr()?);
+        let filesystems = Filesystems {
+            disk: Arc::new(DiskFs::new(&disk_dir)?),
+            mem: Arc::new(MemFs::new(
+                config.storage.memory.max_size_mbytes * 1024 * 1024,
+                config.storage.memory.purge,
+            )),
+        };
+        let cleanup = Arc::new(Cleanup::new(filesystems.clone()));
 
         let db = config.storage.database_path();
         let store = Arc::new(
@@ -89,13 +115,15 @@ impl Server {
         if !binary.is_file() {
             tracing::error!(binary = %binary.display(), "ffmpeg binary not found; processes will fail to start");
         }
-        let access = Access::new(
+        let mut access = Access::new(
             data_dir,
             &disk_dir,
             reserved_files(&config),
             &config.ffmpeg.access.input,
             &config.ffmpeg.access.output,
         )?;
+        // The server's own memory file system is inside the server, whatever the lists say.
+        access.allow_internal(&memfs_url);
         let writable = [disk_dir.clone(), data_dir.join("webrtc")];
         let readable: Vec<_> = config.ffmpeg.read_paths.iter().map(Into::into).collect();
         let sandbox = Sandbox::new(
@@ -117,6 +145,9 @@ impl Server {
             log_max_lines: config.ffmpeg.log_max_lines,
             log_max_history: config.ffmpeg.log_max_history,
             kill_timeout: Duration::from_secs(config.ffmpeg.kill_timeout_seconds),
+            memfs_url,
+            memfs: filesystems.mem.clone(),
+            cleanup: cleanup.clone(),
         };
         if config.demo.enabled {
             crate::demo::seed(&store).context("cannot create the demo process")?;
@@ -131,12 +162,7 @@ impl Server {
             None
         };
         let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
-        let listener = match kept.filter(|k| k.address == config.http.address) {
-            Some(kept) => TcpListener::from_std(kept.listener)?,
-            None => TcpListener::bind(&config.http.address)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.http.address))?,
-        };
+        cleanup.spawn();
         let sessions = crate::sessions::Sessions::start(&config.sessions);
         crate::sessions::webrtc::feed(&sessions, &registry);
         let history = crate::history::History::start(
@@ -162,6 +188,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             instance: Arc::new(instance),
             login_limiter,
+            filesystems,
             core_config,
             sessions,
             history,
@@ -216,6 +243,37 @@ impl Server {
             Ok(Served::Shutdown)
         }
     }
+}
+
+/// What `{memfs}` stands for: the `/memfs` mount as FFmpeg reaches it from this host, with the
+/// Basic credentials in the URL when writes need them (as Core builds it).
+fn memfs_url(config: &Config, bound: std::net::SocketAddr) -> String {
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let auth = &config.storage.memory.auth;
+    let userinfo = if auth.enable {
+        format!("{}:{}@", userinfo(&auth.username), userinfo(&auth.password))
+    } else {
+        String::new()
+    };
+    format!("http://{userinfo}{host}:{}/memfs", bound.port())
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so any credentials fit in a
+/// URL's userinfo.
+fn userinfo(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The server's own files inside the data directory, which no process definition may name.

@@ -71,6 +71,15 @@ impl ApiError {
         }
     }
 
+    /// 401 for a write to `/memfs` without its Basic credentials; the challenge is what makes
+    /// FFmpeg send the credentials of its URL.
+    pub fn unauthorized_basic() -> ApiError {
+        ApiError {
+            www_authenticate: Some("Basic realm=\"Restricted\""),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "")
+        }
+    }
+
     /// 500 that keeps the cause out of the body but in the log: causes are internals (library
     /// errors, panic messages, paths) that clients have no use for and must not see.
     pub fn internal(message: impl Into<String>, cause: &dyn std::fmt::Display) -> ApiError {

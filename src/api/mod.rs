@@ -5,9 +5,12 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod files;
+pub mod fs;
 pub mod json;
 pub mod log;
 pub mod login_limit;
+pub mod memfs;
 pub mod metadata;
 pub mod monitor;
 pub mod openapi;
@@ -80,6 +83,8 @@ pub struct AppState {
     pub instance: Arc<Instance>,
     /// Per-client lockout of `POST /api/login`.
     pub login_limiter: Arc<login_limit::LoginLimiter>,
+    /// The `disk` and `mem` file systems.
+    pub filesystems: crate::fs::Filesystems,
     /// The datarhei view of the configuration and the reload signal.
     pub core_config: Arc<crate::coreconfig::ConfigState>,
     /// Session collectors.
@@ -121,6 +126,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/process/{id}/whip/token",
             post(webrtc::issue_publish_token),
+        )
+        .route("/fs", get(fs::list_filesystems))
+        .route("/fs/{name}", get(fs::list_files))
+        .route(
+            "/fs/{name}/{*path}",
+            get(fs::get_file).put(fs::put_file).delete(fs::delete_file),
         )
         .route("/config", get(config::get).put(config::put))
         .route("/config/reload", get(config::reload))
@@ -203,6 +214,22 @@ pub fn router(state: AppState) -> Router {
     // WHEP/WHIP are made for players and publishers on any site; their tokens travel in the
     // Authorization header, never in cookies, so any origin may call them.
     let whep = whep.layer(cors(AllowOrigin::any()));
+    // The memory file system: players on any site read it; writes need its Basic credentials.
+    let memfs = Router::new()
+        .route("/memfs", get(memfs::root))
+        .route("/memfs/", get(memfs::root))
+        .route(
+            "/memfs/{*path}",
+            put(memfs::put)
+                .post(memfs::post)
+                .delete(memfs::delete)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    memfs::require_basic,
+                ))
+                .get(memfs::get),
+        )
+        .layer(cors(AllowOrigin::any()));
     Router::new()
         .route("/ping", get(ping))
         .route("/player", get(pages::index))
@@ -213,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .route("/publish.js", get(pages::publish_js))
         .route("/webrtc.js", get(pages::webrtc_js))
         .merge(whep)
+        .merge(memfs)
         .route("/metrics", get(prometheus))
         .merge(api)
         .route_layer(middleware::from_fn_with_state(

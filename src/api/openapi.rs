@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    about, auth, config, log, metadata, monitor, pages, process, sessions, skills, webrtc, whep,
-    whip,
+    about, auth, config, fs, log, memfs, metadata, monitor, pages, process, sessions, skills,
+    webrtc, whep, whip,
 };
 
 struct BearerAuth;
@@ -26,6 +26,10 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
     }
 }
@@ -168,6 +172,8 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         metadata::process_all, metadata::process_get, metadata::process_put,
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
+        fs::list_filesystems, fs::list_files, fs::get_file, fs::put_file, fs::delete_file,
+        memfs::get, memfs::put, memfs::post, memfs::delete,
         config::get, config::put, config::reload, sessions::summary, sessions::active,
         monitor::describe, monitor::query, log::get,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,

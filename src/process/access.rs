@@ -150,6 +150,8 @@ pub struct Access {
     input: Lists,
     output: Lists,
     file_filters: Regex,
+    /// URL prefixes inside the server itself (the `/memfs` mount), admitted whatever the lists say.
+    internal: Vec<String>,
 }
 
 /// Which direction an address goes.
@@ -187,6 +189,24 @@ impl Access {
             input: Lists::compile(input, "input")?,
             output: Lists::compile(output, "output")?,
             file_filters: Regex::new(FILE_FILTERS).expect("valid filter expression"),
+            internal: Vec::new(),
+        })
+    }
+
+    /// Admits addresses under `base` (a URL of the server's own, such as `{memfs}`) as inputs
+    /// and outputs, even where the allow lists do not name them or a block rule would refuse
+    /// them.
+    pub fn allow_internal(&mut self, base: &str) {
+        self.internal
+            .push(format!("{}/", base.trim_end_matches('/')));
+    }
+
+    /// A file under an internal prefix; `..`, queries and fragments could lead elsewhere.
+    fn is_internal(&self, address: &str) -> bool {
+        self.internal.iter().any(|base| {
+            address
+                .strip_prefix(base.as_str())
+                .is_some_and(|rest| !rest.contains("..") && !rest.contains(['?', '#']))
         })
     }
 
@@ -198,7 +218,7 @@ impl Access {
             value: address.into(),
             rule,
         };
-        if self.input.judge(address, "input").map_err(refuse)? {
+        if self.is_internal(address) || self.input.judge(address, "input").map_err(refuse)? {
             return Ok(());
         }
         match input_format(options) {
@@ -232,7 +252,8 @@ impl Access {
             value: whole.into(),
             rule,
         };
-        if self.output.judge(leg, "output").map_err(refuse)?
+        if self.is_internal(leg)
+            || self.output.judge(leg, "output").map_err(refuse)?
             || matches!(leg, "-" | "pipe:" | "pipe:1" | "/dev/null")
         {
             return Ok(());
@@ -254,7 +275,8 @@ impl Access {
                 value: value.clone(),
                 rule,
             };
-            let allowed = || self.output.allows(value) || self.input.allows(value);
+            let allowed =
+                || self.is_internal(value) || self.output.allows(value) || self.input.allows(value);
             match kind {
                 OptionKind::Name if value.contains('/') || value.contains("..") => {
                     return Err(refuse(
@@ -586,6 +608,31 @@ mod tests {
                 "main.m3u8"
             ]))
             .is_ok());
+    }
+
+    #[test]
+    fn the_servers_own_memfs_passes_any_list() {
+        let (_dir, mut a) = access(&[r"^rtsp://"], &[r"^http://"]);
+        let memfs = "http://admin:pw@127.0.0.1:8080/memfs";
+        a.allow_internal(memfs);
+        let hls = format!("{memfs}/ch.m3u8");
+        assert!(a.check_output(&hls, &[]).is_ok());
+        assert!(a.check_input(&hls, &[]).is_ok());
+        let tee = format!("[f=hls]{hls}|[f=flv]rtmp://h/a/b");
+        assert!(a.check_output(&tee, &opts(&["-f", "tee"])).is_ok());
+        let segments = format!("{memfs}/ch_%04d.ts");
+        assert!(a
+            .check_options(&opts(&["-hls_segment_filename", &segments]))
+            .is_ok());
+        // Other URLs of the same server, or ones that climb out of the mount, are not internal.
+        for other in [
+            "http://admin:pw@127.0.0.1:8080/api/v3/process",
+            "http://admin:pw@127.0.0.1:8080/memfs/../api/v3/process",
+            "http://admin:pw@127.0.0.1:8080/memfsx/a",
+            "http://127.0.0.1:8080/memfs/a",
+        ] {
+            assert!(a.check_output(other, &[]).is_err(), "{other}");
+        }
     }
 
     #[test]

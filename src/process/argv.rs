@@ -41,6 +41,8 @@ pub struct WhipInput<'a> {
 pub struct Context<'a> {
     /// The directory `{diskfs}` and `{fs:disk}` stand for.
     pub disk_dir: &'a Path,
+    /// The URL `{memfs}` and `{fs:mem}` stand for.
+    pub memfs_url: &'a str,
     /// What definitions may read and write.
     pub access: &'a Access,
     /// The id of the process this definition replaces, which it may not reference either.
@@ -109,6 +111,8 @@ pub fn resolve(config: &ProcessConfig, context: &Context<'_>) -> Result<Resolved
                 (io_name, io_id.as_str()),
                 ("diskfs", disk.as_str()),
                 ("fs:disk", disk.as_str()),
+                ("memfs", context.memfs_url),
+                ("fs:mem", context.memfs_url),
             ];
             let mut address = placeholder::replace(io.address.trim(), &values);
             if address.is_empty() {

@@ -12,5 +12,6 @@ pub mod report;
 pub mod runner;
 pub mod sampler;
 pub mod sandbox;
+pub mod written;
 
 pub use registry::{ProcessCommand, Registry, RegistryError};

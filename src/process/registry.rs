@@ -12,9 +12,12 @@ use serde_json::Value;
 
 use super::access::Access;
 use super::argv::{self, Context, ReferenceError, Resolved, WhipInput, WHIP_ADDRESS};
-use super::progress::IoRef;
+use super::progress::{ByteCounter, IoRef};
 use super::runner::{RunHooks, Runner, Spec};
 use super::sandbox::Sandbox;
+use super::written;
+use crate::fs::cleanup::{Cleanup, Rule};
+use crate::fs::mem::MemFs;
 use crate::media::ingest::Ingest;
 use crate::media::{Media, Stream, StreamOptions};
 use crate::model::process::{short_id, Order, ProcessConfig};
@@ -39,6 +42,12 @@ pub struct Settings {
     pub access: Arc<Access>,
     /// How FFmpeg is started.
     pub sandbox: Arc<Sandbox>,
+    /// What `{memfs}` and `{fs:mem}` stand for.
+    pub memfs_url: String,
+    /// The memory file system, which counts what processes write to it.
+    pub memfs: Arc<MemFs>,
+    /// The file cleanup rules of every process's outputs.
+    pub cleanup: Arc<Cleanup>,
 }
 
 /// Why a registry operation failed.
@@ -162,6 +171,7 @@ impl Registry {
             }
         }
         for entry in registry.list() {
+            registry.set_cleanup(&entry.record.config);
             if entry.record.order == Order::Start {
                 if let Some(why) = &entry.invalid {
                     tracing::warn!(id = %entry.record.config.id, %why, "stored process is invalid; not started");
@@ -246,6 +256,7 @@ impl Registry {
             self.check_capacity(None)?;
         }
         self.store.insert_process(&entry.record)?;
+        self.set_cleanup(&entry.record.config);
         let entry = self.put(entry);
         entry.apply_stream_options();
         if order == Order::Start {
@@ -277,6 +288,9 @@ impl Registry {
         }
         self.store.replace_process(id, &entry.record)?;
         old.runner.shutdown().await;
+        // As in Core: the old rules purge their files, then the new rules apply.
+        self.unset_cleanup(id).await;
+        self.set_cleanup(&entry.record.config);
         entry.runner.adopt_history(&old.runner);
         self.remove(id);
         let entry = self.put(entry);
@@ -296,7 +310,19 @@ impl Registry {
         entry.runner.shutdown().await;
         self.remove(id);
         close_webrtc(&entry).await;
+        self.unset_cleanup(id).await;
         Ok(())
+    }
+
+    fn set_cleanup(&self, config: &ProcessConfig) {
+        self.settings.cleanup.set(&config.id, cleanup_rules(config));
+    }
+
+    /// Drops the rules of `id`, deleting the files of those with `purge_on_delete` (off the
+    /// async workers: the disk may be slow).
+    async fn unset_cleanup(&self, id: &str) {
+        let (cleanup, id) = (self.settings.cleanup.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || cleanup.unset(&id)).await;
     }
 
     /// Runs a command; the new order is persisted before it takes effect.
@@ -446,12 +472,14 @@ impl Registry {
             ));
         }
         let outputs = resolved.outputs.iter().map(|o| o.address.clone()).collect();
+        let written = self.written(&resolved.argv);
         let mut spec = self.spec(
             &record.config,
             resolved.argv,
             resolved.inputs,
             resolved.outputs,
         );
+        spec.written = written;
         if let Some(ingest) = &ingest {
             spec.hooks = Some(Arc::new(IngestHooks(Arc::downgrade(ingest))));
         }
@@ -565,7 +593,22 @@ impl Registry {
             log_max_history: self.settings.log_max_history,
             hooks: None,
             sandbox: self.settings.sandbox.clone(),
+            written: None,
         }
+    }
+
+    /// Counts what the outputs (the argv after the last input) write to `{memfs}`.
+    fn written(&self, argv: &[String]) -> Option<ByteCounter> {
+        let outputs_at = argv.iter().rposition(|a| a == "-i").map_or(0, |i| i + 2);
+        let patterns = written::memfs_patterns(
+            &argv[outputs_at.min(argv.len())..],
+            &self.settings.memfs_url,
+        );
+        if patterns.is_empty() {
+            return None;
+        }
+        let tracker = self.settings.memfs.track(patterns);
+        Some(Arc::new(move || tracker.bytes()))
     }
 
     /// Validates a definition and resolves it into an argv, with what this registry knows: its
@@ -603,6 +646,7 @@ impl Registry {
             config,
             &Context {
                 disk_dir: &self.settings.disk_dir,
+                memfs_url: &self.settings.memfs_url,
                 access: &self.settings.access,
                 replacing,
                 whip,
@@ -649,6 +693,34 @@ async fn close_webrtc(entry: &Entry) {
         }
     })
     .await;
+}
+
+/// The cleanup rules of a definition's outputs, with `{processid}`, `{reference}` and
+/// `{outputid}` resolved. Broken rules are skipped with a warning, as Core skips them.
+fn cleanup_rules(config: &ProcessConfig) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for output in &config.output {
+        let values = [
+            ("processid", config.id.as_str()),
+            ("reference", config.reference.as_str()),
+            ("outputid", output.id.as_str()),
+        ];
+        for cleanup in &output.cleanup {
+            let pattern = super::placeholder::replace(&cleanup.pattern, &values);
+            match Rule::parse(
+                &pattern,
+                cleanup.max_files,
+                cleanup.max_file_age_seconds,
+                cleanup.purge_on_delete,
+            ) {
+                Ok(rule) => rules.push(rule),
+                Err(why) => {
+                    tracing::warn!(id = %config.id, %pattern, %why, "cleanup rule ignored")
+                }
+            }
+        }
+    }
+    rules
 }
 
 fn normalise(mut config: ProcessConfig) -> ProcessConfig {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use utoipa::ToSchema;
 
-use super::progress::{IoRef, LineKind, Parser, Progress};
+use super::progress::{ByteCounter, IoRef, LineKind, Parser, Progress};
 use super::report::{ProcessReport, Report};
 use super::sampler::Sampler;
 use super::sandbox::Sandbox;
@@ -92,6 +92,8 @@ pub struct Spec {
     pub hooks: Option<Arc<dyn RunHooks>>,
     /// The account and directory FFmpeg runs in.
     pub sandbox: Arc<Sandbox>,
+    /// Bytes the outputs wrote so far where FFmpeg cannot tell (see [`super::written`]).
+    pub written: Option<ByteCounter>,
 }
 
 /// What else must happen around each FFmpeg run (all called from the supervisor task).
@@ -356,7 +358,8 @@ async fn run_once(
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(read_lines(stderr, line_tx));
     }
-    let mut parser = Parser::new(spec.inputs.clone(), spec.outputs.clone());
+    let mut parser =
+        Parser::new(spec.inputs.clone(), spec.outputs.clone()).with_written(spec.written.clone());
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut sampler = Sampler::new(pid as i32);

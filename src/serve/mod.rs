@@ -62,7 +62,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // FFmpeg's HTTP client (HLS to `/memfs` with `-method PUT`) sends a whole segment and
+        // closes its side at once; without half-close hyper drops such a request at the FIN,
+        // before the handler has read the body.
+        .half_close(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
 

@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnableParams, EventEntryAdded};
+use chromiumoxide::cdp::browser_protocol::network::{
+    EventLoadingFailed, EventRequestWillBeSent, EventResponseReceived,
+};
 use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
 use chromiumoxide::{Browser, Page};
 use futures_util::StreamExt;
@@ -62,6 +66,78 @@ const MAX_LINES: usize = 2000;
 
 type Lines = Arc<Mutex<Vec<String>>>;
 
+/// One HTTP exchange of a page, from the DevTools Network domain (which chromiumoxide enables
+/// on every page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// Request method.
+    pub method: String,
+    /// Full request URL.
+    pub url: String,
+    /// Response status; `None` when the request failed without one (see `failure`).
+    pub status: Option<i64>,
+    /// Why the request got no response (`net::ERR_CONNECTION_REFUSED`, …).
+    pub failure: Option<String>,
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.status, &self.failure) {
+            (Some(status), _) => write!(f, "{} {} -> {status}", self.method, self.url),
+            (None, Some(why)) => write!(f, "{} {} -> {why}", self.method, self.url),
+            (None, None) => write!(f, "{} {} -> ?", self.method, self.url),
+        }
+    }
+}
+
+/// Every answered or failed request of the pages opened with [`Chromium::open`].
+pub type Exchanges = Arc<Mutex<Vec<Exchange>>>;
+
+/// Method and URL of a request.
+type Sent = (String, String);
+/// Status, or why there was none.
+type Outcome = (Option<i64>, Option<String>);
+
+fn exchange((method, url): Sent, (status, failure): Outcome) -> Exchange {
+    Exchange {
+        method,
+        url,
+        status,
+        failure,
+    }
+}
+
+/// The exchange of a request whose outcome arrived, or `None` (the outcome kept in `outcomes`)
+/// while its request is not known yet.
+fn settle(
+    requests: &HashMap<String, Sent>,
+    outcomes: &mut HashMap<String, Outcome>,
+    id: &str,
+    outcome: Outcome,
+) -> Option<Exchange> {
+    match requests.get(id) {
+        Some(sent) => Some(exchange(sent.clone(), outcome)),
+        None => {
+            outcomes.insert(id.to_string(), outcome);
+            None
+        }
+    }
+}
+
+enum NetEvent {
+    Request(Arc<EventRequestWillBeSent>),
+    Response(Arc<EventResponseReceived>),
+    Failed(Arc<EventLoadingFailed>),
+}
+
+fn push_exchange(log: &Exchanges, exchange: Exchange) {
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    if log.len() >= MAX_LINES {
+        log.remove(0);
+    }
+    log.push(exchange);
+}
+
 fn push(lines: &Lines, line: String) {
     let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
     if l.len() >= MAX_LINES {
@@ -79,6 +155,8 @@ pub struct Chromium {
     pub stderr: Lines,
     /// Console messages, uncaught exceptions and log entries (failed loads, …) of the pages.
     pub console: Lines,
+    /// The pages' HTTP exchanges, in the order their outcome arrived.
+    pub network: Exchanges,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     // Declared last: removed after the browser is dead (fields drop after `Drop::drop`).
     profile: tempfile::TempDir,
@@ -193,6 +271,7 @@ impl Chromium {
             browser,
             stderr,
             console,
+            network: Arc::default(),
             tasks: vec![drive],
             profile,
         }
@@ -201,12 +280,24 @@ impl Chromium {
     /// Opens a new tab, starts recording its console and log output, then navigates to `url`
     /// (returning once it has loaded).
     pub async fn open(&mut self, url: &str) -> Page {
+        self.open_with(url, None).await
+    }
+
+    /// [`Chromium::open`], with `script` run in every document of the page before its own
+    /// scripts (`Page.addScriptToEvaluateOnNewDocument`).
+    pub async fn open_with(&mut self, url: &str, script: Option<&str>) -> Page {
         let page = self
             .browser
             .new_page("about:blank")
             .await
             .expect("new page");
         self.record(&page).await;
+        self.record_network(&page).await;
+        if let Some(script) = script {
+            page.evaluate_on_new_document(script)
+                .await
+                .expect("addScriptToEvaluateOnNewDocument");
+        }
         page.goto(url)
             .await
             .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
@@ -277,14 +368,78 @@ impl Chromium {
         }));
     }
 
+    async fn record_network(&mut self, page: &Page) {
+        let requests = page
+            .event_listener::<EventRequestWillBeSent>()
+            .await
+            .expect("request listener")
+            .map(NetEvent::Request);
+        let responses = page
+            .event_listener::<EventResponseReceived>()
+            .await
+            .expect("response listener")
+            .map(NetEvent::Response);
+        let failures = page
+            .event_listener::<EventLoadingFailed>()
+            .await
+            .expect("loading-failed listener")
+            .map(NetEvent::Failed);
+        let sink = self.network.clone();
+        // One task, so a request's method is known before its outcome is recorded.
+        self.tasks.push(tokio::spawn(async move {
+            let mut events = futures_util::stream::select(
+                requests,
+                futures_util::stream::select(responses, failures),
+            );
+            // The listeners are separate channels, so an outcome may arrive before its request:
+            // it waits in `outcomes` until the request names it.
+            let mut requests = HashMap::new();
+            let mut outcomes = HashMap::new();
+            while let Some(event) = events.next().await {
+                let (id, outcome) = match event {
+                    NetEvent::Request(e) => {
+                        let id = e.request_id.inner().clone();
+                        let sent = (e.request.method.clone(), e.request.url.clone());
+                        match outcomes.remove(&id) {
+                            Some(outcome) => {
+                                push_exchange(&sink, exchange(sent, outcome));
+                            }
+                            None => {
+                                requests.insert(id, sent);
+                            }
+                        }
+                        continue;
+                    }
+                    NetEvent::Response(e) => {
+                        (e.request_id.clone(), (Some(e.response.status), None))
+                    }
+                    NetEvent::Failed(e) => {
+                        (e.request_id.clone(), (None, Some(e.error_text.clone())))
+                    }
+                };
+                if let Some(x) = settle(&requests, &mut outcomes, id.inner(), outcome) {
+                    push_exchange(&sink, x);
+                }
+            }
+        }));
+    }
+
     /// Browser stderr tail and page output, for failure messages.
     pub fn diagnostics(&self) -> String {
         let tail = |lines: &Lines, n: usize| {
             let l = lines.lock().unwrap_or_else(|e| e.into_inner());
             l[l.len().saturating_sub(n)..].join("\n")
         };
+        let network = {
+            let n = self.network.lock().unwrap_or_else(|e| e.into_inner());
+            n[n.len().saturating_sub(100)..]
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         format!(
-            "--- chromium stderr (tail) ---\n{}\n--- page console/log ---\n{}",
+            "--- chromium stderr (tail) ---\n{}\n--- page console/log ---\n{}\n--- page requests (tail) ---\n{network}",
             tail(&self.stderr, 80),
             tail(&self.console, 200)
         )

@@ -62,6 +62,8 @@ fn phase(method: &str, path: &str) -> u8 {
     match method {
         "GET" | "HEAD" | "OPTIONS" => 0,
         "DELETE" if path == "/api/v3/process/{id}" => 3,
+        // After `/memfs`'s own DELETE, which needs the memory files this one would remove.
+        "DELETE" if path == "/api/v3/fs/{name}/{path}" => 3,
         "DELETE" => 2,
         _ => 1,
     }

@@ -36,6 +36,8 @@ pub fn path_values(name: &str) -> Vec<String> {
         "id" => &[MISSING, "oa-src", "oa-relay"],
         "key" => &["oa-missing-key", "oa-key"],
         "resource" => &["oa-missing-resource"],
+        "name" => &["oa-nofs", "disk", "mem"],
+        "path" => &["oa-missing.bin", "oa-dir/oa-file.bin"],
         other => panic!("no test values for path parameter {other}"),
     };
     values.iter().map(|v| v.to_string()).collect()
@@ -50,6 +52,9 @@ pub fn query_values(name: &str) -> &'static [&'static str] {
         "idpattern" => &["oa-*", "["],
         "refpattern" => &["o?", "["],
         "token" => &["not-a-jwt"],
+        "glob" => &["/**", "/oa-dir/*.bin", "["],
+        "sort" => &["name", "size", "lastmod", "nonsense"],
+        "order" => &["asc", "desc", "nonsense"],
         "collectors" => &["hls,webrtc", "none"],
         "format" => &["console", "raw", "xml"],
         other => panic!("no test values for query parameter {other}"),
@@ -88,6 +93,7 @@ pub fn valid_bodies(operation_id: &str, ids: &BTreeMap<String, String>) -> Vec<S
             json!(true),
             json!(null),
         ],
+        "fs_put_file" | "memfs_put" | "memfs_post" => vec![json!("file content")],
         // Stores nothing new: the fixture server keeps its settings for the other operations.
         "config_put" => vec![json!({"version": 3})],
         "metrics_query" => vec![
@@ -167,6 +173,8 @@ pub fn broken_bodies(media_type: &str) -> Vec<(String, Vec<u8>)> {
             (media_type.into(), b"a=ice-ufrag".to_vec()),
             ("text/plain".into(), b"a=end-of-candidates\r\n".to_vec()),
         ],
+        // Any bytes are a file.
+        "application/octet-stream" => Vec::new(),
         other => panic!("no broken bodies for {other}"),
     }
 }

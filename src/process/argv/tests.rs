@@ -52,6 +52,7 @@ impl Fixture {
             config,
             &Context {
                 disk_dir: &self.disk,
+                memfs_url: MEMFS,
                 access: &self.access,
                 replacing,
                 whip,
@@ -60,6 +61,9 @@ impl Fixture {
         )
     }
 }
+
+/// What `{memfs}` stands for here.
+const MEMFS: &str = "http://admin:pw@127.0.0.1:8080/memfs";
 
 fn no_process(_: &str, _: &str) -> Result<String, ReferenceError> {
     Err(ReferenceError::UnknownProcess)
@@ -94,6 +98,30 @@ fn simple(input: &str) -> ProcessConfig {
         vec![io("in", input, &[])],
         vec![io("out", "-", &["-f", "null"])],
     )
+}
+
+/// restreamer-ui's HLS output: a tee whose options name `{memfs^:}` (colons escaped for the
+/// tee's option parser) and whose address is `{memfs}`; the snapshot process reads `{memfs}`.
+#[test]
+fn memfs_placeholders_resolve_with_escaping() {
+    let f = Fixture::new();
+    let mut config = process(
+        "ch",
+        vec![io("in", "{fs:mem}/{processid}.m3u8", &[])],
+        vec![io(
+            "out",
+            "[f=hls:hls_segment_filename={memfs^:}/{processid}_%04d.ts]{memfs}/{processid}.m3u8",
+            &["-f", "tee", "-method", "PUT"],
+        )],
+    );
+    config.options = strings(&["-loglevel", "info"]);
+    let resolved = f.resolve(&config).unwrap();
+    assert_eq!(resolved.inputs[0].address, format!("{MEMFS}/ch.m3u8"));
+    let escaped = "http\\\\://admin\\\\:pw@127.0.0.1\\\\:8080/memfs";
+    assert_eq!(
+        resolved.outputs[0].address,
+        format!("[f=hls:hls_segment_filename={escaped}/ch_%04d.ts]{MEMFS}/ch.m3u8")
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ mod types;
 mod samples;
 
 pub use prelude::parse_probe;
-pub use stats::{IoRef, LineKind, Parser};
+pub use stats::{ByteCounter, IoRef, LineKind, Parser};
 pub use types::{Probe, Progress};
 
 /// Removes the `[info] ` tag that `-loglevel level+...` prepends, so the anchored patterns match.

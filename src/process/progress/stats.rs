@@ -2,6 +2,7 @@
 //! (`frame= … size= … time= … speed=`), whose counters become moving-average rates.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::prelude::{FileInfo, Prelude, StreamInfo};
 use super::types::{Progress, ProgressIo};
@@ -11,6 +12,9 @@ use super::{finite, num, round3, strip_level};
 const RATE_WINDOW_SECS: f64 = 30.0;
 /// One retained sample per second bounds memory to about 31 samples per counter.
 const RATE_GRANULARITY_SECS: f64 = 1.0;
+
+/// Bytes an output wrote so far, counted outside FFmpeg.
+pub type ByteCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Identity of a configured input or output, by ffmpeg file index.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +79,8 @@ struct Stats {
     frame: u64,
     qs: Vec<f64>,
     size_kb: u64,
+    /// False for `size=N/A` (a tee, HLS, segment or null output: no single file has a size).
+    size_known: bool,
     time: f64,
     speed: f64,
     drop: u64,
@@ -100,10 +106,9 @@ fn parse_stats(line: &str) -> (Stats, bool) {
             }
             "q" | "Lq" => st.qs.push(leading(v)),
             "size" | "Lsize" => {
-                st.size_kb = v
-                    .trim_end_matches(|ch: char| ch.is_alphabetic())
-                    .parse()
-                    .unwrap_or(0)
+                let number = v.trim_end_matches(|ch: char| ch.is_alphabetic()).parse();
+                st.size_known = number.is_ok();
+                st.size_kb = number.unwrap_or(0);
             }
             "time" => st.time = parse_time(v),
             "speed" => st.speed = leading(v),
@@ -139,6 +144,8 @@ pub struct Parser {
     stats: Stats,
     frames: Rate,
     size: Rate,
+    /// Bytes written outside FFmpeg's view, and the count when this run started.
+    written: Option<(ByteCounter, u64)>,
 }
 
 impl Parser {
@@ -152,7 +159,17 @@ impl Parser {
             stats: Stats::default(),
             frames: Rate::default(),
             size: Rate::default(),
+            written: None,
         }
+    }
+
+    /// Counts `written` (from now on) as the output size when FFmpeg prints none.
+    pub fn with_written(mut self, written: Option<ByteCounter>) -> Self {
+        self.written = written.map(|count| {
+            let start = count();
+            (count, start)
+        });
+        self
     }
 
     /// `now_secs` is a monotonic time in seconds (f64) injected for testability.
@@ -161,7 +178,10 @@ impl Parser {
         if re!(r"^(?:frame=|L?size=)").is_match(line) {
             // The first stats line ends the prelude even if it looked incomplete to us.
             self.prelude_done = true;
-            let (st, has_frame) = parse_stats(line);
+            let (mut st, has_frame) = parse_stats(line);
+            if let (false, Some((count, start))) = (st.size_known, &self.written) {
+                st.size_kb = count().saturating_sub(*start) / 1024;
+            }
             let advanced = if has_frame {
                 st.frame > self.stats.frame
             } else {
@@ -280,6 +300,31 @@ fn io_entry(
 mod tests {
     use super::*;
     use crate::process::progress::parse_probe;
+
+    /// FFmpeg 5.1 with a tee (or HLS) output prints `size=N/A`; the bytes counted outside give
+    /// the size and the bitrate.
+    #[test]
+    fn sizes_come_from_outside_when_ffmpeg_has_none() {
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(5000));
+        let counter = bytes.clone();
+        let mut p =
+            Parser::new(refs(1, "in"), refs(1, "out")).with_written(Some(Arc::new(move || {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            })));
+        let lines = [
+            "[info] frame=   25 fps= 25 q=17.0 size=N/A time=00:00:01.00 bitrate=N/A speed=   1x    ",
+            "[info] frame=   50 fps= 25 q=17.0 size=N/A time=00:00:02.00 bitrate=N/A speed=   1x    ",
+        ];
+        p.parse_line(lines[0], 1.0);
+        bytes.fetch_add(128 * 1024, std::sync::atomic::Ordering::Relaxed);
+        p.parse_line(lines[1], 2.0);
+        let pr = p.progress();
+        assert_eq!(pr.size_kb, 128);
+        assert_eq!(pr.bitrate_kbit, 1024.0);
+        // A size FFmpeg knows wins.
+        p.parse_line("frame=   75 fps= 25 q=17.0 size=      64kB time=00:00:03.00 bitrate= 174.8kbits/s speed=1x", 3.0);
+        assert_eq!(p.progress().size_kb, 64);
+    }
     use crate::process::progress::samples::*;
 
     #[test]
