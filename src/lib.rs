@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod config;
 mod demo;
+mod ingest;
 mod media;
 mod metrics;
 mod model;

@@ -79,6 +79,7 @@ impl Server {
             log_max_lines: config.ffmpeg.log_max_lines,
             log_max_history: config.ffmpeg.log_max_history,
             kill_timeout: Duration::from_secs(config.ffmpeg.kill_timeout_seconds),
+            servers: crate::ingest::templates(&config.rtmp, &config.srt),
         };
         if config.demo.enabled {
             crate::demo::seed(&store).context("cannot create the demo process")?;
@@ -92,6 +93,9 @@ impl Server {
         } else {
             None
         };
+        let metrics = Arc::new(Metrics::default());
+        // Before the registry boots, so stored processes reading `{rtmp}`/`{srt}` find them.
+        let ingest = Arc::new(crate::ingest::Ingest::start(&config, metrics.clone()).await?);
         let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
         let listener = TcpListener::bind(&config.http.address)
             .await
@@ -105,7 +109,8 @@ impl Server {
             process_tokens,
             skills: Arc::new(api::skills::SkillsCache::new(binary)),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            ingest,
             instance: Arc::new(instance),
             login_limiter,
         };

@@ -4,6 +4,7 @@ pub mod about;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod ingest;
 pub mod json;
 pub mod login_limit;
 pub mod metadata;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub instance: Arc<Instance>,
     /// Per-client lockout of `POST /api/login`.
     pub login_limiter: Arc<login_limit::LoginLimiter>,
+    /// The RTMP and SRT servers.
+    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
 /// Builds the whole router.
@@ -103,6 +106,8 @@ pub fn router(state: AppState) -> Router {
             "/metadata/{key}",
             get(metadata::system_get).put(metadata::system_put),
         )
+        .route("/rtmp", get(ingest::rtmp))
+        .route("/srt", get(ingest::srt))
         .route("/skills", get(skills::get))
         .route("/skills/reload", get(skills::reload))
         .route("/process/{id}/webrtc", get(webrtc::info))

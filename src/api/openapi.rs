@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, pages, process, skills, webrtc, whep, whip};
+use super::{about, auth, ingest, metadata, pages, process, skills, webrtc, whep, whip};
 
 struct BearerAuth;
 
@@ -165,6 +165,7 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         metadata::process_all, metadata::process_get, metadata::process_put,
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
+        ingest::rtmp, ingest::srt,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
         whep::resource_get, whep::session_options,

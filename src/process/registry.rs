@@ -39,6 +39,8 @@ pub struct Settings {
     pub access: Arc<Access>,
     /// How FFmpeg is started.
     pub sandbox: Arc<Sandbox>,
+    /// `{rtmp}` and `{srt}` of the built-in servers.
+    pub servers: super::argv::ServerTemplates,
 }
 
 /// Why a registry operation failed.
@@ -607,6 +609,7 @@ impl Registry {
                 replacing,
                 whip,
                 output_address: &output_address,
+                servers: &self.settings.servers,
             },
         )
     }
