@@ -14,13 +14,19 @@ pub struct Target {
 /// Core's `getToken` (rtmp/rtmp.go): the query's `token` wins; otherwise, when the server wants a
 /// token, the last path element is the token and not part of the path.
 pub fn target(app: &str, stream_key: &str, token_required: bool) -> Target {
-    // FFmpeg sends `rtmp://host/cam` as app `cam` with an empty key, `rtmp://host/live/cam` as
-    // app `live`, key `cam`; joy4 joins both and drops empty segments, and so do we.
-    let full = format!("{app}/{stream_key}");
-    let (joined, query) = full.split_once('?').unwrap_or((&full, ""));
-    let segments: Vec<&str> = joined.split('/').filter(|s| !s.is_empty()).collect();
+    // FFmpeg sends `rtmp://host/cam?token=t` as app `cam?token=t` with an empty key, and
+    // `rtmp://host/live/cam?token=t` as app `live`, key `cam?token=t`; joy4 joins both, drops
+    // empty segments and reads the query, and so do we.
+    let (app_path, app_query) = app.split_once('?').unwrap_or((app, ""));
+    let (key_path, key_query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
+    let segments: Vec<&str> = app_path
+        .split('/')
+        .chain(key_path.split('/'))
+        .filter(|s| !s.is_empty())
+        .collect();
     let path = format!("/{}", segments.join("/"));
     let path = path.as_str();
+    let query = format!("{app_query}&{key_query}");
     let query_token = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
