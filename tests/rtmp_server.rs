@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::ingest::{self, free_tcp_port, garbage, publish, read_frames};
+use common::ingest::{self, frames_grow, free_tcp_port, garbage, publish, read_frames};
 use common::media::connect_when_ready;
 use common::whep::OfferOptions;
 use common::{ServerLogOnPanic, TestServer};
@@ -15,19 +15,6 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 const TOKEN: &str = "s3cret";
-
-/// Waits until the viewer decoded `more` frames beyond what it had.
-async fn frames_grow(rx: &common::whep::Receiver, more: u64, timeout: Duration) -> bool {
-    let target = rx.frames_decoded() + more;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if rx.frames_decoded() >= target {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_server_relays_refuses_and_survives() {
@@ -87,20 +74,7 @@ async fn rtmp_server_relays_refuses_and_survives() {
         "a publisher without a token is refused"
     );
     // A second publisher of a live name is refused; the first goes on.
-    let out = publish(&url(TOKEN), "flv", 2).await;
-    assert!(
-        !out.status.success(),
-        "a second publisher of /cam is refused"
-    );
-    assert!(
-        server
-            .wait_logged("reason=\"conflict\"", Duration::from_secs(5))
-            .await
-    );
-    assert!(
-        frames_grow(&rx, 15, Duration::from_secs(10)).await,
-        "the first publisher goes on"
-    );
+    ingest::second_publisher_refused(&server, &rx, &url(TOKEN), "flv").await;
 
     // Garbage, cut handshakes and a silent connection.
     let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -120,28 +94,8 @@ async fn rtmp_server_relays_refuses_and_survives() {
 
     // The publisher goes away and comes back: the reader process reconnects and the viewer,
     // still attached to the same stream, decodes frames again.
-    let (status, _) = server.command("pub", "stop").await;
-    assert_eq!(status, 200);
-    server
-        .wait_state("pub", Duration::from_secs(15), |s| s["exec"] == "finished")
-        .await;
-    let (status, body) = server.get("/api/v3/rtmp").await;
-    assert_eq!((status.as_u16(), body), (200, json!([])));
-    let (status, _) = server.command("pub", "start").await;
-    assert_eq!(status, 200);
-    assert!(
-        frames_grow(&rx, 30, Duration::from_secs(40)).await,
-        "the viewer resumes after the publisher's restart"
-    );
-
-    let metrics = server.get_text("/metrics").await;
-    assert!(
-        metrics.contains(r#"streamcore_ingest_sessions{protocol="rtmp",role="publish"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"streamcore_ingest_bytes_total{protocol="rtmp",direction="received"}"#)
-    );
+    ingest::restart_resumes(&server, &rx, "/api/v3/rtmp", json!([])).await;
+    ingest::assert_metrics(&server, "rtmp").await;
     assert!(server.alive());
 }
 

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::ingest::{self, free_udp_port, garbage, publish, read_frames};
+use common::ingest::{self, frames_grow, free_udp_port, garbage, read_frames};
 use common::media::connect_when_ready;
 use common::whep::OfferOptions;
 use common::{ServerLogOnPanic, TestServer};
@@ -16,18 +16,6 @@ use serde_json::json;
 
 const PASSPHRASE: &str = "correct-horse-battery";
 const TOKEN: &str = "tok42";
-
-async fn frames_grow(rx: &common::whep::Receiver, more: u64, timeout: Duration) -> bool {
-    let target = rx.frames_decoded() + more;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if rx.frames_decoded() >= target {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 /// Core's caller URL for `streamid`, with `passphrase` if any.
 fn srt_url(address: &str, streamid: &str, passphrase: Option<&str>) -> String {
@@ -124,20 +112,7 @@ async fn srt_server_relays_refuses_and_survives() {
     .await;
     assert!(!decoded, "a resource without publisher is refused");
     let second = reader(&format!("cam,mode:publish,token:{TOKEN}"), Some(PASSPHRASE));
-    let out = publish(&second, "mpegts", 2).await;
-    assert!(
-        !out.status.success(),
-        "a second publisher of cam is refused"
-    );
-    assert!(
-        server
-            .wait_logged("reason=\"conflict\"", Duration::from_secs(5))
-            .await
-    );
-    assert!(
-        frames_grow(&rx, 15, Duration::from_secs(10)).await,
-        "the first publisher goes on"
-    );
+    ingest::second_publisher_refused(&server, &rx, &second, "mpegts").await;
 
     // Garbage datagrams, a cut handshake header.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -154,28 +129,10 @@ async fn srt_server_relays_refuses_and_survives() {
     );
 
     // The publisher goes away and comes back.
-    let (status, _) = server.command("pub", "stop").await;
-    assert_eq!(status, 200);
-    server
-        .wait_state("pub", Duration::from_secs(15), |s| s["exec"] == "finished")
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.get("/api/v3/srt").await.1["publisher"] != json!({}) {
-        assert!(Instant::now() < deadline, "the publisher's channel ends");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (status, _) = server.command("pub", "start").await;
-    assert_eq!(status, 200);
-    assert!(
-        frames_grow(&rx, 30, Duration::from_secs(40)).await,
-        "the viewer resumes after the publisher's restart"
-    );
-
+    let empty = json!({"publisher": {}, "subscriber": {}, "connections": {}, "log": {}});
+    ingest::restart_resumes(&server, &rx, "/api/v3/srt", empty).await;
+    ingest::assert_metrics(&server, "srt").await;
     let metrics = server.get_text("/metrics").await;
-    assert!(
-        metrics.contains(r#"streamcore_ingest_sessions{protocol="srt",role="publish"} 1"#),
-        "{metrics}"
-    );
     assert!(
         metrics.contains(r#"streamcore_ingest_refused_total{protocol="srt",reason="conflict"}"#)
     );

@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use super::TestServer;
 
 /// A TCP port free now on loopback (the server binds it right after).
 pub fn free_tcp_port() -> u16 {
@@ -151,4 +153,83 @@ pub fn garbage() -> Vec<Vec<u8>> {
     let mut rtmp_c0c1 = vec![3u8];
     rtmp_c0c1.extend(std::iter::repeat_n(0xab, 700));
     vec![noise, rtmp_c0c1, vec![0u8; 1], vec![0xff; 65507]]
+}
+
+/// Waits until the viewer decoded `more` frames beyond what it had.
+pub async fn frames_grow(rx: &super::whep::Receiver, more: u64, timeout: Duration) -> bool {
+    let target = rx.frames_decoded() + more;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if rx.frames_decoded() >= target {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Stops process `pub` and waits until `list` answers `empty` (no publisher), starts it again and
+/// asserts the viewer `rx` of the reading process decodes again.
+pub async fn restart_resumes(
+    server: &TestServer,
+    rx: &super::whep::Receiver,
+    list: &str,
+    empty: Value,
+) {
+    let (status, _) = server.command("pub", "stop").await;
+    assert_eq!(status, 200);
+    server
+        .wait_state("pub", Duration::from_secs(15), |s| s["exec"] == "finished")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.get(list).await;
+        if status == 200 && body == empty {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher's channel ends: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = server.command("pub", "start").await;
+    assert_eq!(status, 200);
+    assert!(
+        frames_grow(rx, 30, Duration::from_secs(40)).await,
+        "the viewer resumes after the publisher's restart"
+    );
+}
+
+/// One publisher counted, received bytes counted.
+pub async fn assert_metrics(server: &TestServer, protocol: &str) {
+    let metrics = server.get_text("/metrics").await;
+    let publishers =
+        format!(r#"streamcore_ingest_sessions{{protocol="{protocol}",role="publish"}} 1"#);
+    let bytes =
+        format!(r#"streamcore_ingest_bytes_total{{protocol="{protocol}",direction="received"}}"#);
+    assert!(
+        metrics.contains(&publishers) && metrics.contains(&bytes),
+        "{metrics}"
+    );
+}
+
+/// A second publisher of the live name at `url` is refused as a conflict; the first goes on.
+pub async fn second_publisher_refused(
+    server: &TestServer,
+    rx: &super::whep::Receiver,
+    url: &str,
+    format: &str,
+) {
+    let out = publish(url, format, 2).await;
+    assert!(!out.status.success(), "a second publisher is refused");
+    assert!(
+        server
+            .wait_logged("reason=\"conflict\"", Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        frames_grow(rx, 15, Duration::from_secs(10)).await,
+        "the first publisher goes on"
+    );
 }
