@@ -15,7 +15,7 @@ measure() { local a b; a=$(cpu); sleep $SECS; b=$(cpu); echo "scale=4; ($b-$a)/$
 run() { # proto publish-url read-url fmt
   ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i $D/clip.mp4 -c copy -f $4 "$2" & local P=$!
   sleep 3; local one=$(measure); local R=()
-  for i in $(seq $N); do ffmpeg -hide_banner -loglevel error -i "$3" -c copy -f null - & R+=($!); done
+  for i in $(seq $N); do ffmpeg -hide_banner -loglevel fatal -i "$3" -c copy -f null - & R+=($!); done
   sleep 3; local many=$(measure)
   kill ${R[@]} $P; wait ${R[@]} $P 2>/dev/null
   echo "$1: idle $idle, 1 publisher $one, + $N readers $many CPU-s/s; per publisher $(echo "$one-$idle" | bc), per reader $(echo "scale=4; ($many-$one)/$N" | bc)"

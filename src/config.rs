@@ -827,6 +827,50 @@ mod tests {
         assert_eq!(config.ffmpeg.log_max_lines, 50);
     }
 
+    /// Core's defaults and `:port` addresses; tokens of digits stay text; libsrt's passphrase rule.
+    #[test]
+    fn rtmp_and_srt_keys() {
+        let config = Config::load(None, |_| None).unwrap();
+        assert_eq!(
+            (config.rtmp.address.as_str(), config.rtmp.app.as_str()),
+            (":1935", "/")
+        );
+        assert_eq!(config.srt.address, ":6000");
+        assert_eq!(listen_address(":1935").unwrap().to_string(), "0.0.0.0:1935");
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let config = Config::load(
+            None,
+            env(&[
+                ("STREAMCORE_RTMP_ENABLE", "true"),
+                ("STREAMCORE_RTMP_TOKEN", "12345"),
+                ("STREAMCORE_SRT_TOKEN", "678"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.rtmp.enable);
+        assert_eq!(
+            (config.rtmp.token.as_str(), config.srt.token.as_str()),
+            ("12345", "678")
+        );
+        let short = env(&[
+            ("STREAMCORE_SRT_ENABLE", "1"),
+            ("STREAMCORE_SRT_PASSPHRASE", "short"),
+        ]);
+        assert!(Config::load(None, short).is_err());
+        let app = env(&[
+            ("STREAMCORE_RTMP_ENABLE", "1"),
+            ("STREAMCORE_RTMP_APP", "live"),
+        ]);
+        assert!(Config::load(None, app).is_err());
+    }
+
     #[test]
     fn env_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
