@@ -138,3 +138,48 @@ async fn srt_server_relays_refuses_and_survives() {
     );
     assert!(server.alive());
 }
+
+/// An encrypting caller on a server without passphrase trips srt-protocol (`unimplemented!`):
+/// the listener is bound again and the next publisher is served (docs/ingest-servers.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_listener_comes_back_after_a_library_panic() {
+    let address = format!("127.0.0.1:{}", free_udp_port());
+    let server = TestServer::start_with(&[
+        ("STREAMCORE_SRT_ENABLE", "true"),
+        ("STREAMCORE_SRT_ADDRESS", &address),
+    ])
+    .await;
+    let _log = ServerLogOnPanic(&server);
+    let out = ingest::publish(
+        &srt_url(&address, "cam,mode:publish", Some(PASSPHRASE)),
+        "mpegts",
+        1,
+    )
+    .await;
+    assert!(!out.status.success(), "an encrypting caller is not served");
+    assert!(
+        server
+            .wait_logged(
+                "SRT listener stopped; binding again",
+                Duration::from_secs(5)
+            )
+            .await
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ingest::publish(&srt_url(&address, "cam,mode:publish", None), "mpegts", 1).await;
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SRT server serves again"
+        );
+    }
+    assert!(
+        server
+            .wait_logged("SRT publish started", Duration::from_secs(5))
+            .await
+    );
+    assert!(server.alive());
+}
