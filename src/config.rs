@@ -32,6 +32,10 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// The metrics history of `POST /api/v3/metrics` (datarhei `metrics`).
     pub metrics: MetricsConfig,
+    /// The built-in RTMP server (datarhei Core's `rtmp` section).
+    pub rtmp: RtmpConfig,
+    /// The built-in SRT server (datarhei Core's `srt` section).
+    pub srt: SrtConfig,
 }
 
 /// Names under which clients reach this server (datarhei `host`).
@@ -104,6 +108,86 @@ impl Default for MetricsConfig {
             interval_sec: 2,
         }
     }
+}
+
+/// The RTMP server: publishers push `rtmp://host:port/<app>/<name>`, processes and players read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Listen for RTMP (`STREAMCORE_RTMP_ENABLE`).
+    pub enable: bool,
+    /// RTMPS; streamcore has no TLS certificate, so this is accepted and logged as unsupported.
+    pub enable_tls: bool,
+    /// `host:port` or Go's `:port` (`STREAMCORE_RTMP_ADDRESS`).
+    pub address: String,
+    /// The RTMPS address (unused, see `enable_tls`).
+    pub address_tls: String,
+    /// Path prefix every published name must start with (`STREAMCORE_RTMP_APP`).
+    pub app: String,
+    /// Required as `?token=` or as the last path element when non-empty (`STREAMCORE_RTMP_TOKEN`).
+    pub token: String,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            enable_tls: false,
+            address: ":1935".into(),
+            address_tls: ":1936".into(),
+            app: "/".into(),
+            token: String::new(),
+        }
+    }
+}
+
+/// The SRT server: stream ids `<name>,mode:publish|request[,token:<t>]`, MPEG-TS payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrtConfig {
+    /// Listen for SRT (`STREAMCORE_SRT_ENABLE`).
+    pub enable: bool,
+    /// `host:port` or Go's `:port` (`STREAMCORE_SRT_ADDRESS`).
+    pub address: String,
+    /// Callers must encrypt with this passphrase when non-empty (`STREAMCORE_SRT_PASSPHRASE`).
+    pub passphrase: String,
+    /// Required as `,token:<t>` in the stream id when non-empty (`STREAMCORE_SRT_TOKEN`).
+    pub token: String,
+    /// Core's libsrt log settings; kept for configuration compatibility, not used.
+    pub log: SrtLogConfig,
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            address: ":6000".into(),
+            passphrase: String::new(),
+            token: String::new(),
+            log: SrtLogConfig::default(),
+        }
+    }
+}
+
+/// Core's `srt.log` (no effect in streamcore).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrtLogConfig {
+    /// Unused.
+    pub enable: bool,
+    /// Unused.
+    pub topics: Vec<String>,
+}
+
+/// `host:port`, or Go's `:port` meaning every interface, as a socket address.
+pub fn listen_address(address: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let full = if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("{address:?} is not host:port or :port"))
 }
 
 /// WebRTC egress settings.
@@ -678,6 +762,14 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "STREAMCORE_WEBRTC_PUBLISH_TOKEN_SECONDS",
         "webrtc.publish_token_seconds",
     ),
+    ("STREAMCORE_RTMP_ENABLE", "rtmp.enable"),
+    ("STREAMCORE_RTMP_ADDRESS", "rtmp.address"),
+    ("STREAMCORE_RTMP_APP", "rtmp.app"),
+    ("STREAMCORE_RTMP_TOKEN", "rtmp.token"),
+    ("STREAMCORE_SRT_ENABLE", "srt.enable"),
+    ("STREAMCORE_SRT_ADDRESS", "srt.address"),
+    ("STREAMCORE_SRT_PASSPHRASE", "srt.passphrase"),
+    ("STREAMCORE_SRT_TOKEN", "srt.token"),
 ];
 
 impl Config {
@@ -791,6 +883,20 @@ impl Config {
         if memory.auth.enable && memory.auth.username.is_empty() {
             anyhow::bail!("storage.memory.auth.username must not be empty while storage.memory.auth.enable is on");
         }
+        if self.rtmp.enable {
+            listen_address(&self.rtmp.address).context("rtmp.address")?;
+            if !self.rtmp.app.starts_with('/') {
+                anyhow::bail!("rtmp.app must start with '/'");
+            }
+        }
+        if self.srt.enable {
+            listen_address(&self.srt.address).context("srt.address")?;
+            // libsrt's rule: 10 to 79 characters, or none.
+            let len = self.srt.passphrase.chars().count();
+            if len != 0 && !(10..=79).contains(&len) {
+                anyhow::bail!("srt.passphrase must be 10 to 79 characters long");
+            }
+        }
         if self.auth.login_max_failures == 0 {
             anyhow::bail!("auth.login_max_failures must be positive");
         }
@@ -858,6 +964,9 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
                 .map(|s| serde_json::Value::String(s.to_string()))
                 .collect(),
         ),
+        // Tokens, passphrases and app paths are text even when they are all digits.
+        "rtmp.token" | "rtmp.app" | "rtmp.address" | "srt.token" | "srt.passphrase"
+        | "srt.address" => serde_json::Value::String(raw.to_string()),
         "demo.enabled"
         | "webrtc.enabled"
         | "ffmpeg.sandbox"
@@ -866,7 +975,9 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
         | "auth.enable"
         | "host.auto"
         | "sessions.enable"
-        | "metrics.enable" => match raw.trim().to_ascii_lowercase().as_str() {
+        | "metrics.enable"
+        | "rtmp.enable"
+        | "srt.enable" => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
             "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
             _ => serde_json::Value::String(raw.to_string()),
@@ -936,6 +1047,50 @@ mod tests {
         assert_eq!(config.http.address, "0.0.0.0:8080");
         assert!(!config.auth.enabled());
         assert_eq!(config.ffmpeg.log_max_lines, 50);
+    }
+
+    /// Core's defaults and `:port` addresses; tokens of digits stay text; libsrt's passphrase rule.
+    #[test]
+    fn rtmp_and_srt_keys() {
+        let config = Config::load(None, |_| None).unwrap();
+        assert_eq!(
+            (config.rtmp.address.as_str(), config.rtmp.app.as_str()),
+            (":1935", "/")
+        );
+        assert_eq!(config.srt.address, ":6000");
+        assert_eq!(listen_address(":1935").unwrap().to_string(), "0.0.0.0:1935");
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let config = Config::load(
+            None,
+            env(&[
+                ("STREAMCORE_RTMP_ENABLE", "true"),
+                ("STREAMCORE_RTMP_TOKEN", "12345"),
+                ("STREAMCORE_SRT_TOKEN", "678"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.rtmp.enable);
+        assert_eq!(
+            (config.rtmp.token.as_str(), config.srt.token.as_str()),
+            ("12345", "678")
+        );
+        let short = env(&[
+            ("STREAMCORE_SRT_ENABLE", "1"),
+            ("STREAMCORE_SRT_PASSPHRASE", "short"),
+        ]);
+        assert!(Config::load(None, short).is_err());
+        let app = env(&[
+            ("STREAMCORE_RTMP_ENABLE", "1"),
+            ("STREAMCORE_RTMP_APP", "live"),
+        ]);
+        assert!(Config::load(None, app).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod demo;
 mod fs;
 mod history;
 mod logring;
+mod ingest;
 mod media;
 mod metrics;
 mod model;

@@ -40,6 +40,25 @@ struct StreamLabels {
     stream: String,
 }
 
+/// A session of the RTMP or SRT server: `protocol` is `rtmp`/`srt`, `role` `publish`/`read`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IngestLabels {
+    protocol: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IngestBytesLabels {
+    protocol: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    protocol: String,
+    reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CapLabels {
     cap: String,
@@ -63,6 +82,9 @@ pub struct Metrics {
     publishers: Family<StreamLabels, Gauge>,
     ice_connect: Histogram,
     viewer_rejections: Family<CapLabels, Counter>,
+    ingest_sessions: Family<IngestLabels, Gauge>,
+    ingest_bytes: Family<IngestBytesLabels, Counter>,
+    ingest_refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -134,8 +156,29 @@ impl Default for Metrics {
             "WHEP POSTs refused with 503 because a viewer cap was reached (cap: stream or total)",
             viewer_rejections.clone(),
         );
+        let ingest_sessions = Family::<IngestLabels, Gauge>::default();
+        registry.register(
+            "ingest_sessions",
+            "Connections of the RTMP and SRT servers now, by protocol and role (publish, read)",
+            ingest_sessions.clone(),
+        );
+        let ingest_bytes = Family::<IngestBytesLabels, Counter>::default();
+        registry.register(
+            "ingest_bytes",
+            "Payload bytes the RTMP and SRT servers received from publishers and sent to readers",
+            ingest_bytes.clone(),
+        );
+        let ingest_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "ingest_refused",
+            "RTMP and SRT connections refused, by reason",
+            ingest_refused.clone(),
+        );
         Metrics {
             registry,
+            ingest_sessions,
+            ingest_bytes,
+            ingest_refused,
             http_requests,
             processes,
             cpu,
@@ -195,6 +238,37 @@ impl Metrics {
     pub fn viewer_rejected(&self, cap: &str) {
         self.viewer_rejections
             .get_or_create(&CapLabels { cap: cap.into() })
+            .inc();
+    }
+
+    /// The gauge of `protocol`'s sessions in `role` (the caller adds and removes itself).
+    pub fn ingest_sessions(&self, protocol: &str, role: &str) -> Gauge {
+        self.ingest_sessions
+            .get_or_create(&IngestLabels {
+                protocol: protocol.into(),
+                role: role.into(),
+            })
+            .clone()
+    }
+
+    /// The byte counter of `protocol` in `direction` (`received`, `sent`), kept by a session so
+    /// that counting a packet is one atomic add.
+    pub fn ingest_bytes(&self, protocol: &str, direction: &str) -> Counter {
+        self.ingest_bytes
+            .get_or_create(&IngestBytesLabels {
+                protocol: protocol.into(),
+                direction: direction.into(),
+            })
+            .clone()
+    }
+
+    /// Counts a refused RTMP or SRT connection.
+    pub fn ingest_refused(&self, protocol: &str, reason: &str) {
+        self.ingest_refused
+            .get_or_create(&RefusedLabels {
+                protocol: protocol.into(),
+                reason: reason.into(),
+            })
             .inc();
     }
 

@@ -148,6 +148,7 @@ impl Server {
             memfs_url,
             memfs: filesystems.mem.clone(),
             cleanup: cleanup.clone(),
+            servers: crate::ingest::templates(&config.rtmp, &config.srt),
         };
         if config.demo.enabled {
             crate::demo::seed(&store).context("cannot create the demo process")?;
@@ -161,6 +162,9 @@ impl Server {
         } else {
             None
         };
+        let metrics = Arc::new(Metrics::default());
+        // Before the registry boots, so stored processes reading `{rtmp}`/`{srt}` find them.
+        let ingest = Arc::new(crate::ingest::Ingest::start(&config, metrics.clone()).await?);
         let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
         cleanup.spawn();
         let sessions = crate::sessions::Sessions::start(&config.sessions);
@@ -185,7 +189,8 @@ impl Server {
             process_tokens,
             skills: Arc::new(api::skills::SkillsCache::new(binary)),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            ingest,
             instance: Arc::new(instance),
             login_limiter,
             filesystems,

@@ -174,10 +174,17 @@ async fn parameters(run: &mut Run, method: &str, template: &str, operation: &Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_answers_as_documented() {
     let max_body = MAX_BODY.to_string();
-    // `/memfs` writes open (its Basic credentials are not the bearer tokens this run sends).
+    // `/memfs` writes open (its Basic credentials are not the bearer tokens this run sends), and
+    // the RTMP and SRT servers on, so their endpoints answer 200 (404 while they are off).
+    let rtmp = format!("127.0.0.1:{}", common::ingest::free_tcp_port());
+    let srt = format!("127.0.0.1:{}", common::ingest::free_udp_port());
     let mut server = TestServer::start_with_auth(&[
         ("STREAMCORE_HTTP_MAX_BODY_BYTES", max_body.as_str()),
         ("STREAMCORE_STORAGE_MEMORY_AUTH_ENABLE", "false"),
+        ("STREAMCORE_RTMP_ENABLE", "true"),
+        ("STREAMCORE_RTMP_ADDRESS", &rtmp),
+        ("STREAMCORE_SRT_ENABLE", "true"),
+        ("STREAMCORE_SRT_ADDRESS", &srt),
     ])
     .await;
     // The document is public, as in datarhei Core.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod fs;
+pub mod ingest;
 pub mod json;
 pub mod log;
 pub mod login_limit;
@@ -91,6 +92,8 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     /// The metrics history of `POST /api/v3/metrics`.
     pub history: Arc<crate::history::History>,
+    /// The RTMP and SRT servers.
+    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
 /// Builds the whole router.
@@ -118,6 +121,8 @@ pub fn router(state: AppState) -> Router {
             "/metadata/{key}",
             get(metadata::system_get).put(metadata::system_put),
         )
+        .route("/rtmp", get(ingest::rtmp))
+        .route("/srt", get(ingest::srt))
         .route("/skills", get(skills::get))
         .route("/skills/reload", get(skills::reload))
         .route("/process/{id}/webrtc", get(webrtc::info))

@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    about, auth, config, fs, log, memfs, metadata, monitor, pages, process, sessions, skills,
-    webrtc, whep, whip,
+    about, auth, config, fs, ingest, log, memfs, metadata, monitor, pages, process, sessions,
+    skills, webrtc, whep, whip,
 };
 
 struct BearerAuth;
@@ -176,6 +176,7 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         memfs::get, memfs::put, memfs::post, memfs::delete,
         config::get, config::put, config::reload, sessions::summary, sessions::active,
         monitor::describe, monitor::query, log::get,
+        ingest::rtmp, ingest::srt,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
         whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
         whep::resource_get, whep::session_options,

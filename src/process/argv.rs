@@ -37,6 +37,21 @@ pub struct WhipInput<'a> {
     pub read_timeout: Option<Duration>,
 }
 
+/// The `{rtmp}` and `{srt}` templates of the built-in servers (`None` while a server is off),
+/// per section as Core's template functions give them.
+#[derive(Debug, Clone, Default)]
+pub struct ServerTemplates {
+    /// `{rtmp}` in inputs and outputs.
+    pub rtmp: Option<String>,
+    /// `{srt}` in an input (`mode:request`).
+    pub srt_input: Option<String>,
+    /// `{srt}` in an output (`mode:publish`).
+    pub srt_output: Option<String>,
+}
+
+/// `{srt}`'s default parameter: FFmpeg takes the latency in microseconds.
+const SRT_DEFAULTS: [(&str, &str); 1] = [("latency", "20000")];
+
 /// What resolving a definition needs besides the definition.
 pub struct Context<'a> {
     /// The directory `{diskfs}` and `{fs:disk}` stand for.
@@ -51,6 +66,8 @@ pub struct Context<'a> {
     pub whip: Option<WhipInput<'a>>,
     /// The resolved address of output `outputid` of process `processid`.
     pub output_address: &'a dyn Fn(&str, &str) -> Result<String, ReferenceError>,
+    /// `{rtmp}` and `{srt}`.
+    pub servers: &'a ServerTemplates,
 }
 
 /// A definition's command line and the addresses it reads and writes.
@@ -115,6 +132,19 @@ pub fn resolve(config: &ProcessConfig, context: &Context<'_>) -> Result<Resolved
                 ("fs:mem", context.memfs_url),
             ];
             let mut address = placeholder::replace(io.address.trim(), &values);
+            // Addresses only, as in Core; `$processid`, `$reference` and `$inputid`/`$outputid`
+            // may appear in the parameters.
+            let vars = &values[..3];
+            let servers = context.servers;
+            let srt = if kind == "input" {
+                &servers.srt_input
+            } else {
+                &servers.srt_output
+            };
+            address =
+                placeholder::replace_template(&address, "rtmp", servers.rtmp.as_deref(), &[], vars);
+            address =
+                placeholder::replace_template(&address, "srt", srt.as_deref(), &SRT_DEFAULTS, vars);
             if address.is_empty() {
                 return Err(format!("the address of {kind} '{io_id}' must not be empty"));
             }

@@ -48,6 +48,8 @@ pub struct Settings {
     pub memfs: Arc<MemFs>,
     /// The file cleanup rules of every process's outputs.
     pub cleanup: Arc<Cleanup>,
+    /// `{rtmp}` and `{srt}` of the built-in servers.
+    pub servers: super::argv::ServerTemplates,
 }
 
 /// Why a registry operation failed.
@@ -651,6 +653,7 @@ impl Registry {
                 replacing,
                 whip,
                 output_address: &output_address,
+                servers: &self.settings.servers,
             },
         )
     }

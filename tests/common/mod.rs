@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ice;
+pub mod ingest;
 pub mod media;
 pub mod whep;
 pub mod whip;

@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v3/metadata"),
     ("GET", "/api/v3/metadata/{key}"),
     ("PUT", "/api/v3/metadata/{key}"),
+    ("GET", "/api/v3/rtmp"),
+    ("GET", "/api/v3/srt"),
     ("GET", "/api/v3/skills"),
     ("GET", "/api/v3/skills/reload"),
     ("GET", "/api/v3/config"),

@@ -10,6 +10,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     disk: PathBuf,
     access: Access,
+    servers: ServerTemplates,
 }
 
 impl Fixture {
@@ -30,6 +31,7 @@ impl Fixture {
             _dir: dir,
             disk,
             access,
+            servers: ServerTemplates::default(),
         }
     }
 
@@ -57,6 +59,7 @@ impl Fixture {
                 replacing,
                 whip,
                 output_address,
+                servers: &self.servers,
             },
         )
     }
@@ -391,4 +394,57 @@ fn malformed_definitions_are_refused_with_what_to_fix() {
         with(&|c| c.input[0].address = " ".into()),
         "the address of input 'in' must not be empty"
     );
+}
+
+/// `{rtmp}` and `{srt}` as Core resolves them: addresses only, the section picks the SRT mode,
+/// token and passphrase appended, `$processid` in parameters, and nothing while a server is off.
+#[test]
+fn server_placeholders_follow_core() {
+    let mut f = Fixture::new();
+    let rtmp = crate::config::RtmpConfig {
+        enable: true,
+        app: "/live".into(),
+        token: "tok".into(),
+        ..Default::default()
+    };
+    let srt = crate::config::SrtConfig {
+        enable: true,
+        address: "127.0.0.1:6001".into(),
+        passphrase: "0123456789ab".into(),
+        token: "t2".into(),
+        ..Default::default()
+    };
+    f.servers = crate::ingest::templates(&rtmp, &srt);
+    let config = process(
+        "p1",
+        vec![io("in", "{srt,name=cam,mode=publish}", &["{rtmp,name=x}"])],
+        vec![
+            io("out", "{rtmp,name=$processid.stream}", &[]),
+            io("o2", "{srt,name=$outputid,latency=5000}", &[]),
+        ],
+    );
+    let r = f.resolve(&config).unwrap();
+    assert_eq!(
+        r.inputs[0].address,
+        "srt://127.0.0.1:6001?mode=caller&transtype=live&latency=20000&streamid=cam,mode:request,token:t2&passphrase=0123456789ab"
+    );
+    assert!(
+        r.argv.contains(&"{rtmp,name=x}".to_string()),
+        "options keep it"
+    );
+    assert_eq!(
+        r.outputs[0].address,
+        "rtmp://localhost:1935/live/p1.stream?token=tok"
+    );
+    assert_eq!(
+        r.outputs[1].address,
+        "srt://127.0.0.1:6001?mode=caller&transtype=live&latency=5000&streamid=o2,mode:publish,token:t2&passphrase=0123456789ab"
+    );
+    f.servers = ServerTemplates::default();
+    let off = process(
+        "p1",
+        vec![io("in", "{rtmp,name=a}", &[])],
+        vec![io("out", "-", &["-f", "null"])],
+    );
+    assert!(f.resolve(&off).unwrap_err().contains("must not be empty"));
 }
