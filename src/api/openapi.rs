@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{about, auth, metadata, pages, process, skills, webrtc, whep, whip};
+use super::{about, auth, metadata, pages, process, session, skills, webrtc, whep, whip};
 
 struct BearerAuth;
 
@@ -50,6 +50,7 @@ struct RouterLayers;
 impl Modify for RouterLayers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let paths = &mut openapi.paths.paths;
+        shared_with_whip(paths);
         for item in paths.values_mut() {
             for operation in operations(item) {
                 unique_id(operation);
@@ -101,6 +102,30 @@ impl Modify for RouterLayers {
                 );
             }
         }
+    }
+}
+
+/// The session handlers (and OPTIONS on the endpoint) serve WHEP and WHIP alike and are
+/// documented at the WHEP paths: the same operations at the WHIP paths, tagged `whip`.
+fn shared_with_whip(paths: &mut utoipa::openapi::path::PathsMap<String, PathItem>) {
+    let retag = |operation: &Operation| {
+        let mut operation = operation.clone();
+        operation.tags = Some(vec!["whip".into()]);
+        operation
+    };
+    if let Some(session) = paths.get("/whep/{id}/{resource}") {
+        let mut item = session.clone();
+        for operation in operations(&mut item) {
+            *operation = retag(operation);
+        }
+        paths.insert("/whip/{id}/{resource}".into(), item);
+    }
+    let options = paths
+        .get("/whep/{id}")
+        .and_then(|endpoint| endpoint.options.as_ref())
+        .map(retag);
+    if let (Some(options), Some(endpoint)) = (options, paths.get_mut("/whip/{id}")) {
+        endpoint.options = Some(options);
     }
 }
 
@@ -166,11 +191,11 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         metadata::system_all, metadata::system_get, metadata::system_put,
         skills::get, skills::reload,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
-        whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
-        whep::resource_get, whep::session_options,
+        whep::list, whep::post, whep::endpoint_head,
+        session::endpoint_options, session::session_patch, session::session_delete,
+        session::session_get, session::session_options,
         webrtc::whip_info, webrtc::issue_publish_token,
-        whip::post, whip::endpoint_get, whip::endpoint_options, whip::patch, whip::delete,
-        whip::resource_get, whip::session_options,
+        whip::post, whip::endpoint_get,
         pages::index, pages::player, pages::player_js, pages::publish,
         pages::publish_js, pages::webrtc_js,
     )

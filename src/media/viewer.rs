@@ -4,43 +4,21 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
-use gstreamer_webrtc::{
-    WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
-};
+use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 
 use super::keyframe;
-use super::peer::{self, NegotiationError, PeerFlags};
+use super::peer::{self, NegotiationError, PeerFlags, Watchers};
 use super::sdp::{Offer, SourceTrack};
+use super::session::Session;
 use super::IceConfig;
 
-/// Why a viewer could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ViewerError {
-    /// ICE gathering did not finish in time.
-    #[error("ICE gathering timed out")]
-    GatherTimeout,
-    /// webrtcbin refused something.
-    #[error("negotiation failed: {0}")]
-    Negotiation(String),
-    /// webrtcbin did not answer a promise in time.
-    #[error("webrtcbin did not answer {0} in time")]
-    Timeout(&'static str),
-}
-
-impl From<NegotiationError> for ViewerError {
-    fn from(e: NegotiationError) -> Self {
-        match e {
-            NegotiationError::GatherTimeout => ViewerError::GatherTimeout,
-            NegotiationError::Failed(why) => ViewerError::Negotiation(why),
-            NegotiationError::Timeout(what) => ViewerError::Timeout(what),
-        }
-    }
-}
+/// A negotiation step failed.
+type ViewerError = NegotiationError;
 
 /// What a branch of one track needs.
 pub struct TrackPlan {
@@ -66,40 +44,27 @@ struct Branch {
 
 /// A connected (or connecting) viewer.
 pub struct Viewer {
-    /// The viewer's webrtcbin.
-    pub webrtcbin: gst::Element,
-    /// Shared connection flags.
-    pub flags: Arc<PeerFlags>,
+    /// Its session (webrtcbin, flags, what the API reads).
+    pub session: Arc<Session>,
     /// The answer we sent.
     pub answer: String,
-    /// Encoding names sent, e.g. `["H264", "OPUS"]`.
-    pub codecs: Vec<String>,
-    /// When the POST arrived.
-    pub created: Instant,
     branches: Vec<Branch>,
 }
 
 /// Builds the viewer inside `pipeline`, negotiates, and returns once all candidates are gathered.
-/// `on_dead` is called (from a GStreamer thread) when the connection fails or closes.
 pub fn create(
     pipeline: &gst::Pipeline,
+    session: Arc<Session>,
     offer: &Offer,
     tracks: Vec<TrackPlan>,
     ice: &IceConfig,
     queue_buffers: u32,
-    on_dead: impl Fn() + Send + Sync + 'static,
+    watchers: Watchers,
 ) -> Result<Viewer, ViewerError> {
-    let webrtcbin = peer::new_webrtcbin(ice)?;
-    let flags = Arc::new(PeerFlags::default());
-    pipeline
-        .add(&webrtcbin)
-        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    pipeline.add(session.webrtcbin())?;
     let viewer = Viewer {
-        webrtcbin: webrtcbin.clone(),
-        flags: flags.clone(),
+        session,
         answer: String::new(),
-        codecs: tracks.iter().map(|t| t.source.encoding()).collect(),
-        created: Instant::now(),
         branches: Vec::new(),
     };
     // Until negotiation succeeds the viewer belongs to this guard, which tears it down on an
@@ -109,8 +74,26 @@ pub fn create(
         viewer: Some(viewer),
     };
     let viewer = unfinished.viewer.as_mut().expect("set just above");
-    negotiate(pipeline, viewer, offer, tracks, ice, queue_buffers, on_dead)?;
-    Ok(unfinished.viewer.take().expect("taken only here"))
+    let session = viewer.session.clone();
+    let mut plan = Plan {
+        pipeline,
+        viewer,
+        tracks,
+        queue_buffers,
+    };
+    let negotiated = peer::negotiate(
+        session.webrtcbin(),
+        session.flags(),
+        session.direction(),
+        offer,
+        ice,
+        &mut plan,
+        watchers,
+    )?;
+    session.negotiated(&negotiated);
+    let mut viewer = unfinished.viewer.take().expect("taken only here");
+    viewer.answer = negotiated.answer;
+    Ok(viewer)
 }
 
 /// A viewer whose negotiation has not finished.
@@ -129,101 +112,75 @@ impl Drop for Unfinished<'_> {
 
 use gstreamer::glib;
 
-#[allow(clippy::too_many_arguments)]
-fn negotiate(
-    pipeline: &gst::Pipeline,
-    viewer: &mut Viewer,
-    offer: &Offer,
+/// A viewer's side of [`peer::negotiate`]: a branch per track off the stream's tees.
+struct Plan<'a> {
+    pipeline: &'a gst::Pipeline,
+    viewer: &'a mut Viewer,
     tracks: Vec<TrackPlan>,
-    ice: &IceConfig,
     queue_buffers: u32,
-    on_dead: impl Fn() + Send + Sync + 'static,
-) -> Result<(), ViewerError> {
-    let webrtcbin = viewer.webrtcbin.clone();
-    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
-    viewer.flags.touch();
-    peer::watch_connection(&webrtcbin, viewer.flags.clone(), on_dead);
-    let gathered_rx = peer::watch_gathering(&webrtcbin);
-    let t0 = Instant::now();
-    webrtcbin.sync_state_with_parent().map_err(neg)?;
-    let t_play = t0.elapsed();
+}
 
-    // One sendonly transceiver per track, its codec preferences being exactly the offer's
-    // format, added in m-line order before the offer goes in: create-answer then pairs each
-    // offered m-line with ours. If webrtcbin were left to match pads to m-lines by the caps that
-    // flow, a mismatch (baseline vs constrained baseline) leaves a transceiver without a
-    // transport, and webrtcbin 1.22 aborts the whole process on that.
-    let mut tracks = tracks;
-    tracks.sort_by_key(|t| t.mline);
-    let mut ours = Vec::new();
-    for track in tracks {
-        let sink = webrtcbin
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| ViewerError::Negotiation("webrtcbin gave no sink pad".into()))?;
-        let transceiver = sink
-            .property::<Option<WebRTCRTPTransceiver>>("transceiver")
-            .ok_or_else(|| ViewerError::Negotiation("webrtcbin pad without transceiver".into()))?;
-        transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
-        transceiver.set_property("codec-preferences", &track.caps);
-        viewer.branches.push(branch(
-            pipeline,
-            &track,
-            &sink,
-            queue_buffers,
-            viewer.flags.clone(),
-        )?);
-        ours.push((track.mline, transceiver));
+impl peer::Tracks for Plan<'_> {
+    fn start(&mut self, webrtcbin: &gst::Element) -> Result<(), NegotiationError> {
+        Ok(webrtcbin.sync_state_with_parent()?)
     }
-    let keep: Vec<(u32, u8)> = ours
-        .iter()
-        .filter_map(|(mline, t)| {
-            let caps = t.property::<Option<gst::Caps>>("codec-preferences")?;
-            let pt = caps.structure(0)?.get::<i32>("payload").ok()?;
-            Some((*mline, pt as u8))
-        })
-        .collect();
-    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
-    let t_branches = t0.elapsed();
-    peer::call(&webrtcbin, "set-remote-description", &remote)?;
-    let t_srd = t0.elapsed();
-    for branch in &viewer.branches {
-        for element in branch.elements.iter().rev() {
-            element.sync_state_with_parent().map_err(neg)?;
+
+    /// One transceiver per track, its codec preferences being exactly the offer's format. If
+    /// webrtcbin were left to match pads to m-lines by the caps that flow, a mismatch (baseline
+    /// vs constrained baseline) leaves a transceiver without a transport, and webrtcbin 1.22
+    /// aborts the whole process on that.
+    fn add(
+        &mut self,
+        webrtcbin: &gst::Element,
+        direction: WebRTCRTPTransceiverDirection,
+    ) -> Result<Vec<(u32, u8)>, NegotiationError> {
+        let mut tracks = std::mem::take(&mut self.tracks);
+        tracks.sort_by_key(|t| t.mline);
+        let mut keep = Vec::new();
+        for track in tracks {
+            let sink = webrtcbin
+                .request_pad_simple("sink_%u")
+                .ok_or_else(|| ViewerError::Failed("webrtcbin gave no sink pad".into()))?;
+            let transceiver = sink
+                .property::<Option<WebRTCRTPTransceiver>>("transceiver")
+                .ok_or_else(|| ViewerError::Failed("webrtcbin pad without transceiver".into()))?;
+            transceiver.set_property("direction", direction);
+            transceiver.set_property("codec-preferences", &track.caps);
+            self.viewer.branches.push(branch(
+                self.pipeline,
+                &track,
+                &sink,
+                self.queue_buffers,
+                self.viewer.session.flags().clone(),
+            )?);
+            let pt = track
+                .caps
+                .structure(0)
+                .and_then(|s| s.get::<i32>("payload").ok());
+            if let Some(pt) = pt {
+                keep.push((track.mline, pt as u8));
+            }
         }
-        let sink = branch
-            .head
-            .static_pad("sink")
-            .expect("branch head has a sink pad");
-        branch
-            .tee_pad
-            .link(&sink)
-            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        Ok(keep)
     }
 
-    let answer = peer::create_answer(&webrtcbin)?;
-    // Every track must have found its m-line (it then answers sendonly). Applying an answer that
-    // left one of our transceivers out would trip an assertion in webrtcbin and abort.
-    let unmatched: Vec<u32> = ours
-        .iter()
-        .map(|(mline, _)| *mline)
-        .filter(|mline| {
-            !answer.sdp().media(*mline).is_some_and(|m| {
-                m.attribute_val("sendonly").is_some() || m.attribute_val("sendrecv").is_some()
-            })
-        })
-        .collect();
-    if !unmatched.is_empty() {
-        return Err(ViewerError::Negotiation(format!(
-            "webrtcbin could not answer our tracks on m-lines {unmatched:?}"
-        )));
+    /// The branches start and join their tees once webrtcbin knows the offer.
+    fn remote_set(&mut self) -> Result<(), NegotiationError> {
+        for branch in &self.viewer.branches {
+            for element in branch.elements.iter().rev() {
+                element.sync_state_with_parent()?;
+            }
+            let sink = branch
+                .head
+                .static_pad("sink")
+                .expect("branch head has a sink pad");
+            branch
+                .tee_pad
+                .link(&sink)
+                .map_err(|e| ViewerError::Failed(e.to_string()))?;
+        }
+        Ok(())
     }
-    let t_answer = t0.elapsed();
-    peer::call(&webrtcbin, "set-local-description", &answer)?;
-    let t_sld = t0.elapsed();
-    viewer.answer = peer::gathered_answer(&webrtcbin, &gathered_rx, ice)?;
-    tracing::debug!(?t_play, ?t_branches, ?t_srd, ?t_answer, ?t_sld, gathered = ?t0.elapsed(), "negotiation timing");
-    peer::watch_receive(&webrtcbin, viewer.flags.clone());
-    Ok(())
 }
 
 /// `[queue →] capssetter → sink`, with the gate on the capssetter's output, and a tee pad for it.
@@ -234,7 +191,7 @@ fn branch(
     queue_buffers: u32,
     flags: Arc<PeerFlags>,
 ) -> Result<Branch, ViewerError> {
-    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
+    let neg = |e: glib::BoolError| ViewerError::Failed(e.to_string());
     let setter = gst::ElementFactory::make("capssetter")
         .property("caps", &track.caps)
         .build()
@@ -261,7 +218,7 @@ fn branch(
         .static_pad("src")
         .expect("capssetter has a src pad")
         .link(sink)
-        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        .map_err(|e| ViewerError::Failed(e.to_string()))?;
     let pt = track
         .caps
         .structure(0)
@@ -277,7 +234,7 @@ fn branch(
     let tee_pad = track
         .tee
         .request_pad_simple("src_%u")
-        .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
+        .ok_or_else(|| ViewerError::Failed("tee gave no src pad".into()))?;
     Ok(Branch {
         tee: track.tee.clone(),
         tee_pad,
@@ -408,8 +365,9 @@ impl Viewer {
                 let _ = pipeline.remove(element);
             }
         }
-        let _ = self.webrtcbin.set_state(gst::State::Null);
-        let _ = self.webrtcbin.state(gst::ClockTime::from_seconds(5));
-        let _ = pipeline.remove(&self.webrtcbin);
+        let webrtcbin = self.session.webrtcbin();
+        let _ = webrtcbin.set_state(gst::State::Null);
+        let _ = webrtcbin.state(gst::ClockTime::from_seconds(5));
+        let _ = pipeline.remove(webrtcbin);
     }
 }
