@@ -142,15 +142,7 @@ fn sdp_error(e: SdpError) -> ApiError {
 /// A blocking task that failed: a panic (in GStreamer's bindings, or ours) is a 500 whose body
 /// says nothing of it; the panic itself goes to the log.
 pub fn panicked(message: &str, error: tokio::task::JoinError) -> ApiError {
-    let why = match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into()),
-        Err(e) => e.to_string(),
-    };
-    ApiError::internal(message, &why)
+    ApiError::internal(message, &crate::media::panic_text(error))
 }
 
 /// The rest of a POST once the client may make it: the offer's checks, the negotiation (see

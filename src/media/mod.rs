@@ -317,8 +317,8 @@ fn file_name(process_id: &str) -> String {
         .collect()
 }
 
-/// What a failed blocking task says (a panic's message goes to the log, not to clients).
-fn panic_text(error: tokio::task::JoinError) -> String {
+/// What a failed blocking task says: a panic's message (for the log, never for clients).
+pub fn panic_text(error: tokio::task::JoinError) -> String {
     let why = match error.try_into_panic() {
         Ok(payload) => payload
             .downcast_ref::<&str>()
@@ -327,6 +327,5 @@ fn panic_text(error: tokio::task::JoinError) -> String {
             .unwrap_or_else(|| "a panic".into()),
         Err(e) => e.to_string(),
     };
-    tracing::error!(%why, "a negotiation panicked");
     why
 }

@@ -18,8 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ice::{self, IceError};
-use super::peer::{Direction, Negotiated, NegotiationError, PeerFlags};
-use super::sdp::advertise_public_ip;
+use super::peer::{self, Direction, NegotiationError, PeerFlags, Tracks, Watchers};
+use super::sdp::{advertise_public_ip, Offer};
 use super::stats::{self, ViewerStats};
 use crate::webrtc::sdpfrag::{self, Fragment};
 
@@ -147,24 +147,32 @@ impl Session {
         &self.flags
     }
 
-    pub(super) fn direction(&self) -> Direction {
-        self.direction
-    }
-
-    /// Notes what the negotiation agreed on.
-    pub(super) fn negotiated(&self, negotiated: &Negotiated) {
+    /// Runs [`peer::negotiate`] on this session's webrtcbin in its direction, keeps the ICE
+    /// credentials agreed on, and returns the answer.
+    pub(super) fn negotiate(
+        &self,
+        offer: &Offer,
+        ice: &super::IceConfig,
+        tracks: &mut dyn Tracks,
+        watchers: Watchers,
+    ) -> Result<String, NegotiationError> {
+        let negotiated = peer::negotiate(
+            &self.webrtcbin,
+            &self.flags,
+            self.direction,
+            offer,
+            ice,
+            tracks,
+            watchers,
+        )?;
         let mut credentials = self.lock();
-        credentials.local_ufrag = negotiated.ufrag.clone();
-        credentials.remote = negotiated.remote.clone();
+        credentials.local_ufrag = negotiated.ufrag;
+        credentials.remote = negotiated.remote;
+        Ok(negotiated.answer)
     }
 
     fn lock(&self) -> MutexGuard<'_, Credentials> {
         self.credentials.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether `owner` is this session's owner.
-    pub(super) fn owned_by(&self, owner: &Arc<impl Owner + 'static>) -> bool {
-        std::ptr::addr_eq(self.owner.as_ptr(), Arc::as_ptr(owner))
     }
 
     /// The one rule for a peer that is gone: its connection failed, closed or dropped, it never
@@ -314,6 +322,16 @@ impl Sessions {
 
     pub(super) fn remove(&self, resource: &str) {
         self.lock().remove(resource);
+    }
+
+    /// The session with this resource id if `owner` owns it.
+    pub(super) fn owned(
+        &self,
+        resource: &str,
+        owner: &Arc<impl Owner + 'static>,
+    ) -> Option<Arc<Session>> {
+        self.get(resource)
+            .filter(|s| std::ptr::addr_eq(s.owner.as_ptr(), Arc::as_ptr(owner)))
     }
 
     /// The session with this resource id.

@@ -273,11 +273,7 @@ impl Stream {
 
     /// This stream's viewer with this resource id.
     pub fn session(&self, resource: &str) -> Option<Arc<Session>> {
-        self.inner
-            .shared
-            .sessions
-            .get(resource)
-            .filter(|s| s.owned_by(&self.inner))
+        self.inner.shared.sessions.owned(resource, &self.inner)
     }
 
     /// The attached viewers.

@@ -81,18 +81,9 @@ pub fn create(
         tracks,
         queue_buffers,
     };
-    let negotiated = peer::negotiate(
-        session.webrtcbin(),
-        session.flags(),
-        session.direction(),
-        offer,
-        ice,
-        &mut plan,
-        watchers,
-    )?;
-    session.negotiated(&negotiated);
+    let answer = session.negotiate(offer, ice, &mut plan, watchers)?;
     let mut viewer = unfinished.viewer.take().expect("taken only here");
-    viewer.answer = negotiated.answer;
+    viewer.answer = answer;
     Ok(viewer)
 }
 

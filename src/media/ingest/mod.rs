@@ -195,11 +195,7 @@ impl Ingest {
 
     /// This input's publisher with this resource id.
     pub fn session(&self, resource: &str) -> Option<Arc<Session>> {
-        self.inner
-            .shared
-            .sessions
-            .get(resource)
-            .filter(|s| s.owned_by(&self.inner))
+        self.inner.shared.sessions.owned(resource, &self.inner)
     }
 
     /// Ends whatever session there is (blocking), e.g. when the process stops.

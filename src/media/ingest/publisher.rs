@@ -80,17 +80,7 @@ impl Publisher {
             pipeline: &publisher.pipeline,
             accepted,
         };
-        let negotiated = peer::negotiate(
-            &webrtcbin,
-            session.flags(),
-            session.direction(),
-            offer,
-            ice,
-            &mut plan,
-            watchers,
-        )?;
-        session.negotiated(&negotiated);
-        publisher.answer = negotiated.answer;
+        publisher.answer = session.negotiate(offer, ice, &mut plan, watchers)?;
         Ok(publisher)
     }
 
