@@ -338,12 +338,7 @@ impl Metrics {
         self.webrtc_viewers
             .get_or_create(&labels)
             .set(sessions.len() as i64);
-        let bytes: u64 = sessions
-            .iter()
-            .filter_map(|s| stream.viewer_webrtcbin(&s.id))
-            .filter_map(|bin| crate::media::stats::collect(&bin).ok())
-            .map(|s| s.bytes_sent)
-            .sum();
+        let bytes: u64 = sessions.iter().map(|s| s.stats_blocking().bytes_sent).sum();
         self.webrtc_bytes_sent
             .get_or_create(&labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -168,7 +168,7 @@ impl Server {
         let registry = Arc::new(Registry::boot(store.clone(), settings, media.clone())?);
         cleanup.spawn();
         let sessions = crate::sessions::Sessions::start(&config.sessions);
-        crate::sessions::webrtc::feed(&sessions, &registry);
+        crate::sessions::webrtc::feed(&sessions, media.as_ref());
         let history = crate::history::History::start(
             config.metrics.interval_sec,
             config.metrics.range_sec,

@@ -20,6 +20,7 @@ pub mod params;
 pub mod process;
 pub mod redact;
 pub mod sessions;
+pub mod session;
 pub mod signalling;
 pub mod skills;
 pub mod webrtc;
@@ -179,6 +180,14 @@ pub fn router(state: AppState) -> Router {
     let offer_limit = move || DefaultBodyLimit::max(sdp_limits::MAX_OFFER_BYTES.min(max_body));
     let fragment_limit =
         move || DefaultBodyLimit::max(sdp_limits::MAX_FRAGMENT_BYTES.min(max_body));
+    // One handler set for WHEP and WHIP sessions; each handler tells the two apart by its path.
+    let session_routes = move || {
+        axum::routing::patch(session::session_patch)
+            .layer(fragment_limit())
+            .delete(session::session_delete)
+            .get(session::session_get)
+            .options(session::session_options)
+    };
     for prefix in ["/whep", "/api/v3/whep"] {
         whep = whep
             .route(
@@ -186,16 +195,9 @@ pub fn router(state: AppState) -> Router {
                 post(whep::post)
                     .layer(offer_limit())
                     .get(whep::endpoint_head)
-                    .options(whep::endpoint_options),
+                    .options(session::endpoint_options),
             )
-            .route(
-                &format!("{prefix}/{{id}}/{{resource}}"),
-                axum::routing::patch(whep::patch)
-                    .layer(fragment_limit())
-                    .delete(whep::delete)
-                    .get(whep::resource_get)
-                    .options(whep::session_options),
-            );
+            .route(&format!("{prefix}/{{id}}/{{resource}}"), session_routes());
     }
     // WHIP at the same two places; the endpoint checks its own tokens.
     for prefix in ["/whip", "/api/v3/whip"] {
@@ -205,16 +207,9 @@ pub fn router(state: AppState) -> Router {
                 post(whip::post)
                     .layer(offer_limit())
                     .get(whip::endpoint_get)
-                    .options(whip::endpoint_options),
+                    .options(session::endpoint_options),
             )
-            .route(
-                &format!("{prefix}/{{id}}/{{resource}}"),
-                axum::routing::patch(whip::patch)
-                    .layer(fragment_limit())
-                    .delete(whip::delete)
-                    .get(whip::resource_get)
-                    .options(whip::session_options),
-            );
+            .route(&format!("{prefix}/{{id}}/{{resource}}"), session_routes());
     }
     // WHEP/WHIP are made for players and publishers on any site; their tokens travel in the
     // Authorization header, never in cookies, so any origin may call them.

@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    about, auth, config, fs, ingest, log, memfs, metadata, monitor, pages, process, sessions,
-    skills, webrtc, whep, whip,
+    about, auth, config, fs, ingest, log, memfs, metadata, monitor, pages, process, session,
+    sessions, skills, webrtc, whep, whip,
 };
 
 struct BearerAuth;
@@ -57,6 +57,7 @@ struct RouterLayers;
 impl Modify for RouterLayers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let paths = &mut openapi.paths.paths;
+        shared_with_whip(paths);
         for item in paths.values_mut() {
             for operation in operations(item) {
                 unique_id(operation);
@@ -108,6 +109,30 @@ impl Modify for RouterLayers {
                 );
             }
         }
+    }
+}
+
+/// The session handlers (and OPTIONS on the endpoint) serve WHEP and WHIP alike and are
+/// documented at the WHEP paths: the same operations at the WHIP paths, tagged `whip`.
+fn shared_with_whip(paths: &mut utoipa::openapi::path::PathsMap<String, PathItem>) {
+    let retag = |operation: &Operation| {
+        let mut operation = operation.clone();
+        operation.tags = Some(vec!["whip".into()]);
+        operation
+    };
+    if let Some(session) = paths.get("/whep/{id}/{resource}") {
+        let mut item = session.clone();
+        for operation in operations(&mut item) {
+            *operation = retag(operation);
+        }
+        paths.insert("/whip/{id}/{resource}".into(), item);
+    }
+    let options = paths
+        .get("/whep/{id}")
+        .and_then(|endpoint| endpoint.options.as_ref())
+        .map(retag);
+    if let (Some(options), Some(endpoint)) = (options, paths.get_mut("/whip/{id}")) {
+        endpoint.options = Some(options);
     }
 }
 
@@ -178,11 +203,11 @@ fn error_response(operation: &mut Operation, status: u16, description: &str, hea
         monitor::describe, monitor::query, log::get,
         ingest::rtmp, ingest::srt,
         webrtc::info, webrtc::issue_token, webrtc::sessions, webrtc::kick,
-        whep::list, whep::post, whep::endpoint_head, whep::endpoint_options, whep::patch, whep::delete,
-        whep::resource_get, whep::session_options,
+        whep::list, whep::post, whep::endpoint_head,
+        session::endpoint_options, session::session_patch, session::session_delete,
+        session::session_get, session::session_options,
         webrtc::whip_info, webrtc::issue_publish_token,
-        whip::post, whip::endpoint_get, whip::endpoint_options, whip::patch, whip::delete,
-        whip::resource_get, whip::session_options,
+        whip::post, whip::endpoint_get,
         pages::index, pages::player, pages::player_js, pages::publish,
         pages::publish_js, pages::webrtc_js,
     )

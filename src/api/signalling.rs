@@ -1,8 +1,8 @@
-//! What WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep-03) share: the HTTP side of one ICE
-//! session. Content types, the 201 with `Location`/`ETag`/`Link`, PATCH (trickle and ICE restart
-//! under the `If-Match` rules), and the CORS headers a browser needs to use any of it. The
-//! handlers in [`super::whep`] and [`super::whip`] find the session's webrtcbin; everything after
-//! that is here.
+//! What WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep-03) share on the HTTP side: content
+//! types, the offer's checks, the negotiation and its error statuses, the 201 with
+//! `Location`/`ETag`/`Link`, the `If-Match` rule, and the CORS headers a browser needs to use any
+//! of it. The POST handlers in [`super::whep`] and [`super::whip`] check who may call them; the
+//! session handlers are in [`super::session`].
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::session::Protocol;
 use super::AppState;
-use crate::media::ice::{self, IceError};
-use crate::media::sdp::{advertise_public_ip, offer_text, parse_offer, Offer, SdpError};
-use crate::webrtc::{ice_servers, sdpfrag};
+use crate::media::sdp::{offer_text, parse_offer, Offer, SdpError};
+use crate::media::{Answered, Endpoint, NegotiationError, OfferError};
+use crate::webrtc::ice_servers;
 
 /// Seconds a client should wait before retrying a 409 or 503.
 const RETRY_AFTER: &str = "2";
@@ -92,16 +93,6 @@ pub fn urlencoding(id: &str) -> String {
         .collect()
 }
 
-/// The strong entity-tag of an ICE session: its local ufrag, which changes on every restart.
-pub fn etag_of(answer: &str) -> String {
-    let ufrag = gstreamer_sdp::SDPMessage::parse_buffer(answer.as_bytes())
-        .ok()
-        .and_then(|m| ice::credentials(&m))
-        .map(|(ufrag, _)| ufrag)
-        .unwrap_or_default();
-    format!("\"{ufrag}\"")
-}
-
 /// A body the route's [`DefaultBodyLimit`](axum::extract::DefaultBodyLimit) refused, as the
 /// datarhei error body (413 over the limit) instead of axum's plain text.
 pub fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -151,15 +142,76 @@ fn sdp_error(e: SdpError) -> ApiError {
 /// A blocking task that failed: a panic (in GStreamer's bindings, or ours) is a 500 whose body
 /// says nothing of it; the panic itself goes to the log.
 pub fn panicked(message: &str, error: tokio::task::JoinError) -> ApiError {
-    let why = match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into()),
-        Err(e) => e.to_string(),
+    ApiError::internal(message, &crate::media::panic_text(error))
+}
+
+/// The rest of a POST once the client may make it: the offer's checks, the negotiation (see
+/// [`crate::media::Media::offer`]), and the error statuses of both protocols.
+pub async fn negotiate(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: Result<Bytes, BytesRejection>,
+    on_connected: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<Answered, Response> {
+    let offer = match body_of(body) {
+        Ok(body) => offer_of(body).await,
+        Err(refused) => Err(refused),
     };
-    ApiError::internal(message, &why)
+    let offer = offer.map_err(IntoResponse::into_response)?;
+    let Some(media) = &state.media else {
+        return Err(
+            ApiError::not_found("WebRTC is off", "webrtc.enabled is false").into_response(),
+        );
+    };
+    media
+        .offer(endpoint, offer, on_connected)
+        .await
+        .map_err(|e| refused(state, e))
+}
+
+/// The status of an offer that made no session.
+fn refused(state: &AppState, error: OfferError) -> Response {
+    let conflict =
+        |message: &str, details: &str| ApiError::new(StatusCode::CONFLICT, message, details);
+    match error {
+        OfferError::NotReady => with_retry(conflict(
+            "No media yet",
+            "the process is not sending media yet",
+        )),
+        cap @ (OfferError::StreamFull | OfferError::ServerFull) => {
+            let which = if matches!(cap, OfferError::ServerFull) {
+                "total"
+            } else {
+                "stream"
+            };
+            state.metrics.viewer_rejected(which);
+            with_retry(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Viewer limit reached",
+                cap.to_string(),
+            ))
+        }
+        OfferError::Busy => conflict(
+            "Another publisher is live",
+            "this process takes one publisher at a time; DELETE its session first",
+        )
+        .into_response(),
+        OfferError::Closed => conflict(
+            "The input was closed",
+            "the process stopped while the publisher negotiated; POST again",
+        )
+        .into_response(),
+        OfferError::Codec(why) => {
+            ApiError::new(StatusCode::NOT_ACCEPTABLE, "No common codec", why).into_response()
+        }
+        OfferError::Negotiation(NegotiationError::GatherTimeout) => timed_out("ICE gathering"),
+        OfferError::Negotiation(NegotiationError::Timeout(what)) => timed_out(what),
+        OfferError::Negotiation(e) => {
+            ApiError::bad_request("Negotiation failed", e.to_string()).into_response()
+        }
+        OfferError::Io(why) => ApiError::internal("Cannot publish", &why).into_response(),
+        OfferError::Panicked(why) => ApiError::internal("Negotiation failed", &why).into_response(),
+    }
 }
 
 /// `201 Created` with the SDP answer, the session URL (`/{protocol}/{id}/{resource}`, under
@@ -168,29 +220,32 @@ pub fn panicked(message: &str, error: tokio::task::JoinError) -> ApiError {
 pub fn created(
     state: &AppState,
     uri: &Uri,
-    protocol: &str,
+    protocol: Protocol,
     id: &str,
-    resource: &str,
-    answer: String,
+    answered: Answered,
 ) -> Response {
     let prefix = if uri.path().starts_with("/api/v3/") {
         "/api/v3"
     } else {
         ""
     };
-    let location = format!("{prefix}/{protocol}/{}/{resource}", urlencoding(id));
-    let etag = etag_of(&answer);
+    let location = format!(
+        "{prefix}/{}/{}/{}",
+        protocol.name(),
+        urlencoding(id),
+        answered.resource
+    );
     let mut response = (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp")],
-        answer,
+        answered.answer,
     )
         .into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&answered.etag) {
         headers.insert(header::ETAG, v);
     }
     for link in ice_servers::links(&state.config.webrtc, crate::auth::now()) {
@@ -203,152 +258,12 @@ pub fn created(
 
 /// Whether an `If-Match` field value matches the current entity-tag: `*`, or a listed strong tag
 /// equal to it (RFC 9110 §13.1.1; weak tags never match).
-fn if_match_matches(values: &[String], current: &str) -> bool {
+pub fn if_match_matches(values: &[String], current: &str) -> bool {
     values
         .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .any(|tag| tag == "*" || tag == current)
-}
-
-fn precondition_failed() -> Response {
-    ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "Precondition Failed",
-        "If-Match does not match the ICE session's current ETag",
-    )
-    .into_response()
-}
-
-/// PATCH on a session whose webrtcbin was found: trickle candidates (204) or restart ICE (200
-/// with the server's new credentials and candidates, and a new ETag).
-pub async fn patch(
-    state: &AppState,
-    webrtcbin: gstreamer::Element,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !content_type_is(headers, sdpfrag::CONTENT_TYPE) {
-        return unsupported_media_type(sdpfrag::CONTENT_TYPE);
-    }
-    // Preconditions come before the body is looked at (RFC 9110 §13.2.1).
-    let if_match: Vec<String> = headers
-        .get_all(header::IF_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    if if_match.is_empty() {
-        return ApiError::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "Precondition Required",
-            "PATCH needs If-Match: the session's ETag, or * for an ICE restart",
-        )
-        .into_response();
-    }
-    // Reading webrtcbin's descriptions takes its negotiation lock, which a stuck operation holds:
-    // off the runtime.
-    let bin = webrtcbin.clone();
-    let looked = tokio::task::spawn_blocking(move || {
-        let remote = ice::remote_description(&bin).and_then(|d| ice::credentials(&d));
-        (ice::etag(&bin), remote)
-    })
-    .await;
-    let (current, remote) = match looked {
-        Ok((Some(current), remote)) => (current, remote),
-        Ok((None, _)) => return unknown_session(),
-        Err(e) => return panicked("PATCH failed", e).into_response(),
-    };
-    if !if_match_matches(&if_match, &current) {
-        return precondition_failed();
-    }
-    let body = match body_of(body) {
-        Ok(body) => body,
-        Err(refused) => return refused.into_response(),
-    };
-    let parsed = tokio::task::spawn_blocking(move || {
-        std::str::from_utf8(&body)
-            .map_err(|_| sdpfrag::Malformed("not UTF-8".into()))
-            .and_then(sdpfrag::parse)
-    })
-    .await;
-    let fragment = match parsed {
-        Ok(Ok(fragment)) => fragment,
-        Ok(Err(e)) => {
-            return ApiError::bad_request("Malformed sdpfrag", e.to_string()).into_response()
-        }
-        Err(e) => return panicked("Malformed sdpfrag", e).into_response(),
-    };
-    let Some((remote_ufrag, remote_pwd)) = remote else {
-        return unknown_session();
-    };
-    if !fragment.is_restart(&remote_ufrag, &remote_pwd) {
-        let added =
-            tokio::task::spawn_blocking(move || ice::add_candidates(&webrtcbin, &fragment)).await;
-        return match added {
-            Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-            Ok(Err(_)) => unknown_session(),
-            Err(e) => panicked("Trickle failed", e).into_response(),
-        };
-    }
-    let (Some(ufrag), Some(pwd)) = (fragment.ufrag.clone(), fragment.pwd.clone()) else {
-        return ApiError::bad_request(
-            "Malformed sdpfrag",
-            "an ICE restart needs both a=ice-ufrag and a=ice-pwd",
-        )
-        .into_response();
-    };
-    restart(state, webrtcbin, ufrag, pwd, if_match, fragment).await
-}
-
-async fn restart(
-    state: &AppState,
-    webrtcbin: gstreamer::Element,
-    ufrag: String,
-    pwd: String,
-    if_match: Vec<String>,
-    fragment: sdpfrag::Fragment,
-) -> Response {
-    let public_ip = state.config.webrtc.public_ip.parse().ok();
-    let done = tokio::task::spawn_blocking(move || {
-        // The tag is checked again under the restart lock: two restarts racing on one tag must
-        // not both win.
-        let restarted = ice::restart(&webrtcbin, &ufrag, &pwd, |current| {
-            if if_match_matches(&if_match, current) {
-                Ok(())
-            } else {
-                Err(())
-            }
-        });
-        if let Ok(Ok(_)) = &restarted {
-            let _ = ice::add_candidates(&webrtcbin, &fragment);
-        }
-        restarted
-    })
-    .await;
-    let mut local = match done {
-        Ok(Ok(Ok(local))) => local,
-        Ok(Ok(Err(IceError::NoSession))) => return unknown_session(),
-        Ok(Ok(Err(IceError::Timeout(what)))) => return timed_out(what),
-        Ok(Ok(Err(e))) => return ApiError::internal("ICE restart failed", &e).into_response(),
-        Ok(Err(())) => return precondition_failed(),
-        Err(e) => return panicked("ICE restart failed", e).into_response(),
-    };
-    if let Some(public) = public_ip {
-        advertise_public_ip(&mut local, public);
-    }
-    let etag = ice::credentials(&local)
-        .map(|(ufrag, _)| format!("\"{ufrag}\""))
-        .unwrap_or_default();
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, sdpfrag::CONTENT_TYPE)],
-        sdpfrag::render(&local),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
 }
 
 /// The WHIP/WHEP CORS headers, added outside the CORS layer so that they reach its preflight
@@ -390,14 +305,6 @@ pub async fn cors_headers(req: Request, next: Next) -> Response {
         }
     }
     response
-}
-
-/// `OPTIONS` on an endpoint or a session. In this router the CORS layer answers every OPTIONS
-/// request itself (tower-http treats each one as a preflight) and [`cors_headers`] adds
-/// `Accept-Post` and the method and header lists; this handler only answers when no CORS layer
-/// is in front.
-pub async fn options() -> Response {
-    StatusCode::NO_CONTENT.into_response()
 }
 
 #[cfg(test)]

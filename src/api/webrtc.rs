@@ -1,5 +1,6 @@
-//! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, the viewer
-//! sessions with their transport figures, and a WHIP input's state and publish tokens.
+//! Admin side of WebRTC (under the `/api/v3` guard): a stream's state, viewer tokens, every
+//! session (viewers and publishers, from the media layer's registry) with its transport figures,
+//! and a WHIP input's state and publish tokens.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,23 +11,14 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::json::OptionalJson;
 use super::params::Path;
+use super::session::{endpoint, ingest_of, process, stream_of, Protocol};
 use super::AppState;
-use crate::media::ingest::{Ingest, IngestInfo};
-use crate::media::{stats, Stream, StreamInfo};
+use crate::media::ingest::IngestInfo;
+use crate::media::{StreamInfo, ViewerStats};
+use crate::webrtc::token::Issued;
 
 /// Longest viewer token lifetime a request may ask for: a year.
 const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
-
-fn stream_of(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Stream>> {
-    let entry = state
-        .registry
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("Unknown process ID", "unknown process"))?;
-    entry
-        .stream()
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("WebRTC is not enabled for this process", id))
-}
 
 /// The WebRTC stream of a process: its tracks and how they reach viewers, whether media flows,
 /// how many viewers watch.
@@ -37,7 +29,7 @@ pub async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StreamInfo>> {
-    Ok(Json(stream_of(&state, &id)?.info()))
+    Ok(Json(stream_of(&*process(&state, &id)?)?.info()))
 }
 
 /// Body of a token request; every field is optional.
@@ -68,37 +60,36 @@ pub async fn issue_token(
     Path(id): Path<String>,
     OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<ViewerToken>> {
-    stream_of(&state, &id)?;
-    let ttl = requested_ttl(request, state.config.webrtc.viewer_token_seconds)?;
-    let issued = state.process_tokens.issue(&id, ttl);
+    let issued = issue(&state, &id, Protocol::Whep, request)?;
     Ok(Json(ViewerToken {
         token: issued.token,
         expires_at: issued.expires_at,
     }))
 }
 
-/// The lifetime a token request asks for (`default` when it names none).
-fn requested_ttl(request: TokenRequest, default: u64) -> ApiResult<u64> {
-    let ttl = request.ttl_seconds.unwrap_or(default);
+/// The one token issuer: a viewer (WHEP) or publish (WHIP) token for a process that has that
+/// endpoint, for the lifetime asked (or the configured default).
+fn issue(
+    state: &AppState,
+    id: &str,
+    protocol: Protocol,
+    request: TokenRequest,
+) -> ApiResult<Issued> {
+    endpoint(state, id, protocol)?;
+    let webrtc = &state.config.webrtc;
+    let ttl = request.ttl_seconds.unwrap_or(match protocol {
+        Protocol::Whep => webrtc.viewer_token_seconds,
+        Protocol::Whip => webrtc.publish_token_seconds,
+    });
     if ttl == 0 || ttl > MAX_TTL_SECONDS {
         return Err(ApiError::bad_request(
             "Invalid ttl_seconds",
             format!("ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"),
         ));
     }
-    Ok(ttl)
-}
-
-fn ingest_of(state: &AppState, id: &str) -> ApiResult<std::sync::Arc<Ingest>> {
-    let entry = state
-        .registry
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("Unknown process ID", "unknown process"))?;
-    entry.ingest().cloned().ok_or_else(|| {
-        ApiError::not_found(
-            "This process has no WHIP input",
-            "no input address is {whip}",
-        )
+    Ok(match protocol {
+        Protocol::Whep => state.process_tokens.issue(id, ttl),
+        Protocol::Whip => state.process_tokens.issue_publish(id, ttl),
     })
 }
 
@@ -110,7 +101,7 @@ pub async fn whip_info(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<IngestInfo>> {
-    let ingest = ingest_of(&state, &id)?;
+    let ingest = ingest_of(&*process(&state, &id)?)?;
     let info = tokio::task::spawn_blocking(move || ingest.info())
         .await
         .map_err(|e| ApiError::internal("Cannot read the WHIP input", &e))?;
@@ -139,9 +130,7 @@ pub async fn issue_publish_token(
     Path(id): Path<String>,
     OptionalJson(request): OptionalJson<TokenRequest>,
 ) -> ApiResult<Json<PublishToken>> {
-    ingest_of(&state, &id)?;
-    let ttl = requested_ttl(request, state.config.webrtc.publish_token_seconds)?;
-    let issued = state.process_tokens.issue_publish(&id, ttl);
+    let issued = issue(&state, &id, Protocol::Whip, request)?;
     Ok(Json(PublishToken {
         token: issued.token,
         expires_at: issued.expires_at,
@@ -149,60 +138,51 @@ pub async fn issue_publish_token(
     }))
 }
 
-/// One WHEP viewer.
+/// One session: a WHEP viewer or a WHIP publisher.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
-    /// Resource id (the last segment of its WHEP session URL).
+    /// Resource id (the last segment of its session URL).
     pub resource: String,
-    /// The process watched.
+    /// The process watched or published to.
     pub process: String,
+    /// `whep` (a viewer) or `whip` (a publisher).
+    pub kind: &'static str,
     /// Peer connection state (`new`, `connecting`, `connected`, ...).
     pub state: String,
-    /// Codecs sent.
+    /// Codecs sent (WHEP) or received (WHIP).
     pub codecs: Vec<String>,
     /// Seconds since the POST.
     pub age_seconds: u64,
     /// Transport figures from webrtcbin; all zero/absent when they could not be read.
     #[serde(flatten)]
-    pub stats: stats::ViewerStats,
+    pub stats: ViewerStats,
 }
 
-/// Every WHEP viewer, with its transport figures.
+/// Every session, viewers and publishers, with its transport figures.
 #[utoipa::path(get, path = "/api/v3/webrtc/sessions", tag = "webrtc", security(("bearer" = [])),
     responses((status = 200, body = [Session]), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn sessions(State(state): State<AppState>) -> ApiResult<Json<Vec<Session>>> {
-    let registry = state.registry.clone();
-    // get-stats waits on each viewer's webrtcbin: keep it off the runtime.
-    let list = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for entry in registry.list() {
-            let Some(stream) = entry.stream() else {
-                continue;
-            };
-            for session in stream.sessions() {
-                let stats = stream
-                    .viewer_webrtcbin(&session.id)
-                    .and_then(|bin| stats::collect(&bin).ok())
-                    .unwrap_or_default();
-                out.push(Session {
-                    resource: session.id,
-                    process: entry.record.config.id.clone(),
-                    state: session.state,
-                    codecs: session.codecs,
-                    age_seconds: session.age_seconds,
-                    stats,
-                });
-            }
-        }
-        out.sort_by(|a, b| (&a.process, &a.resource).cmp(&(&b.process, &b.resource)));
-        out
-    })
-    .await
-    .map_err(|e| ApiError::internal("Cannot list sessions", &e))?;
-    Ok(Json(list))
+    let Some(media) = &state.media else {
+        return Ok(Json(Vec::new()));
+    };
+    let mut out = Vec::new();
+    for session in media.sessions().list() {
+        let info = session.info();
+        out.push(Session {
+            resource: info.id,
+            process: session.process().to_string(),
+            kind: info.kind,
+            state: info.state,
+            codecs: info.codecs,
+            age_seconds: info.age_seconds,
+            stats: session.stats().await,
+        });
+    }
+    out.sort_by(|a, b| (&a.process, &a.resource).cmp(&(&b.process, &b.resource)));
+    Ok(Json(out))
 }
 
-/// Disconnects a viewer.
+/// Ends a session: disconnects a viewer or a publisher.
 #[utoipa::path(delete, path = "/api/v3/webrtc/sessions/{resource}", tag = "webrtc",
     params(("resource" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = String, content_type = "application/json", example = json!("OK")), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
@@ -210,17 +190,12 @@ pub async fn kick(
     State(state): State<AppState>,
     Path(resource): Path<String>,
 ) -> ApiResult<Json<&'static str>> {
-    let stream = state
-        .registry
-        .list()
-        .into_iter()
-        .filter_map(|e| e.stream().cloned())
-        .find(|s| s.has_viewer(&resource))
-        .ok_or_else(|| ApiError::not_found("Unknown WHEP session", "no such resource"))?;
-    let removed = tokio::task::spawn_blocking(move || stream.remove_viewer(&resource))
-        .await
-        .map_err(|e| ApiError::internal("Cannot remove the viewer", &e))?;
-    if removed {
+    let session = state
+        .media
+        .as_ref()
+        .and_then(|media| media.sessions().get(&resource))
+        .ok_or_else(|| ApiError::not_found("Unknown session", "no such resource"))?;
+    if session.close().await {
         Ok(Json("OK"))
     } else {
         // It left between the lookup and the removal.

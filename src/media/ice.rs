@@ -1,9 +1,9 @@
-//! ICE on a viewer's webrtcbin after the answer went out: trickled candidates, answerer-side ICE
-//! restarts, and the credentials behind the WHEP entity-tag.
+//! ICE on a session's webrtcbin after the answer went out: trickled candidates, answerer-side ICE
+//! restarts, and the credentials behind the entity-tag.
 //!
-//! Everything here blocks on webrtcbin promises (each bounded, see [`super::promise`]); callers run
-//! it off the async runtime. It works on the `gst::Element` that [`super::Stream::viewer_webrtcbin`]
-//! returns and keeps no reference to it.
+//! Everything here blocks on webrtcbin promises (each bounded, see [`super::promise`]); callers
+//! ([`super::session::Session::patch`]) run it off the async runtime, one restart per session at
+//! a time.
 //!
 //! ICE restart with webrtcbin 1.22, as measured (see docs/webrtc.md): a second
 //! set-remote-description with the viewer's offer carrying new credentials is accepted, but
@@ -13,41 +13,14 @@
 //! `nice_agent_restart_stream` is never called by 1.22, so no regathering happens: the selected pair
 //! keeps carrying media and the candidates stay the ones gathered for the first answer.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_sdp::{SDPAttribute, SDPMessage, SDPMessageRef};
-use gstreamer_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType, WebRTCSessionDescription};
+use gstreamer_webrtc::{WebRTCSDPType, WebRTCSessionDescription};
 
 use crate::webrtc::sdpfrag::{Candidate, Fragment};
 
 use super::promise::{self, PromiseError};
-
-/// One lock per webrtcbin with a restart in progress, keyed by the element's address (an entry
-/// lives only while someone holds or waits for it, so a reused address finds none). Restarts of
-/// one session must not interleave (two offers in flight would leave webrtcbin in
-/// have-remote-offer); restarts of different sessions have nothing to share and run side by side.
-static RESTARTS: Mutex<BTreeMap<usize, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
-
-/// Runs `f` with the restart lock of this webrtcbin held, then drops the lock's entry when no
-/// other restart waits for it.
-fn serialised<T>(webrtcbin: &gst::Element, f: impl FnOnce() -> T) -> T {
-    let key = webrtcbin.as_ptr() as usize;
-    let table = || RESTARTS.lock().unwrap_or_else(|e| e.into_inner());
-    let lock = table().entry(key).or_default().clone();
-    let out = {
-        let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
-        f()
-    };
-    let mut table = table();
-    // The table's copy and ours: nobody else holds or waits for this session's lock.
-    if Arc::strong_count(&lock) == 2 {
-        table.remove(&key);
-    }
-    out
-}
 
 /// Why an ICE operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +78,6 @@ pub fn credentials(sdp: &SDPMessageRef) -> Option<(String, String)> {
     })
 }
 
-/// The strong entity-tag of the viewer's ICE session: its local ufrag, quoted. It changes with
-/// every restart, as RFC 9725 §4.3.2 requires.
-pub fn etag(webrtcbin: &gst::Element) -> Option<String> {
-    let local = local_description(webrtcbin)?;
-    let (ufrag, _) = credentials(&local)?;
-    Some(format!("\"{ufrag}\""))
-}
-
 /// The m-line index a fragment section refers to: by `mid` in the viewer's offer, else by
 /// position (RFC 8840 §4.4 allows either).
 pub fn mline_index(remote: &SDPMessageRef, mid: Option<&str>, position: usize) -> Option<u32> {
@@ -145,28 +110,15 @@ pub fn add_candidates(webrtcbin: &gst::Element, fragment: &Fragment) -> Result<u
     Ok(added)
 }
 
-/// Restarts the viewer's ICE as the answerer: the viewer's offer again with its new credentials,
-/// a new answer with fresh local credentials. `check` runs under the restart lock with the
-/// current entity-tag (for the If-Match rule) and can refuse. Returns the new local description
-/// with the candidates gathered for the first answer (the list is complete: nothing regathers).
-pub fn restart<E>(
-    webrtcbin: &gst::Element,
-    ufrag: &str,
-    pwd: &str,
-    check: impl FnOnce(&str) -> Result<(), E>,
-) -> Result<Result<SDPMessage, IceError>, E> {
-    serialised(webrtcbin, || {
-        let (Some(remote), Some(local)) =
-            (remote_description(webrtcbin), local_description(webrtcbin))
-        else {
-            return Ok(Err(IceError::NoSession));
-        };
-        let Some((current, _)) = credentials(&local) else {
-            return Ok(Err(IceError::NoSession));
-        };
-        check(&format!("\"{current}\""))?;
-        Ok(renegotiate(webrtcbin, &remote, &local, ufrag, pwd))
-    })
+/// Restarts the session's ICE as the answerer: the peer's offer again with its new credentials,
+/// a new answer with fresh local credentials. Returns the new local description with the
+/// candidates gathered for the first answer (the list is complete: nothing regathers).
+pub fn restart(webrtcbin: &gst::Element, ufrag: &str, pwd: &str) -> Result<SDPMessage, IceError> {
+    let (Some(remote), Some(local)) = (remote_description(webrtcbin), local_description(webrtcbin))
+    else {
+        return Err(IceError::NoSession);
+    };
+    renegotiate(webrtcbin, &remote, &local, ufrag, pwd)
 }
 
 fn renegotiate(
@@ -251,33 +203,6 @@ fn copy_candidates(from: &SDPMessageRef, to: &mut SDPMessage) {
     }
 }
 
-/// Runs `f` once, when the viewer's peer connection reaches `connected` (at once if it already
-/// has). The handler holds no reference to the element, so it does not keep webrtcbin alive.
-pub fn on_connected(webrtcbin: &gst::Element, f: impl FnOnce() + Send + 'static) {
-    let f = std::sync::Arc::new(Mutex::new(Some(f)));
-    let fire = {
-        let f = f.clone();
-        move || {
-            if let Some(f) = f.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                f();
-            }
-        }
-    };
-    let fire_later = fire.clone();
-    webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
-        if bin.property::<WebRTCPeerConnectionState>("connection-state")
-            == WebRTCPeerConnectionState::Connected
-        {
-            fire_later();
-        }
-    });
-    if webrtcbin.property::<WebRTCPeerConnectionState>("connection-state")
-        == WebRTCPeerConnectionState::Connected
-    {
-        fire();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,34 +235,6 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:a\r\na=ice-ufrag:ol
             to.media(0).unwrap().attribute_val("candidate"),
             Some("1 1 UDP 1 192.0.2.1 5000 typ host")
         );
-    }
-
-    /// A restart on one session waits for the one in progress there, a restart on another
-    /// session does not, and no lock outlives its restarts.
-    #[test]
-    fn restart_locks_are_per_session_and_go_away() {
-        use std::sync::mpsc;
-        use std::time::Duration;
-        gst::init().unwrap();
-        let a = gst::ElementFactory::make("identity").build().unwrap();
-        let b = gst::ElementFactory::make("identity").build().unwrap();
-        let (other_tx, other_rx) = mpsc::channel();
-        let (same_tx, same_rx) = mpsc::channel();
-        std::thread::scope(|scope| {
-            serialised(&a, || {
-                scope.spawn(|| serialised(&b, || other_tx.send(()).unwrap()));
-                scope.spawn(|| serialised(&a, || same_tx.send(()).unwrap()));
-                other_rx
-                    .recv_timeout(Duration::from_secs(5))
-                    .expect("a restart of another session waited for this one");
-                // Bounded negative check: the same session's restart must still be waiting.
-                assert!(same_rx.recv_timeout(Duration::from_millis(200)).is_err());
-            });
-            same_rx
-                .recv_timeout(Duration::from_secs(5))
-                .expect("the queued restart ran once the first one finished");
-        });
-        assert!(RESTARTS.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -4,18 +4,19 @@
 //! WebRTC-enabled process gets one [`Stream`].
 
 mod gop;
-pub mod ice;
+mod ice;
 pub mod ingest;
 mod keyframe;
-pub mod peer;
-pub mod ports;
+mod peer;
+mod ports;
 pub mod promise;
 pub mod sdp;
-pub mod slots;
-pub mod stats;
-pub mod stream;
+mod session;
+mod slots;
+mod stats;
+mod stream;
 pub mod transcode;
-pub mod viewer;
+mod viewer;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,7 +27,10 @@ use anyhow::Context;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-pub use stream::{AddError, Stream, StreamInfo, StreamOptions};
+pub use peer::NegotiationError;
+pub use session::{Answered, OfferError, Patched, Session, SessionError, Sessions};
+pub use stats::ViewerStats;
+pub use stream::{Stream, StreamInfo, StreamOptions};
 
 /// ICE settings for every viewer.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +94,26 @@ pub(crate) struct Shared {
     /// The server-wide viewer cap; each attached viewer holds one slot.
     viewers: Arc<slots::Slots>,
     negotiations: tokio::sync::Semaphore,
+    /// Every session, viewers and publishers, by resource id.
+    sessions: session::Sessions,
+}
+
+/// What an offer is for: the viewers of a stream (WHEP) or the input of a process (WHIP).
+pub enum Endpoint {
+    /// Watch this stream.
+    Viewers(Arc<Stream>),
+    /// Publish to this input.
+    Publisher(Arc<ingest::Ingest>),
+}
+
+impl Endpoint {
+    /// This endpoint's session with this resource id.
+    pub fn session(&self, resource: &str) -> Option<Arc<Session>> {
+        match self {
+            Endpoint::Viewers(stream) => stream.session(resource),
+            Endpoint::Publisher(ingest) => ingest.session(resource),
+        }
+    }
 }
 
 /// The media engine.
@@ -193,6 +217,7 @@ impl Media {
                 negotiations: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
+                sessions: session::Sessions::default(),
             }),
             sdp_dir,
         })
@@ -243,13 +268,33 @@ impl Media {
         }
     }
 
-    /// Waits for a turn to negotiate a viewer (one per CPU at a time, first come first served).
-    pub async fn negotiation_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.shared
+    /// A new session from an offer: a viewer of the stream or the publisher of the input.
+    /// Negotiations are CPU work: a burst of them run a few at a time (one per CPU, first come
+    /// first served), which answers most of the burst quickly; each runs off the async runtime
+    /// and every webrtcbin step in it is bounded. `on_connected` runs once the peer connects.
+    pub async fn offer(
+        &self,
+        endpoint: Endpoint,
+        offer: sdp::Offer,
+        on_connected: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<Answered, OfferError> {
+        let _turn = self
+            .shared
             .negotiations
             .acquire()
             .await
-            .expect("the semaphore is never closed")
+            .expect("the semaphore is never closed");
+        let negotiated = tokio::task::spawn_blocking(move || match endpoint {
+            Endpoint::Viewers(stream) => stream.add_viewer(&offer, on_connected),
+            Endpoint::Publisher(ingest) => ingest.publish(&offer, on_connected),
+        })
+        .await;
+        negotiated.unwrap_or_else(|e| Err(OfferError::Panicked(panic_text(e))))
+    }
+
+    /// The session registry.
+    pub fn sessions(&self) -> &Sessions {
+        &self.shared.sessions
     }
 
     /// The settings in force.
@@ -270,4 +315,17 @@ fn file_name(process_id: &str) -> String {
             }
         })
         .collect()
+}
+
+/// What a failed blocking task says: a panic's message (for the log, never for clients).
+pub fn panic_text(error: tokio::task::JoinError) -> String {
+    let why = match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(e) => e.to_string(),
+    };
+    why
 }

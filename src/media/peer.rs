@@ -11,12 +11,138 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_sdp::SDPMessage;
 use gstreamer_webrtc::{
-    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSessionDescription,
+    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiverDirection,
+    WebRTCSDPType, WebRTCSessionDescription,
 };
 
+use super::ice::credentials;
 use super::promise::{self, PromiseError};
-use super::sdp::advertise_public_ip;
+use super::sdp::{advertise_public_ip, Offer};
 use super::IceConfig;
+
+/// Which way media flows on a session, seen from the server: viewers (WHEP) are sent to,
+/// publishers (WHIP) are received from. The one thing that sets the two negotiations apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The server sends (a WHEP viewer).
+    Send,
+    /// The server receives (a WHIP publisher).
+    Receive,
+}
+
+impl Direction {
+    /// The direction of our transceivers.
+    pub fn transceiver(self) -> WebRTCRTPTransceiverDirection {
+        match self {
+            Direction::Send => WebRTCRTPTransceiverDirection::Sendonly,
+            Direction::Receive => WebRTCRTPTransceiverDirection::Recvonly,
+        }
+    }
+
+    /// Whether an answered m-line carries media our way.
+    fn answered(self, media: &gstreamer_sdp::SDPMediaRef) -> bool {
+        let ours = match self {
+            Direction::Send => "sendonly",
+            Direction::Receive => "recvonly",
+        };
+        media.port() != 0
+            && (media.attribute_val(ours).is_some() || media.attribute_val("sendrecv").is_some())
+    }
+}
+
+/// What a viewer's and a publisher's negotiation do differently: how their webrtcbin starts,
+/// how their transceivers are made, and what happens once the offer is in.
+pub trait Tracks {
+    /// Brings webrtcbin (and what it sits in) to PLAYING.
+    fn start(&mut self, webrtcbin: &gst::Element) -> Result<(), NegotiationError>;
+    /// Adds one transceiver per track, in m-line order, before the offer goes in (create-answer
+    /// then pairs each offered m-line with ours). Returns the m-lines and payload types kept.
+    fn add(
+        &mut self,
+        webrtcbin: &gst::Element,
+        direction: WebRTCRTPTransceiverDirection,
+    ) -> Result<Vec<(u32, u8)>, NegotiationError>;
+    /// The remote description is set.
+    fn remote_set(&mut self) -> Result<(), NegotiationError> {
+        Ok(())
+    }
+}
+
+/// The outcome of a negotiation.
+pub struct Negotiated {
+    /// The answer as sent, all candidates in it.
+    pub answer: String,
+    /// Our ICE ufrag (the session's entity-tag).
+    pub ufrag: String,
+    /// The peer's ICE ufrag and pwd (an ICE restart changes them).
+    pub remote: Option<(String, String)>,
+}
+
+/// Hooks a negotiation installs on the connection state.
+pub struct Watchers {
+    /// Runs once (on a GStreamer thread) when the connection fails or closes.
+    pub on_dead: Box<dyn Fn() + Send + Sync>,
+    /// Runs once (on a GStreamer thread) when the connection is up.
+    pub on_connected: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// The one negotiation of the server, viewers and publishers alike (blocking, each step
+/// bounded): the offer restricted to the formats kept, set-remote-description, create-answer,
+/// every kept m-line answered in `direction`, set-local-description, and the answer once ICE
+/// gathering completes (the server does not trickle).
+pub fn negotiate(
+    webrtcbin: &gst::Element,
+    flags: &Arc<PeerFlags>,
+    direction: Direction,
+    offer: &Offer,
+    ice: &IceConfig,
+    tracks: &mut dyn Tracks,
+    watchers: Watchers,
+) -> Result<Negotiated, NegotiationError> {
+    let t0 = std::time::Instant::now();
+    flags.touch();
+    watch_connection(webrtcbin, flags.clone(), watchers);
+    let gathered = watch_gathering(webrtcbin);
+    tracks.start(webrtcbin)?;
+    let t_play = t0.elapsed();
+    let mut keep = tracks.add(webrtcbin, direction.transceiver())?;
+    keep.sort_by_key(|(mline, _)| *mline);
+    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
+    let t_tracks = t0.elapsed();
+    call(webrtcbin, "set-remote-description", &remote)?;
+    let t_srd = t0.elapsed();
+    tracks.remote_set()?;
+    let answer = create_answer(webrtcbin)?;
+    // Every track must have found its m-line. Applying an answer that left one of our
+    // transceivers out would trip an assertion in webrtcbin and abort the process.
+    let unanswered: Vec<u32> = keep
+        .iter()
+        .map(|(mline, _)| *mline)
+        .filter(|mline| {
+            !answer
+                .sdp()
+                .media(*mline)
+                .is_some_and(|m| direction.answered(m))
+        })
+        .collect();
+    if !unanswered.is_empty() {
+        return Err(NegotiationError::Failed(format!(
+            "webrtcbin could not answer the offer's m-lines {unanswered:?}"
+        )));
+    }
+    let t_answer = t0.elapsed();
+    call(webrtcbin, "set-local-description", &answer)?;
+    let t_sld = t0.elapsed();
+    let (answer, ufrag) = gathered_answer(webrtcbin, &gathered, ice)?;
+    let remote = credentials(remote.sdp());
+    tracing::debug!(?direction, ?t_play, ?t_tracks, ?t_srd, ?t_answer, ?t_sld, gathered = ?t0.elapsed(), "negotiation timing");
+    watch_receive(webrtcbin, flags.clone());
+    Ok(Negotiated {
+        answer,
+        ufrag,
+        remote,
+    })
+}
 
 /// Why webrtcbin could not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +262,7 @@ fn configure_ice(webrtcbin: &gst::Element, ice: &IceConfig) {
 
 /// A channel that receives once ICE gathering completes. Connect it before the local
 /// description is set, or the notification can be missed.
-pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
+fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
     let (gathered_tx, gathered_rx) = mpsc::channel();
     webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
         let state = bin.property::<WebRTCICEGatheringState>("ice-gathering-state");
@@ -148,7 +274,7 @@ pub fn watch_gathering(webrtcbin: &gst::Element) -> mpsc::Receiver<()> {
 }
 
 /// Emits `set-remote-description` / `set-local-description` and waits (bounded) for the result.
-pub fn call(
+fn call(
     webrtcbin: &gst::Element,
     signal: &'static str,
     desc: &WebRTCSessionDescription,
@@ -158,21 +284,20 @@ pub fn call(
 }
 
 /// Asks webrtcbin for its answer to the remote offer (bounded).
-pub fn create_answer(
-    webrtcbin: &gst::Element,
-) -> Result<WebRTCSessionDescription, NegotiationError> {
+fn create_answer(webrtcbin: &gst::Element) -> Result<WebRTCSessionDescription, NegotiationError> {
     promise::call(webrtcbin, "create-answer", &None::<gst::Structure>)?
         .and_then(|reply| reply.get::<WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| NegotiationError::Failed("webrtcbin gave no answer".into()))
 }
 
 /// Waits for gathering (all candidates go into the answer: the server does not trickle) and
-/// returns the local description as sent, with the public address advertised when configured.
-pub fn gathered_answer(
+/// returns the local description as sent, with the public address advertised when configured,
+/// and its ICE ufrag.
+fn gathered_answer(
     webrtcbin: &gst::Element,
     gathered: &mpsc::Receiver<()>,
     ice: &IceConfig,
-) -> Result<String, NegotiationError> {
+) -> Result<(String, String), NegotiationError> {
     let already = webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
         == WebRTCICEGatheringState::Complete;
     if !already && gathered.recv_timeout(ice.gather_timeout).is_err() {
@@ -185,16 +310,18 @@ pub fn gathered_answer(
     if let Some(public) = ice.public_ip {
         advertise_public_ip(&mut sdp, public);
     }
-    Ok(sdp.as_text()?)
+    let (ufrag, _) = credentials(&sdp)
+        .ok_or_else(|| NegotiationError::Failed("the answer has no ICE credentials".into()))?;
+    Ok((sdp.as_text()?, ufrag))
 }
 
-/// Keeps `flags` up to date with the connection state; `on_dead` runs once (on a GStreamer
-/// thread) when the connection fails or closes.
-pub fn watch_connection(
-    webrtcbin: &gst::Element,
-    flags: Arc<PeerFlags>,
-    on_dead: impl Fn() + Send + Sync + 'static,
-) {
+/// Keeps `flags` up to date with the connection state and runs the watchers.
+fn watch_connection(webrtcbin: &gst::Element, flags: Arc<PeerFlags>, watchers: Watchers) {
+    let Watchers {
+        on_dead,
+        on_connected,
+    } = watchers;
+    let on_connected = std::sync::Mutex::new(on_connected);
     webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
         let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
         let code = match state {
@@ -209,6 +336,13 @@ pub fn watch_connection(
         match state {
             WebRTCPeerConnectionState::Connected => {
                 flags.connected.store(true, Ordering::Relaxed);
+                let hook = on_connected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(hook) = hook {
+                    hook();
+                }
             }
             WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
                 if !flags.dead.swap(true, Ordering::Relaxed) =>
@@ -221,7 +355,7 @@ pub fn watch_connection(
 }
 
 /// Notes every packet webrtcbin's ICE sources receive, for the consent check.
-pub fn watch_receive(webrtcbin: &gst::Element, flags: Arc<PeerFlags>) {
+fn watch_receive(webrtcbin: &gst::Element, flags: Arc<PeerFlags>) {
     let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
         return;
     };

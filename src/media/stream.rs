@@ -18,33 +18,15 @@ use utoipa::ToSchema;
 
 use super::gop::{self, GopCache};
 use super::keyframe;
+use super::peer::{Direction, Watchers};
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
+use super::session::{Answered, OfferError, Owner, Session};
 use super::slots::{Slot, Slots};
 use super::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
-use super::viewer::{self, TrackPlan, Viewer, ViewerError};
+use super::viewer::{self, TrackPlan, Viewer};
 use super::Shared;
 use crate::model::transcode::TranscodeSettings;
-
-/// Why a viewer was not added.
-#[derive(Debug, thiserror::Error)]
-pub enum AddError {
-    /// No media has arrived yet.
-    #[error("no media is flowing yet")]
-    NotReady,
-    /// The viewer cannot receive what the stream carries.
-    #[error("{0}")]
-    Codec(String),
-    /// The stream's viewer cap is reached.
-    #[error("this stream has the most viewers it may have")]
-    StreamFull,
-    /// The server-wide viewer cap is reached.
-    #[error("the server has the most viewers it may have")]
-    ServerFull,
-    /// Negotiation failed.
-    #[error(transparent)]
-    Viewer(#[from] ViewerError),
-}
 
 /// How a track reaches viewers.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -72,19 +54,6 @@ pub struct StreamInfo {
     pub flowing: bool,
     /// Viewers attached now.
     pub viewers: usize,
-}
-
-/// One viewer, as the sessions API lists it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SessionInfo {
-    /// Resource id.
-    pub id: String,
-    /// Peer connection state.
-    pub state: String,
-    /// Codecs sent.
-    pub codecs: Vec<String>,
-    /// Seconds since the POST.
-    pub age_seconds: u64,
 }
 
 /// Per-process choices that shape the pipeline.
@@ -220,18 +189,22 @@ impl Stream {
         }
     }
 
-    /// Negotiates a new viewer (blocking: run it off the async runtime). Returns the resource id
-    /// and the SDP answer.
-    pub fn add_viewer(&self, offer: &Offer) -> Result<(String, String), AddError> {
+    /// Negotiates a new viewer (blocking: run it off the async runtime; the HTTP layer goes
+    /// through [`super::Media::offer`]).
+    pub(super) fn add_viewer(
+        &self,
+        offer: &Offer,
+        on_connected: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<Answered, OfferError> {
         let inner = &self.inner;
         // Slots are taken before negotiating and held by guards: a failed or panicking
         // negotiation gives them back by unwinding, and concurrent POSTs never pass a cap.
         let (pipeline, plans, generation, stream_slot) = {
             let state = inner.lock();
             let Some(built) = state.built.as_ref().filter(|_| inner.flowing(&state)) else {
-                return Err(AddError::NotReady);
+                return Err(OfferError::NotReady);
             };
-            let slot = inner.slots.try_reserve().ok_or(AddError::StreamFull)?;
+            let slot = inner.slots.try_reserve().ok_or(OfferError::StreamFull)?;
             (
                 built.pipeline.clone(),
                 plan(built, offer)?,
@@ -243,19 +216,32 @@ impl Stream {
             .shared
             .viewers
             .try_reserve()
-            .ok_or(AddError::ServerFull)?;
+            .ok_or(OfferError::ServerFull)?;
         let id = resource_id();
         let dead_tx = inner.dead_tx.clone();
         let dead_id = id.clone();
         let config = &inner.shared.config;
+        let owner: Weak<Inner> = Arc::downgrade(inner);
+        let session = Arc::new(Session::new(
+            id.clone(),
+            &inner.id,
+            Direction::Send,
+            plans.iter().map(|t| t.source.encoding()).collect(),
+            &config.ice,
+            owner,
+        )?);
         let mut viewer = viewer::create(
             &pipeline,
+            session.clone(),
             offer,
             plans,
             &config.ice,
             config.viewer_queue_buffers,
-            move || {
-                let _ = dead_tx.send(dead_id.clone());
+            Watchers {
+                on_dead: Box::new(move || {
+                    let _ = dead_tx.send(dead_id.clone());
+                }),
+                on_connected,
             },
         )?;
         let answer = viewer.answer.clone();
@@ -264,9 +250,10 @@ impl Stream {
             // The pipeline was rebuilt while we negotiated: this viewer hangs off a dead one.
             drop(state);
             viewer.teardown(&pipeline);
-            return Err(AddError::NotReady);
+            return Err(OfferError::NotReady);
         }
         tracing::info!(stream = %inner.id, viewer = %id, "viewer added");
+        inner.shared.sessions.insert(&session);
         state.viewers.insert(
             id.clone(),
             Attached {
@@ -275,49 +262,32 @@ impl Stream {
                 _slots: (stream_slot, server_slot),
             },
         );
-        Ok((id, answer))
-    }
-
-    /// Removes a viewer (blocking). Returns whether it existed.
-    pub fn remove_viewer(&self, id: &str) -> bool {
-        self.inner.remove_viewer(id)
+        Ok(Answered {
+            resource: id,
+            answer,
+            etag: session.etag(),
+            media_changed: false,
+        })
     }
 
     /// Removes every viewer (blocking), e.g. when the process stops.
     pub fn close_viewers(&self) {
-        let ids: Vec<String> = self.inner.lock().viewers.keys().cloned().collect();
-        for id in ids {
-            self.inner.remove_viewer(&id);
-        }
+        self.inner.close_all();
     }
 
-    /// Whether a viewer with this resource id is attached.
-    pub fn has_viewer(&self, id: &str) -> bool {
-        self.inner.lock().viewers.contains_key(id)
+    /// This stream's viewer with this resource id.
+    pub fn session(&self, resource: &str) -> Option<Arc<Session>> {
+        self.inner.shared.sessions.owned(resource, &self.inner)
     }
 
     /// The attached viewers.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
         let state = self.inner.lock();
         state
             .viewers
-            .iter()
-            .map(|(id, a)| SessionInfo {
-                id: id.clone(),
-                state: a.viewer.flags.state_name().to_string(),
-                codecs: a.viewer.codecs.clone(),
-                age_seconds: a.viewer.created.elapsed().as_secs(),
-            })
+            .values()
+            .map(|a| a.viewer.session.clone())
             .collect()
-    }
-
-    /// The webrtcbin of a viewer (stats, trickle, ICE restart).
-    pub fn viewer_webrtcbin(&self, id: &str) -> Option<gst::Element> {
-        self.inner
-            .lock()
-            .viewers
-            .get(id)
-            .map(|a| a.viewer.webrtcbin.clone())
     }
 }
 
@@ -335,7 +305,7 @@ fn track_info(track: &Track) -> TrackInfo {
 /// Which of the stream's tracks the viewer gets, with its payload type. A track browsers cannot
 /// play is left out (the viewer still gets the others); a playable track the viewer offered but
 /// cannot decode refuses the viewer, since it asked for that medium.
-fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
+fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, OfferError> {
     let mut plans = Vec::new();
     let mut missing = Vec::new();
     for track in &built.tracks {
@@ -368,7 +338,7 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, AddError> {
         } else {
             missing.join(", ")
         };
-        return Err(AddError::Codec(format!(
+        return Err(OfferError::Codec(format!(
             "the stream carries {}; the offer cannot receive {cannot}; it offers {}",
             stream.join(", "),
             offer.codec_names().join(", ")
@@ -401,6 +371,7 @@ impl Inner {
             let Some(attached) = state.viewers.remove(id) else {
                 return false;
             };
+            self.shared.sessions.remove(id);
             let pipeline = state
                 .built
                 .as_ref()
@@ -412,7 +383,7 @@ impl Inner {
         if let Some(pipeline) = pipeline {
             viewer.teardown(&pipeline);
         } else {
-            let _ = viewer.webrtcbin.set_state(gst::State::Null);
+            let _ = viewer.session.webrtcbin().set_state(gst::State::Null);
         }
         tracing::info!(stream = %self.id, viewer = %id, "viewer removed");
         true
@@ -458,17 +429,19 @@ impl Inner {
             self.lock().sdp_text = Some(text);
             return;
         }
-        self.close_all();
-        let old = self.lock().built.take();
-        if let Some(old) = old {
-            let _ = old.pipeline.set_state(gst::State::Null);
-        }
+        // The generation moves first: a negotiation finishing from here on sees it changed and
+        // drops its viewer instead of joining a pipeline about to stop.
         let (generation, options) = {
             let mut state = self.lock();
             state.generation += 1;
             state.stale = false;
             (state.generation, state.options.clone())
         };
+        self.close_all();
+        let old = self.lock().built.take();
+        if let Some(old) = old {
+            let _ = old.pipeline.set_state(gst::State::Null);
+        }
         match build(
             &self.id,
             tracks,
@@ -505,13 +478,7 @@ impl Inner {
             .lock()
             .viewers
             .iter()
-            .filter(|(_, a)| {
-                let flags = &a.viewer.flags;
-                flags.dead.load(Ordering::Relaxed)
-                    || (!flags.connected() && a.viewer.created.elapsed() > timeout)
-                    || (flags.connected() && flags.silent_for() > consent)
-                    || matches!(flags.state_name(), "disconnected" | "failed" | "closed")
-            })
+            .filter(|(_, a)| a.viewer.session.is_stale(timeout, consent))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
@@ -520,10 +487,21 @@ impl Inner {
     }
 }
 
+impl Owner for Inner {
+    fn remove(&self, resource: &str) -> bool {
+        self.remove_viewer(resource)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let viewers: Vec<Attached> = state.viewers.drain().map(|(_, a)| a).collect();
+        for attached in &viewers {
+            self.shared
+                .sessions
+                .remove(attached.viewer.session.resource());
+        }
         if let Some(built) = state.built.take() {
             for mut attached in viewers {
                 attached.viewer.teardown(&built.pipeline);

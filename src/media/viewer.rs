@@ -4,44 +4,22 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
-use gstreamer_webrtc::{
-    WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
-};
+use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 
 use super::gop::GopCache;
 use super::keyframe;
-use super::peer::{self, NegotiationError, PeerFlags};
+use super::peer::{self, NegotiationError, PeerFlags, Watchers};
 use super::sdp::{Offer, SourceTrack};
+use super::session::Session;
 use super::IceConfig;
 
-/// Why a viewer could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ViewerError {
-    /// ICE gathering did not finish in time.
-    #[error("ICE gathering timed out")]
-    GatherTimeout,
-    /// webrtcbin refused something.
-    #[error("negotiation failed: {0}")]
-    Negotiation(String),
-    /// webrtcbin did not answer a promise in time.
-    #[error("webrtcbin did not answer {0} in time")]
-    Timeout(&'static str),
-}
-
-impl From<NegotiationError> for ViewerError {
-    fn from(e: NegotiationError) -> Self {
-        match e {
-            NegotiationError::GatherTimeout => ViewerError::GatherTimeout,
-            NegotiationError::Failed(why) => ViewerError::Negotiation(why),
-            NegotiationError::Timeout(what) => ViewerError::Timeout(what),
-        }
-    }
-}
+/// A negotiation step failed.
+type ViewerError = NegotiationError;
 
 /// What a branch of one track needs.
 pub struct TrackPlan {
@@ -69,40 +47,27 @@ struct Branch {
 
 /// A connected (or connecting) viewer.
 pub struct Viewer {
-    /// The viewer's webrtcbin.
-    pub webrtcbin: gst::Element,
-    /// Shared connection flags.
-    pub flags: Arc<PeerFlags>,
+    /// Its session (webrtcbin, flags, what the API reads).
+    pub session: Arc<Session>,
     /// The answer we sent.
     pub answer: String,
-    /// Encoding names sent, e.g. `["H264", "OPUS"]`.
-    pub codecs: Vec<String>,
-    /// When the POST arrived.
-    pub created: Instant,
     branches: Vec<Branch>,
 }
 
 /// Builds the viewer inside `pipeline`, negotiates, and returns once all candidates are gathered.
-/// `on_dead` is called (from a GStreamer thread) when the connection fails or closes.
 pub fn create(
     pipeline: &gst::Pipeline,
+    session: Arc<Session>,
     offer: &Offer,
     tracks: Vec<TrackPlan>,
     ice: &IceConfig,
     queue_buffers: u32,
-    on_dead: impl Fn() + Send + Sync + 'static,
+    watchers: Watchers,
 ) -> Result<Viewer, ViewerError> {
-    let webrtcbin = peer::new_webrtcbin(ice)?;
-    let flags = Arc::new(PeerFlags::default());
-    pipeline
-        .add(&webrtcbin)
-        .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+    pipeline.add(session.webrtcbin())?;
     let viewer = Viewer {
-        webrtcbin: webrtcbin.clone(),
-        flags: flags.clone(),
+        session,
         answer: String::new(),
-        codecs: tracks.iter().map(|t| t.source.encoding()).collect(),
-        created: Instant::now(),
         branches: Vec::new(),
     };
     // Until negotiation succeeds the viewer belongs to this guard, which tears it down on an
@@ -112,8 +77,17 @@ pub fn create(
         viewer: Some(viewer),
     };
     let viewer = unfinished.viewer.as_mut().expect("set just above");
-    negotiate(pipeline, viewer, offer, tracks, ice, queue_buffers, on_dead)?;
-    Ok(unfinished.viewer.take().expect("taken only here"))
+    let session = viewer.session.clone();
+    let mut plan = Plan {
+        pipeline,
+        viewer,
+        tracks,
+        queue_buffers,
+    };
+    let answer = session.negotiate(offer, ice, &mut plan, watchers)?;
+    let mut viewer = unfinished.viewer.take().expect("taken only here");
+    viewer.answer = answer;
+    Ok(viewer)
 }
 
 /// A viewer whose negotiation has not finished.
@@ -132,97 +106,71 @@ impl Drop for Unfinished<'_> {
 
 use gstreamer::glib;
 
-#[allow(clippy::too_many_arguments)]
-fn negotiate(
-    pipeline: &gst::Pipeline,
-    viewer: &mut Viewer,
-    offer: &Offer,
+/// A viewer's side of [`peer::negotiate`]: a branch per track off the stream's tees.
+struct Plan<'a> {
+    pipeline: &'a gst::Pipeline,
+    viewer: &'a mut Viewer,
     tracks: Vec<TrackPlan>,
-    ice: &IceConfig,
     queue_buffers: u32,
-    on_dead: impl Fn() + Send + Sync + 'static,
-) -> Result<(), ViewerError> {
-    let webrtcbin = viewer.webrtcbin.clone();
-    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
-    viewer.flags.touch();
-    peer::watch_connection(&webrtcbin, viewer.flags.clone(), on_dead);
-    let gathered_rx = peer::watch_gathering(&webrtcbin);
-    let t0 = Instant::now();
-    webrtcbin.sync_state_with_parent().map_err(neg)?;
-    let t_play = t0.elapsed();
+}
 
-    // One sendonly transceiver per track, its codec preferences being exactly the offer's
-    // format, added in m-line order before the offer goes in: create-answer then pairs each
-    // offered m-line with ours. If webrtcbin were left to match pads to m-lines by the caps that
-    // flow, a mismatch (baseline vs constrained baseline) leaves a transceiver without a
-    // transport, and webrtcbin 1.22 aborts the whole process on that.
-    let mut tracks = tracks;
-    tracks.sort_by_key(|t| t.mline);
-    let mut ours = Vec::new();
-    for track in tracks {
-        let sink = webrtcbin
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| ViewerError::Negotiation("webrtcbin gave no sink pad".into()))?;
-        let transceiver = sink
-            .property::<Option<WebRTCRTPTransceiver>>("transceiver")
-            .ok_or_else(|| ViewerError::Negotiation("webrtcbin pad without transceiver".into()))?;
-        transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
-        transceiver.set_property("codec-preferences", &track.caps);
-        viewer.branches.push(branch(
-            pipeline,
-            &track,
-            &sink,
-            queue_buffers,
-            viewer.flags.clone(),
-        )?);
-        ours.push((track.mline, transceiver));
+impl peer::Tracks for Plan<'_> {
+    fn start(&mut self, webrtcbin: &gst::Element) -> Result<(), NegotiationError> {
+        Ok(webrtcbin.sync_state_with_parent()?)
     }
-    let keep: Vec<(u32, u8)> = ours
-        .iter()
-        .filter_map(|(mline, t)| {
-            let caps = t.property::<Option<gst::Caps>>("codec-preferences")?;
-            let pt = caps.structure(0)?.get::<i32>("payload").ok()?;
-            Some((*mline, pt as u8))
-        })
-        .collect();
-    let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
-    let t_branches = t0.elapsed();
-    peer::call(&webrtcbin, "set-remote-description", &remote)?;
-    let t_srd = t0.elapsed();
-    for branch in &viewer.branches {
-        for element in branch.elements.iter().rev() {
-            element.sync_state_with_parent().map_err(neg)?;
+
+    /// One transceiver per track, its codec preferences being exactly the offer's format. If
+    /// webrtcbin were left to match pads to m-lines by the caps that flow, a mismatch (baseline
+    /// vs constrained baseline) leaves a transceiver without a transport, and webrtcbin 1.22
+    /// aborts the whole process on that.
+    fn add(
+        &mut self,
+        webrtcbin: &gst::Element,
+        direction: WebRTCRTPTransceiverDirection,
+    ) -> Result<Vec<(u32, u8)>, NegotiationError> {
+        let mut tracks = std::mem::take(&mut self.tracks);
+        tracks.sort_by_key(|t| t.mline);
+        let mut keep = Vec::new();
+        for track in tracks {
+            let sink = webrtcbin
+                .request_pad_simple("sink_%u")
+                .ok_or_else(|| ViewerError::Failed("webrtcbin gave no sink pad".into()))?;
+            let transceiver = sink
+                .property::<Option<WebRTCRTPTransceiver>>("transceiver")
+                .ok_or_else(|| ViewerError::Failed("webrtcbin pad without transceiver".into()))?;
+            transceiver.set_property("direction", direction);
+            transceiver.set_property("codec-preferences", &track.caps);
+            self.viewer.branches.push(branch(
+                self.pipeline,
+                &track,
+                &sink,
+                self.queue_buffers,
+                self.viewer.session.flags().clone(),
+            )?);
+            let pt = track
+                .caps
+                .structure(0)
+                .and_then(|s| s.get::<i32>("payload").ok());
+            if let Some(pt) = pt {
+                keep.push((track.mline, pt as u8));
+            }
         }
-        branch
-            .tee_pad
-            .link(&branch.head)
-            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+        Ok(keep)
     }
 
-    let answer = peer::create_answer(&webrtcbin)?;
-    // Every track must have found its m-line (it then answers sendonly). Applying an answer that
-    // left one of our transceivers out would trip an assertion in webrtcbin and abort.
-    let unmatched: Vec<u32> = ours
-        .iter()
-        .map(|(mline, _)| *mline)
-        .filter(|mline| {
-            !answer.sdp().media(*mline).is_some_and(|m| {
-                m.attribute_val("sendonly").is_some() || m.attribute_val("sendrecv").is_some()
-            })
-        })
-        .collect();
-    if !unmatched.is_empty() {
-        return Err(ViewerError::Negotiation(format!(
-            "webrtcbin could not answer our tracks on m-lines {unmatched:?}"
-        )));
+    /// The branches start and join their tees once webrtcbin knows the offer.
+    fn remote_set(&mut self) -> Result<(), NegotiationError> {
+        for branch in &self.viewer.branches {
+            for element in branch.elements.iter().rev() {
+                element.sync_state_with_parent()?;
+            }
+            branch
+                .tee_pad
+                .link(&branch.head)
+                .map_err(|e| ViewerError::Failed(e.to_string()))?;
+        }
+        Ok(())
     }
-    let t_answer = t0.elapsed();
-    peer::call(&webrtcbin, "set-local-description", &answer)?;
-    let t_sld = t0.elapsed();
-    viewer.answer = peer::gathered_answer(&webrtcbin, &gathered_rx, ice)?;
-    tracing::debug!(?t_play, ?t_branches, ?t_srd, ?t_answer, ?t_sld, gathered = ?t0.elapsed(), "negotiation timing");
-    peer::watch_receive(&webrtcbin, viewer.flags.clone());
-    Ok(())
 }
 
 /// `tee → [queue →] sink`: the tee pad itself (or the queue) carries the viewer's caps and gate,
@@ -234,11 +182,11 @@ fn branch(
     queue_buffers: u32,
     flags: Arc<PeerFlags>,
 ) -> Result<Branch, ViewerError> {
-    let neg = |e: glib::BoolError| ViewerError::Negotiation(e.to_string());
+    let neg = |e: glib::BoolError| ViewerError::Failed(e.to_string());
     let tee_pad = track
         .tee
         .request_pad_simple("src_%u")
-        .ok_or_else(|| ViewerError::Negotiation("tee gave no src pad".into()))?;
+        .ok_or_else(|| ViewerError::Failed("tee gave no src pad".into()))?;
     let mut elements = Vec::new();
     // A queue gives the viewer its own streaming thread. Nothing downstream blocks (nicesink
     // sends without waiting), so by default the tee's thread pushes straight into webrtcbin and
@@ -255,7 +203,7 @@ fn branch(
         pipeline.add(&queue).map_err(neg)?;
         let src = queue.static_pad("src").expect("queue has a src pad");
         src.link(sink)
-            .map_err(|e| ViewerError::Negotiation(e.to_string()))?;
+            .map_err(|e| ViewerError::Failed(e.to_string()))?;
         let head = queue.static_pad("sink").expect("queue has a sink pad");
         elements.push(queue);
         (head, src)
@@ -479,8 +427,9 @@ impl Viewer {
                 let _ = pipeline.remove(element);
             }
         }
-        let _ = self.webrtcbin.set_state(gst::State::Null);
-        let _ = self.webrtcbin.state(gst::ClockTime::from_seconds(5));
-        let _ = pipeline.remove(&self.webrtcbin);
+        let webrtcbin = self.session.webrtcbin();
+        let _ = webrtcbin.set_state(gst::State::Null);
+        let _ = webrtcbin.state(gst::ClockTime::from_seconds(5));
+        let _ = pipeline.remove(webrtcbin);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Sessions;
-use crate::process::Registry;
+use crate::media::Media;
 
 /// How often the viewers' byte counters are read (each read asks every webrtcbin for stats).
 const PERIOD: Duration = Duration::from_secs(2);
@@ -22,43 +22,42 @@ pub struct Viewer {
 }
 
 /// The one place that asks the media layer for its viewers; blocks (webrtcbin stats).
-pub fn viewers(registry: &Registry) -> Vec<Viewer> {
-    let mut out = Vec::new();
-    for entry in registry.list() {
-        let Some(stream) = entry.stream() else {
-            continue;
-        };
-        for session in stream.sessions() {
-            let stats = stream
-                .viewer_webrtcbin(&session.id)
-                .and_then(|bin| crate::media::stats::collect(&bin).ok())
-                .unwrap_or_default();
-            out.push(Viewer {
-                id: session.id,
-                process: entry.record.config.id.clone(),
+pub fn viewers(media: &Media) -> Vec<Viewer> {
+    media
+        .sessions()
+        .list()
+        .into_iter()
+        .filter(|session| session.is_viewer())
+        .map(|session| {
+            let stats = session.stats_blocking();
+            Viewer {
+                id: session.resource().to_string(),
+                process: session.process().to_string(),
                 remote: stats.remote_address.unwrap_or_default(),
                 bytes_sent: stats.bytes_sent,
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
-/// Keeps the `webrtc` collector in step with the viewers until the registry is gone.
-pub fn feed(sessions: &Arc<Sessions>, registry: &Arc<Registry>) {
+/// Keeps the `webrtc` collector in step with the viewers until the media engine is gone.
+pub fn feed(sessions: &Arc<Sessions>, media: Option<&Arc<Media>>) {
+    let Some(media) = media else {
+        return;
+    };
     if !sessions.enabled() {
         return;
     }
-    let (sessions, registry) = (Arc::downgrade(sessions), Arc::downgrade(registry));
+    let (sessions, media) = (Arc::downgrade(sessions), Arc::downgrade(media));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (Some(sessions), Some(registry)) = (sessions.upgrade(), registry.upgrade()) else {
+            let (Some(sessions), Some(media)) = (sessions.upgrade(), media.upgrade()) else {
                 return;
             };
-            let Ok(list) = tokio::task::spawn_blocking(move || viewers(&registry)).await else {
+            let Ok(list) = tokio::task::spawn_blocking(move || viewers(&media)).await else {
                 continue;
             };
             let collector = sessions.collector("webrtc");

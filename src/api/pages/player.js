@@ -440,37 +440,21 @@ function main() {
   async function pollStats() {
     const s = session;
     if (!s) return;
-    let report;
-    try {
-      report = await s.pc.getStats();
-    } catch {
-      return;
-    }
-    if (s !== session) return;
-    let v = null;
-    let a = null;
-    report.forEach((r) => {
-      if (r.type !== "inbound-rtp") return;
-      const kind = r.kind ?? r.mediaType; // older Safari says mediaType
-      if (kind === "video") v = r;
-      else if (kind === "audio") a = r;
-    });
+    const stats = await pollRtpStats(s.pc, "inbound-rtp", lastVideo);
+    if (!stats || s !== session) return;
+    const { video: v, audio: a } = stats;
+    lastVideo = stats.last;
+    if (stats.bitrateKbps !== null) sc.bitrateKbps = stats.bitrateKbps;
     if (v) {
-      const bytes = v.bytesReceived ?? 0;
-      if (lastVideo && lastVideo.id === v.id && v.timestamp > lastVideo.timestamp) {
-        // bytes * 8 / milliseconds = kbit/s
-        sc.bitrateKbps = Math.round(((bytes - lastVideo.bytes) * 8) / (v.timestamp - lastVideo.timestamp));
-      }
-      lastVideo = { id: v.id, bytes, timestamp: v.timestamp };
-      sc.bytesReceived = bytes;
+      sc.bytesReceived = v.bytesReceived ?? 0;
       sc.framesDecoded = v.framesDecoded ?? 0;
       sc.width = v.frameWidth ?? video.videoWidth ?? 0;
       sc.height = v.frameHeight ?? video.videoHeight ?? 0;
-      sc.codec = report.get(v.codecId)?.mimeType ?? sc.codec;
+      sc.codec = stats.videoCodec ?? sc.codec;
     }
     if (a) {
       sc.audioPacketsReceived = a.packetsReceived ?? 0;
-      sc.audioCodec = report.get(a.codecId)?.mimeType ?? sc.audioCodec;
+      sc.audioCodec = stats.audioCodec ?? sc.audioCodec;
     }
     sc.packetsLost = (v?.packetsLost ?? 0) + (a?.packetsLost ?? 0);
     render();

@@ -663,40 +663,23 @@ function main() {
   async function pollStats() {
     const s = session;
     if (!s || s.closed) return;
-    let report;
-    try {
-      report = await s.pc.getStats();
-    } catch {
-      return;
-    }
-    if (s !== session) return;
-    let v = null;
-    let a = null;
-    report.forEach((r) => {
-      if (r.type !== "outbound-rtp") return;
-      const kind = r.kind ?? r.mediaType; // older Safari says mediaType
-      // With several encodings (not used here) the one that sends the most wins.
-      if (kind === "video" && (!v || (r.bytesSent ?? 0) > (v.bytesSent ?? 0))) v = r;
-      else if (kind === "audio") a = r;
-    });
+    const stats = await pollRtpStats(s.pc, "outbound-rtp", lastVideo);
+    if (!stats || s !== session) return;
+    const { video: v, audio: a } = stats;
+    lastVideo = stats.last;
+    if (stats.bitrateKbps !== null) sc.bitrateKbps = stats.bitrateKbps;
     if (v) {
-      const bytes = v.bytesSent ?? 0;
-      if (lastVideo && lastVideo.id === v.id && v.timestamp > lastVideo.timestamp) {
-        // bytes * 8 / milliseconds = kbit/s
-        sc.bitrateKbps = Math.round(((bytes - lastVideo.bytes) * 8) / (v.timestamp - lastVideo.timestamp));
-      }
-      lastVideo = { id: v.id, bytes, timestamp: v.timestamp };
-      sc.bytesSent = bytes;
+      sc.bytesSent = v.bytesSent ?? 0;
       sc.framesSent = v.framesSent ?? v.framesEncoded ?? 0;
       sc.width = v.frameWidth ?? 0;
       sc.height = v.frameHeight ?? 0;
       sc.fps = v.framesPerSecond ?? 0;
       sc.qualityLimitation = v.qualityLimitationReason ?? null;
-      sc.codec = report.get(v.codecId)?.mimeType ?? sc.codec;
+      sc.codec = stats.videoCodec ?? sc.codec;
     }
     if (a) {
       sc.audioPacketsSent = a.packetsSent ?? 0;
-      sc.audioCodec = report.get(a.codecId)?.mimeType ?? sc.audioCodec;
+      sc.audioCodec = stats.audioCodec ?? sc.audioCodec;
     }
     render();
   }

@@ -104,6 +104,49 @@ function initialToken(storage) {
 }
 
 /**
+ * One poll of a peer connection's RTP stats, for the player (type "inbound-rtp") and the publish
+ * page ("outbound-rtp"): the video entry (with several encodings, the one that moved the most
+ * bytes) and the audio entry, their codecs, and the video bitrate since the previous poll.
+ * `last` is what the bitrate needs from the previous poll: pass back the `last` returned.
+ * Null when the stats cannot be read (the connection closed meanwhile).
+ */
+async function pollRtpStats(pc, type, last) {
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return null;
+  }
+  const bytesOf = (r) => (type === "inbound-rtp" ? r.bytesReceived : r.bytesSent) ?? 0;
+  let video = null;
+  let audio = null;
+  report.forEach((r) => {
+    if (r.type !== type) return;
+    const kind = r.kind ?? r.mediaType; // older Safari says mediaType
+    if (kind === "video" && (!video || bytesOf(r) > bytesOf(video))) video = r;
+    else if (kind === "audio") audio = r;
+  });
+  let bitrateKbps = null;
+  let next = last;
+  if (video) {
+    const bytes = bytesOf(video);
+    if (last && last.id === video.id && video.timestamp > last.timestamp) {
+      // bytes * 8 / milliseconds = kbit/s
+      bitrateKbps = Math.round(((bytes - last.bytes) * 8) / (video.timestamp - last.timestamp));
+    }
+    next = { id: video.id, bytes, timestamp: video.timestamp };
+  }
+  return {
+    video,
+    audio,
+    bitrateKbps,
+    last: next,
+    videoCodec: video ? report.get(video.codecId)?.mimeType ?? null : null,
+    audioCodec: audio ? report.get(audio.codecId)?.mimeType ?? null : null,
+  };
+}
+
+/**
  * What a WHEP or WHIP session does over HTTP: fetches with the bearer token and a timeout, and
  * a DELETE of its resource when it closes. Subclasses set `this.pc` and, after the 201,
  * `this.url` (the absolute Location) and `this.etag`.

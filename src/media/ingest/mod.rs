@@ -14,61 +14,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use gstreamer as gst;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::peer::NegotiationError;
+use super::peer::{Direction, Watchers};
 use super::ports::{PortAllocator, PortQuad};
 use super::sdp::Offer;
+use super::session::{Answered, OfferError, Owner, Session, SessionInfo};
 use super::Shared;
 use continuity::Continuity;
 use formats::{accept_offer, IngestMedia, FFMPEG_AUDIO_PT, FFMPEG_VIDEO_PT};
 use publisher::{Publisher, Sink};
-
-/// Why a publisher was not taken.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Another publisher is live (RFC 9725 leaves this to the server: one at a time).
-    #[error("another publisher is live on this process")]
-    Busy,
-    /// The offer sends nothing this server takes.
-    #[error("{0}")]
-    Codec(String),
-    /// webrtcbin failed.
-    #[error(transparent)]
-    Negotiation(#[from] NegotiationError),
-    /// The input was closed (the process stopped) while the publisher negotiated.
-    #[error("the input was closed while the publisher negotiated")]
-    Closed,
-    /// The SDP file for FFmpeg could not be written.
-    #[error("cannot write the SDP file for FFmpeg: {0}")]
-    Io(String),
-}
-
-/// A publisher taken.
-#[derive(Debug)]
-pub struct Published {
-    /// Session resource id.
-    pub resource: String,
-    /// SDP answer.
-    pub answer: String,
-    /// FFmpeg's SDP file changed (another codec): FFmpeg must restart to read it.
-    pub media_changed: bool,
-}
-
-/// The publisher of a process, as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PublisherInfo {
-    /// Session resource id.
-    pub id: String,
-    /// Peer connection state.
-    pub state: String,
-    /// Codecs received.
-    pub codecs: Vec<String>,
-    /// Seconds since the POST.
-    pub age_seconds: u64,
-}
 
 /// The WHIP side of a process, for the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -80,7 +36,7 @@ pub struct IngestInfo {
     /// The SDP file FFmpeg reads.
     pub sdp: String,
     /// The publisher, when one is attached.
-    pub publisher: Option<PublisherInfo>,
+    pub publisher: Option<SessionInfo>,
 }
 
 struct State {
@@ -148,15 +104,19 @@ impl Ingest {
     }
 
     /// Negotiates a publisher (blocking: run it off the async runtime). A live publisher, or
-    /// another negotiation in progress, makes this fail with [`PublishError::Busy`]; a publisher
+    /// another negotiation in progress, makes this fail with [`OfferError::Busy`]; a publisher
     /// whose connection failed, never came up or went silent is replaced.
     ///
     /// The state lock is held only to reserve the slot and to install the result: a webrtcbin
     /// that hangs costs this POST its bounded wait, never the lock that PATCH, DELETE, the API's
     /// views and the reaper take.
-    pub fn publish(&self, offer: &Offer) -> Result<Published, PublishError> {
+    pub(super) fn publish(
+        &self,
+        offer: &Offer,
+        on_connected: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<Answered, OfferError> {
         let inner = &self.inner;
-        let accepted = accept_offer(offer).map_err(PublishError::Codec)?;
+        let accepted = accept_offer(offer).map_err(OfferError::Codec)?;
         let (reservation, stale) = inner.reserve()?;
         if let Some((resource, publisher)) = stale {
             tracing::info!(process = %inner.id, publisher = %resource, "replacing a stale publisher");
@@ -178,15 +138,29 @@ impl Ingest {
             },
         ];
         let config = &inner.shared.config;
+        let owner: Weak<Inner> = Arc::downgrade(inner);
+        let codecs = accepted.iter().map(|a| a.codec.name().to_string());
+        let session = Arc::new(Session::new(
+            resource.clone(),
+            &inner.id,
+            Direction::Receive,
+            codecs.collect(),
+            &config.ice,
+            owner,
+        )?);
         let publisher = Publisher::create(
             &format!("whip-{}", inner.id),
+            session.clone(),
             offer,
             &accepted,
             sinks,
             &config.ice,
             config.jitter_latency_ms,
-            move || {
-                let _ = dead_tx.send(dead_id.clone());
+            Watchers {
+                on_dead: Box::new(move || {
+                    let _ = dead_tx.send(dead_id.clone());
+                }),
+                on_connected,
             },
         )?;
         let media = IngestMedia::of(&accepted);
@@ -195,41 +169,33 @@ impl Ingest {
             // The input was closed while this negotiated: the publisher must not outlive it.
             drop(state);
             drop(publisher);
-            return Err(PublishError::Closed);
+            return Err(OfferError::Closed);
         }
         let media_changed = media != state.media;
         if media_changed {
             // Under the lock so that the file and `state.media` never disagree (a small file:
             // the lock is held for one write, not for a negotiation).
-            inner
-                .write_sdp(&media)
-                .map_err(|e| PublishError::Io(e.to_string()))?;
+            inner.write_sdp(&media).map_err(|e| {
+                OfferError::Io(format!("cannot write the SDP file for FFmpeg: {e}"))
+            })?;
             state.media = media;
         }
         let answer = publisher.answer.clone();
-        tracing::info!(process = %inner.id, publisher = %resource, codecs = ?publisher.codecs, media_changed, "publisher added");
+        tracing::info!(process = %inner.id, publisher = %resource, codecs = ?session.info().codecs, media_changed, "publisher added");
+        inner.shared.sessions.insert(&session);
         state.publisher = Some((resource.clone(), publisher));
         reservation.installed(&mut state);
-        Ok(Published {
+        Ok(Answered {
             resource,
             answer,
+            etag: session.etag(),
             media_changed,
         })
     }
 
-    /// The webrtcbin of the publisher with this resource id.
-    pub fn webrtcbin(&self, resource: &str) -> Option<gst::Element> {
-        let state = self.inner.lock();
-        state
-            .publisher
-            .as_ref()
-            .filter(|(id, _)| id == resource)
-            .map(|(_, p)| p.webrtcbin.clone())
-    }
-
-    /// Ends the session with this resource id (blocking). Returns whether it existed.
-    pub fn unpublish(&self, resource: &str) -> bool {
-        self.inner.remove(resource, "deleted")
+    /// This input's publisher with this resource id.
+    pub fn session(&self, resource: &str) -> Option<Arc<Session>> {
+        self.inner.shared.sessions.owned(resource, &self.inner)
     }
 
     /// Ends whatever session there is (blocking), e.g. when the process stops.
@@ -240,6 +206,7 @@ impl Ingest {
             state.publisher.take()
         };
         if let Some((resource, _publisher)) = taken {
+            self.inner.shared.sessions.remove(&resource);
             tracing::info!(process = %self.inner.id, publisher = %resource, "publisher closed");
         }
     }
@@ -298,12 +265,7 @@ impl Ingest {
             video_port,
             audio_port,
             sdp: self.inner.sdp_path.display().to_string(),
-            publisher: state.publisher.as_ref().map(|(id, p)| PublisherInfo {
-                id: id.clone(),
-                state: p.flags.state_name().to_string(),
-                codecs: p.codecs.clone(),
-                age_seconds: p.created.elapsed().as_secs(),
-            }),
+            publisher: state.publisher.as_ref().map(|(_, p)| p.session.info()),
         }
     }
 }
@@ -324,14 +286,14 @@ impl Inner {
 
     /// Takes the publisher slot for a negotiation: `Busy` when a live publisher or another
     /// negotiation has it; a stale publisher is handed back to be dropped outside the lock.
-    fn reserve(&self) -> Result<(Reservation<'_>, Option<(String, Publisher)>), PublishError> {
+    fn reserve(&self) -> Result<(Reservation<'_>, Option<(String, Publisher)>), OfferError> {
         let mut state = self.lock();
         if state.negotiating {
-            return Err(PublishError::Busy);
+            return Err(OfferError::Busy);
         }
         if let Some((_, publisher)) = &state.publisher {
             if !self.is_stale(publisher) {
-                return Err(PublishError::Busy);
+                return Err(OfferError::Busy);
             }
         }
         state.negotiating = true;
@@ -340,16 +302,18 @@ impl Inner {
             epoch: state.epoch,
             done: false,
         };
-        Ok((reservation, state.publisher.take()))
+        let stale = state.publisher.take();
+        if let Some((resource, _)) = &stale {
+            self.shared.sessions.remove(resource);
+        }
+        Ok((reservation, stale))
     }
 
-    /// Failed or closed, never connected in time, or silent past the consent timeout.
     fn is_stale(&self, publisher: &Publisher) -> bool {
         let config = &self.shared.config;
-        let flags = &publisher.flags;
-        flags.dead.load(std::sync::atomic::Ordering::Relaxed)
-            || (!flags.connected() && publisher.created.elapsed() > config.connect_timeout)
-            || (flags.connected() && flags.silent_for() > config.consent_timeout)
+        publisher
+            .session
+            .is_stale(config.connect_timeout, config.consent_timeout)
     }
 
     fn remove(&self, resource: &str, why: &str) -> bool {
@@ -360,6 +324,7 @@ impl Inner {
                 _ => None,
             }
         };
+        self.shared.sessions.remove(resource);
         // Dropped outside the lock: teardown waits for webrtcbin's threads.
         let found = taken.is_some();
         if found {
@@ -384,7 +349,7 @@ impl Inner {
             return;
         };
         if let Some((_, publisher)) = state.publisher.as_ref() {
-            if publisher.flags.connected() {
+            if publisher.session.flags().connected() {
                 let sent = publisher.request_key_frame();
                 tracing::trace!(process = %self.id, sent, "asked the publisher for a key frame");
             }
@@ -398,7 +363,11 @@ impl Inner {
             .publisher
             .as_ref()
             .is_some_and(|(_, p)| self.is_stale(p));
-        stale.then(|| state.publisher.take()).flatten()
+        let taken = stale.then(|| state.publisher.take()).flatten();
+        if let Some((resource, _)) = &taken {
+            self.shared.sessions.remove(resource);
+        }
+        taken
     }
 }
 
@@ -426,8 +395,18 @@ impl Drop for Reservation<'_> {
     }
 }
 
+impl Owner for Inner {
+    fn remove(&self, resource: &str) -> bool {
+        Inner::remove(self, resource, "deleted")
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((resource, _)) = &state.publisher {
+            self.shared.sessions.remove(resource);
+        }
         let _ = std::fs::remove_file(&self.sdp_path);
     }
 }

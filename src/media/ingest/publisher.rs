@@ -2,20 +2,18 @@
 //! onto the process's continuous sources, to the loopback ports FFmpeg reads.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
-use gstreamer_webrtc::{
-    WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
-};
+use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 
 use super::continuity::{Continuity, Verdict};
 use super::formats::Accepted;
-use crate::media::peer::{self, NegotiationError, PeerFlags};
+use crate::media::peer::{self, NegotiationError, Watchers};
 use crate::media::sdp::{Kind, Offer};
+use crate::media::session::Session;
 use crate::media::IceConfig;
 
 /// Where one medium goes: FFmpeg's port and the rewriting state that outlives publishers.
@@ -33,16 +31,10 @@ type UdpSinkRef = (Kind, glib::WeakRef<gst::Element>);
 /// A live publisher.
 pub struct Publisher {
     pipeline: gst::Pipeline,
-    /// Its webrtcbin (PATCH, stats).
-    pub webrtcbin: gst::Element,
-    /// Connection flags.
-    pub flags: Arc<PeerFlags>,
+    /// Its session (webrtcbin, flags, what the API reads).
+    pub session: Arc<Session>,
     /// The answer sent.
     pub answer: String,
-    /// Codec names received, e.g. `["H264", "OPUS"]`.
-    pub codecs: Vec<String>,
-    /// When the POST arrived.
-    pub created: Instant,
     /// webrtcbin's video source pad, once the publisher's video arrives.
     video_pad: Arc<Mutex<Option<glib::WeakRef<gst::Pad>>>>,
     /// The udpsinks towards FFmpeg, by medium.
@@ -50,31 +42,26 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Builds the pipeline, negotiates, and returns once all candidates are gathered. `on_dead`
-    /// runs (on a GStreamer thread) when the connection fails or closes.
+    /// Builds the pipeline, negotiates, and returns once all candidates are gathered.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         name: &str,
+        session: Arc<Session>,
         offer: &Offer,
         accepted: &[Accepted],
         sinks: [Sink; 2],
         ice: &IceConfig,
         jitter_latency_ms: u32,
-        on_dead: impl Fn() + Send + Sync + 'static,
+        watchers: Watchers,
     ) -> Result<Publisher, NegotiationError> {
         let pipeline = gst::Pipeline::with_name(name);
-        let webrtcbin = peer::new_webrtcbin(ice)?;
+        let webrtcbin = session.webrtcbin().clone();
         webrtcbin.set_property("latency", jitter_latency_ms);
         pipeline.add(&webrtcbin)?;
         let mut publisher = Publisher {
             pipeline,
-            webrtcbin,
-            flags: Arc::new(PeerFlags::default()),
+            session: session.clone(),
             answer: String::new(),
-            codecs: accepted
-                .iter()
-                .map(|a| a.codec.name().to_string())
-                .collect(),
-            created: Instant::now(),
             video_pad: Arc::default(),
             udpsinks: Arc::default(),
         };
@@ -89,59 +76,12 @@ impl Publisher {
         }
         publisher.forward_pads(video, audio);
         // On failure the publisher is dropped here, which tears its pipeline down.
-        publisher.negotiate(offer, accepted, ice, on_dead)?;
+        let mut plan = Plan {
+            pipeline: &publisher.pipeline,
+            accepted,
+        };
+        publisher.answer = session.negotiate(offer, ice, &mut plan, watchers)?;
         Ok(publisher)
-    }
-
-    fn negotiate(
-        &mut self,
-        offer: &Offer,
-        accepted: &[Accepted],
-        ice: &IceConfig,
-        on_dead: impl Fn() + Send + Sync + 'static,
-    ) -> Result<(), NegotiationError> {
-        let webrtcbin = self.webrtcbin.clone();
-        self.flags.touch();
-        peer::watch_connection(&webrtcbin, self.flags.clone(), on_dead);
-        let gathered = peer::watch_gathering(&webrtcbin);
-        self.pipeline.set_state(gst::State::Playing).map_err(|e| {
-            NegotiationError::Failed(format!("the publisher pipeline does not start: {e}"))
-        })?;
-        // Transceivers go in before the offer, in m-line order, each limited to the one format
-        // accepted: webrtcbin then answers exactly those, recvonly, with the feedback (PLI, FIR,
-        // NACK, transport-wide CC) their caps carry.
-        let mut sorted: Vec<&Accepted> = accepted.iter().collect();
-        sorted.sort_by_key(|a| a.mline);
-        for a in &sorted {
-            let _transceiver = webrtcbin.emit_by_name::<WebRTCRTPTransceiver>(
-                "add-transceiver",
-                &[&WebRTCRTPTransceiverDirection::Recvonly, &a.caps],
-            );
-        }
-        let keep: Vec<(u32, u8)> = sorted.iter().map(|a| (a.mline, a.pt)).collect();
-        let remote = WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.restricted(&keep));
-        peer::call(&webrtcbin, "set-remote-description", &remote)?;
-        let answer = peer::create_answer(&webrtcbin)?;
-        let unanswered: Vec<u32> = sorted
-            .iter()
-            .map(|a| a.mline)
-            .filter(|mline| {
-                !answer.sdp().media(*mline).is_some_and(|m| {
-                    m.port() != 0
-                        && (m.attribute_val("recvonly").is_some()
-                            || m.attribute_val("sendrecv").is_some())
-                })
-            })
-            .collect();
-        if !unanswered.is_empty() {
-            return Err(NegotiationError::Failed(format!(
-                "webrtcbin could not receive the offer's m-lines {unanswered:?}"
-            )));
-        }
-        peer::call(&webrtcbin, "set-local-description", &answer)?;
-        self.answer = peer::gathered_answer(&webrtcbin, &gathered, ice)?;
-        peer::watch_receive(&webrtcbin, self.flags.clone());
-        Ok(())
     }
 
     /// Links every source pad webrtcbin adds to a udpsink towards FFmpeg, through the rewriter.
@@ -149,7 +89,7 @@ impl Publisher {
         let pipeline = self.pipeline.downgrade();
         let video_pad = self.video_pad.clone();
         let udpsinks = self.udpsinks.clone();
-        self.webrtcbin.connect_pad_added(move |_, pad| {
+        self.session.webrtcbin().connect_pad_added(move |_, pad| {
             if pad.direction() != gst::PadDirection::Src {
                 return;
             }
@@ -219,6 +159,38 @@ impl Publisher {
                 sink.set_property("port", i32::from(port));
             }
         }
+    }
+}
+
+/// A publisher's side of [`peer::negotiate`]: a pipeline of its own, a transceiver per accepted
+/// format.
+struct Plan<'a> {
+    pipeline: &'a gst::Pipeline,
+    accepted: &'a [Accepted],
+}
+
+impl peer::Tracks for Plan<'_> {
+    fn start(&mut self, _webrtcbin: &gst::Element) -> Result<(), NegotiationError> {
+        self.pipeline.set_state(gst::State::Playing).map_err(|e| {
+            NegotiationError::Failed(format!("the publisher pipeline does not start: {e}"))
+        })?;
+        Ok(())
+    }
+
+    /// Each transceiver is limited to the one format accepted: webrtcbin then answers exactly
+    /// those, with the feedback (PLI, FIR, NACK, transport-wide CC) their caps carry.
+    fn add(
+        &mut self,
+        webrtcbin: &gst::Element,
+        direction: WebRTCRTPTransceiverDirection,
+    ) -> Result<Vec<(u32, u8)>, NegotiationError> {
+        let mut sorted: Vec<&Accepted> = self.accepted.iter().collect();
+        sorted.sort_by_key(|a| a.mline);
+        for a in &sorted {
+            let _transceiver = webrtcbin
+                .emit_by_name::<WebRTCRTPTransceiver>("add-transceiver", &[&direction, &a.caps]);
+        }
+        Ok(sorted.iter().map(|a| (a.mline, a.pt)).collect())
     }
 }
 
