@@ -118,6 +118,8 @@ pub struct Sources {
     pub public_dir: PathBuf,
     /// When the server started.
     pub started: Instant,
+    /// The in-memory file system (the `memfs` file system).
+    pub memfs: Arc<crate::fs::mem::MemFs>,
 }
 
 impl History {
@@ -275,10 +277,19 @@ fn sample(sources: &Sources, previous: CpuTimes) -> (Vec<(Key, f64)>, CpuTimes) 
 }
 
 /// (name, limit, usage, files) of each file system. `diskfs` is the public directory, limited
-/// by its file system's size. The memfs mount adds its own row here when it exists.
+/// by its file system's size; `memfs` by its configured size (0: unlimited).
 fn filesystems(sources: &Sources, disk_size: u64) -> Vec<(&'static str, u64, u64, u64)> {
     let (usage, files) = tree_size(&sources.public_dir);
-    vec![("diskfs", disk_size, usage, files), ("memfs", 0, 0, 0)]
+    let (mem_used, mem_files) = sources.memfs.usage();
+    vec![
+        ("diskfs", disk_size, usage, files),
+        (
+            "memfs",
+            sources.memfs.max_bytes(),
+            mem_used,
+            mem_files as u64,
+        ),
+    ]
 }
 
 fn tree_size(dir: &std::path::Path) -> (u64, u64) {

@@ -169,6 +169,7 @@ impl Server {
         cleanup.spawn();
         let sessions = crate::sessions::Sessions::start(&config.sessions);
         crate::sessions::webrtc::feed(&sessions, media.as_ref());
+        crate::sessions::ingest::feed(&sessions, &ingest);
         let history = crate::history::History::start(
             config.metrics.interval_sec,
             config.metrics.range_sec,
@@ -178,6 +179,7 @@ impl Server {
                 data_dir: data_dir.clone(),
                 public_dir: disk_dir.clone(),
                 started: std::time::Instant::now(),
+                memfs: filesystems.mem.clone(),
             },
         );
         let login_limiter = Arc::new(api::login_limit::LoginLimiter::new(&config.auth));

@@ -74,7 +74,6 @@ impl MemFs {
     }
 
     /// Bytes in use and number of files (the `filesystem_*` metrics of `/api/v3/metrics`).
-    #[allow(dead_code)]
     pub fn usage(&self) -> (u64, usize) {
         let files = self.read();
         (files.used, files.map.len())

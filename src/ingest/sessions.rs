@@ -11,8 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::metrics::Metrics;
 
 /// One connection as the session API shows it.
-// Fields the session API (`/api/v3/session`, collectors `rtmp` and `srt`) reads.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Unique for the server's lifetime.

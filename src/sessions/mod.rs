@@ -8,6 +8,7 @@
 //! over the last [`WINDOW`] by the one ticker task every collector shares.
 
 mod collector;
+pub mod ingest;
 pub mod webrtc;
 
 use std::collections::BTreeMap;
