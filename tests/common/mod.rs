@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod ice;
+pub mod lipsync;
 pub mod media;
+pub mod sources;
 pub mod whep;
 pub mod whip;
 
