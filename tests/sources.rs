@@ -79,7 +79,18 @@ const fn row(name: &'static str, source: Source, size: Option<(i32, i32)>, audio
 
 const QVGA: Option<(i32, i32)> = Some((320, 240));
 
+/// The table, or the rows whose names contain one of the comma-separated words of
+/// `SOURCES_ROWS` (to rerun a few while working on them).
 fn table() -> Vec<Row> {
+    let only = std::env::var("SOURCES_ROWS").unwrap_or_default();
+    let words: Vec<&str> = only.split(',').filter(|w| !w.is_empty()).collect();
+    all_rows()
+        .into_iter()
+        .filter(|r| words.is_empty() || words.iter().any(|w| r.name.contains(w)))
+        .collect()
+}
+
+fn all_rows() -> Vec<Row> {
     use Source::*;
     vec![
         row(
@@ -128,7 +139,7 @@ fn table() -> Vec<Row> {
         row("live UDP MPEG-TS H.264 + AAC", UdpTs, QVGA, true),
         row("live HLS pull H.264 + AAC", HlsPull, QVGA, true),
         row(
-            "#process:output=id reference (TS H.264 + Opus)",
+            "#process:output=id reference (HLS of H.264 + Opus)",
             Reference,
             QVGA,
             true,
@@ -160,7 +171,8 @@ struct Outcome {
 fn process(id: &str, inputs: Value, output: Value) -> Value {
     json!({
         "id": id,
-        "options": ["-loglevel", "level+info"],
+        // -y: a restarted run writes its file output again.
+        "options": ["-loglevel", "level+info", "-y"],
         "input": inputs,
         "output": [output],
         "reconnect": true,
@@ -302,16 +314,20 @@ async fn setup(server: &TestServer, id: &str, source: Source) -> Result<Setup, S
             )
         }
         Source::Reference => {
+            // As Restreamer does it: the ingest process writes HLS, others read it through
+            // `#<id>:output=<output id>`.
             let src = format!("{id}-src");
-            let port = free_udp_port();
+            let (out, _) = hls(&src, &["-c", "copy"]);
             let file = shared_into(server, &fixture("h264_opus.mkv"));
             server
-                .create(json!({"id": src, "input": looped(&file), "autostart": true,
-                    "output": [{"id": "out",
-                                "address": format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-                                "options": ["-c", "copy", "-f", "mpegts"]}]}))
+                .create(json!({"id": src, "input": looped(&file), "output": [out],
+                               "autostart": true}))
                 .await;
             helpers.push(src.clone());
+            let playlist = server.data_dir.join(format!("public/{src}.m3u8"));
+            if !wait_until(Duration::from_secs(20), || playlist.exists()).await {
+                return Err(format!("the source process wrote no {src}.m3u8"));
+            }
             (input(&format!("#{src}:output=out"), &[]), nut_copy(id))
         }
         Source::Lavfi => (
@@ -357,10 +373,10 @@ async fn setup(server: &TestServer, id: &str, source: Source) -> Result<Setup, S
     })
 }
 
-/// What a browser offers: H.264 in constrained baseline, Main and High, VP8, and Opus.
+/// What a browser offers: H.264 in constrained baseline, Main and High, VP8, VP9, and Opus.
 fn browser_offer() -> OfferOptions {
     OfferOptions {
-        video_codecs: vec!["H264", "H264-MAIN", "H264-HIGH", "VP8"],
+        video_codecs: vec!["H264", "H264-MAIN", "H264-HIGH", "VP8", "VP9"],
         ..Default::default()
     }
 }
@@ -381,6 +397,34 @@ fn log_about(server: &TestServer, id: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The last lines FFmpeg printed in the process's previous run (if one ended) and current run.
+async fn ffmpeg_log(server: &TestServer, id: &str) -> String {
+    let report = server.get(&format!("/api/v3/process/{id}/report")).await.1;
+    let tail = |log: &Value, run: &str| -> Vec<String> {
+        let lines: Vec<String> = log
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|e| format!("    ffmpeg ({run}): {}", e[1].as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        lines[lines.len().saturating_sub(6)..].to_vec()
+    };
+    let mut out = Vec::new();
+    if let Some(last) = report["history"].as_array().and_then(|h| h.last()) {
+        out.extend(tail(&last["log"], "previous run"));
+    }
+    out.extend(tail(&report["log"], "current run"));
+    let command = server.state(id).await["command"].clone();
+    let command: Vec<&str> = command
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    out.push(format!("    command: ffmpeg {}", command.join(" ")));
+    out.join("\n")
 }
 
 /// Runs one row, writing what it finds into `out` as it goes (so a timeout still reports).
@@ -544,7 +588,9 @@ async fn every_source_reaches_a_viewer_and_keeps_its_outputs() {
                 .await
                 .unwrap_or_else(|_| Err(format!("row took longer than {ROW_TIMEOUT:?}")));
             if let Err(e) = result {
-                out.lock().unwrap().error = Some(format!("{e}\n{}", log_about(&server, &id)));
+                let ffmpeg = ffmpeg_log(&server, &id).await;
+                out.lock().unwrap().error =
+                    Some(format!("{e}\n{}\n{ffmpeg}", log_about(&server, &id)));
                 // Leave nothing running for the next rows.
                 for p in [id.clone(), format!("{id}-src")] {
                     server
@@ -585,8 +631,12 @@ async fn every_source_reaches_a_viewer_and_keeps_its_outputs() {
             ms(o.from_create)
         );
     }
+    // The whole server log, for the rows that failed.
+    let log_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sources-table-server.log");
+    let _ = std::fs::write(&log_file, server.log.lock().unwrap().join("\n"));
     eprintln!(
-        "\n{text}\n{} rows in {:.0} s (+{:.0} s encoding fixtures), {CONCURRENT_ROWS} at a time",
+        "\n{text}\nserver log: {}\n{} rows in {:.0} s (+{:.0} s encoding fixtures), {CONCURRENT_ROWS} at a time",
+        log_file.display(),
         outcomes.len(),
         (started.elapsed() - fixtures_took).as_secs_f64(),
         fixtures_took.as_secs_f64()

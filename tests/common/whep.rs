@@ -33,6 +33,8 @@ pub const PT_H264_MAIN: i32 = 104;
 pub const PT_H264_HIGH: i32 = 106;
 /// Payload type offered for VP8.
 pub const PT_VP8: i32 = 96;
+/// Payload type offered for VP9 (`video_codecs` "VP9").
+pub const PT_VP9: i32 = 98;
 /// Payload type offered for Opus.
 pub const PT_OPUS: i32 = 111;
 /// Transport-wide congestion control header extension, offered like browsers do (id 3).
@@ -62,8 +64,8 @@ pub struct OfferOptions {
     /// with PATCH afterwards.
     pub strip_candidates: bool,
     /// Video codecs offered, in order of preference: "H264" (packetization-mode=1,
-    /// profile-level-id=42e01f, PT [`PT_H264`]), "H264-MAIN" (4d001f), "H264-HIGH" (64001f)
-    /// and/or "VP8" (PT [`PT_VP8`]).
+    /// profile-level-id=42e01f, PT [`PT_H264`]), "H264-MAIN" (4d001f), "H264-HIGH" (64001f),
+    /// "VP8" (PT [`PT_VP8`]) and/or "VP9" (PT [`PT_VP9`]).
     pub video_codecs: Vec<&'static str>,
     /// Offer two video m-lines (the server must refuse with 422/400: one video track at most).
     pub two_video_tracks: bool,
@@ -379,7 +381,13 @@ pub fn video_caps(codecs: &[&str]) -> gst::Caps {
                 .field("encoding-name", "VP8")
                 .field("payload", PT_VP8)
                 .build(),
-            other => panic!("unsupported video codec {other} (H264, H264-MAIN, H264-HIGH or VP8)"),
+            "VP9" => b
+                .field("encoding-name", "VP9")
+                .field("payload", PT_VP9)
+                .build(),
+            other => {
+                panic!("unsupported video codec {other} (H264, H264-MAIN, H264-HIGH, VP8, VP9)")
+            }
         };
         caps_mut.append_structure(s);
     }
@@ -492,6 +500,7 @@ fn link_incoming_pad(
     let (depay, dec, is_video) = match enc.as_str() {
         "H264" => ("rtph264depay", "avdec_h264", true),
         "VP8" => ("rtpvp8depay", "vp8dec", true),
+        "VP9" => ("rtpvp9depay", "vp9dec", true),
         "OPUS" => ("rtpopusdepay", "opusdec", false),
         // Still drain it into a fakesink so webrtcbin does not stall on an unlinked pad.
         _ => ("", "", false),
