@@ -249,7 +249,11 @@ fn per_medium_legs(
         "-sdp_file".to_string(),
         sdp_path.to_string_lossy().into_owned(),
     ];
-    let copy_video = ["-c:v", "copy"].map(str::to_string).to_vec();
+    // FFmpeg's RTP muxer packetizes VP9 only with -strict experimental (its RTP payload format
+    // was a draft when the packetizer was written); without it the leg fails at its header.
+    let copy_video = ["-c:v", "copy", "-strict", "experimental"]
+        .map(str::to_string)
+        .to_vec();
     let legs = [
         (video, "-an", copy_video, ports.0, 96),
         (audio, "-vn", opus(&encoding.settings), ports.1, 97),

@@ -348,6 +348,8 @@ fn matroska_sources_get_per_medium_legs_with_opus_audio() {
         "-dn",
         "-c:v",
         "copy",
+        "-strict",
+        "experimental",
         "-f",
         "rtp",
         "-rtpflags",
