@@ -181,15 +181,51 @@ fn opus(settings: &TranscodeSettings) -> Vec<String> {
         .into()
 }
 
-/// The map of one medium: the user's, or the first stream of that kind of the legs' input,
-/// optional so an absent medium maps nothing instead of failing; `None` for `none`.
-fn map(user: &str, input: usize, medium: char) -> Option<String> {
-    match user.trim() {
-        "none" => None,
-        "" => Some(format!("{input}:{medium}:0?")),
-        m if m.ends_with('?') => Some(m.to_string()),
-        m => Some(format!("{m}?")),
+/// A leg's medium as the user mapped it.
+#[derive(Debug, Clone, PartialEq)]
+enum Map {
+    /// `none`: the medium is left out.
+    Off,
+    /// Empty: FFmpeg's own choice.
+    Auto,
+    /// The user's `-map` value.
+    User(String),
+}
+
+impl Map {
+    fn of(user: &str) -> Map {
+        match user.trim() {
+            "none" => Map::Off,
+            "" => Map::Auto,
+            m => Map::User(m.to_string()),
+        }
     }
+}
+
+/// The maps of the TS leg. Without user maps FFmpeg picks the best video and audio stream across
+/// the inputs, and a medium the source lacks is simply not there. With one, the other medium
+/// is the first of its kind of the same input. Every map is optional (`?`): a stream that is not
+/// there maps nothing instead of failing the process.
+fn mpegts_maps(video: &Map, audio: &Map, input: usize) -> Vec<String> {
+    let mut args = Vec::new();
+    let explicit = matches!(video, Map::User(_)) || matches!(audio, Map::User(_));
+    for (map, medium) in [(video, 'v'), (audio, 'a')] {
+        match map {
+            Map::Off if !explicit => args.push(format!("-{medium}n")),
+            Map::Off => {}
+            Map::Auto if !explicit => {}
+            Map::Auto => args.extend(["-map".to_string(), format!("{input}:{medium}:0?")]),
+            Map::User(m) => args.extend([
+                "-map".to_string(),
+                if m.ends_with('?') {
+                    m.clone()
+                } else {
+                    format!("{m}?")
+                },
+            ]),
+        }
+    }
+    args
 }
 
 /// The legs FFmpeg sends to a stream's `(video, audio)` ports.
@@ -201,18 +237,14 @@ pub fn webrtc_legs(
 ) -> Vec<String> {
     let settings = &config.webrtc;
     let kind = source_kind(config);
-    let input = leg_input(settings);
-    let video = map(&settings.video_map, input, 'v');
-    let audio = map(&settings.audio_map, input, 'a');
-    if video.is_none() && audio.is_none() {
+    let video = Map::of(&settings.video_map);
+    let audio = Map::of(&settings.audio_map);
+    if video == Map::Off && audio == Map::Off {
         return Vec::new();
     }
     match leg_format(kind) {
         LegFormat::MpegTs => {
-            let mut args = Vec::new();
-            for m in [&video, &audio].into_iter().flatten() {
-                args.extend(["-map".to_string(), m.clone()]);
-            }
+            let mut args = mpegts_maps(&video, &audio, leg_input(settings));
             if kind == SourceKind::Raw {
                 args.extend(ffmpeg_video_encoder(
                     encoding.video_encoder.as_deref(),
@@ -239,8 +271,8 @@ pub fn webrtc_legs(
 /// One RTP leg per medium with the SDP file the stream reads. SSRCs are fixed per port so a
 /// restarted FFmpeg continues the same RTP sources.
 fn per_medium_legs(
-    video: Option<String>,
-    audio: Option<String>,
+    video: Map,
+    audio: Map,
     encoding: &LegEncoding,
     sdp_path: &Path,
     ports: (u16, u16),
@@ -259,9 +291,12 @@ fn per_medium_legs(
         (audio, "-vn", opus(&encoding.settings), ports.1, 97),
     ];
     for (map, drop_other, codec, port, pt) in legs {
-        let Some(map) = map else { continue };
+        match map {
+            Map::Off => continue,
+            Map::Auto => {}
+            Map::User(m) => args.extend(["-map".to_string(), m]),
+        }
         let ssrc = 0x5c00_0000u32 | u32::from(port);
-        args.extend(["-map".to_string(), map]);
         args.extend([drop_other, "-sn", "-dn"].map(str::to_string));
         args.extend(codec);
         args.extend(
