@@ -600,9 +600,14 @@ async fn every_source_reaches_a_viewer_and_keeps_its_outputs() {
             }
         }));
     }
-    for t in tasks {
+    for (t, out) in tasks.into_iter().zip(&outcomes) {
         if let Err(e) = t.await {
-            eprintln!("a row panicked: {e}");
+            let alive = if server.alive() {
+                ""
+            } else {
+                " (the server is gone)"
+            };
+            out.lock().unwrap().error = Some(format!("the row panicked{alive}: {e}"));
         }
     }
 
