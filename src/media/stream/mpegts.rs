@@ -28,6 +28,8 @@ pub(super) struct Discovery {
     pending: AtomicUsize,
     /// A new program after the first (an FFmpeg restart with other codecs): rebuild.
     changed: AtomicBool,
+    /// The media that have a track (or one on its way): a second stream of a kind is drained.
+    claimed: Mutex<Vec<Kind>>,
 }
 
 impl Discovery {
@@ -164,6 +166,19 @@ impl TrackContext {
             self.unsupported(&pipeline, pad, &caps);
             return;
         };
+        {
+            let mut claimed = self
+                .discovery
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if claimed.contains(&kind) {
+                // Viewers get one video and one audio track: the first of each kind.
+                sink_into_fakesink(&pipeline, pad);
+                return;
+            }
+            claimed.push(kind);
+        }
         let description =
             format!("queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 leaky=downstream ! {front}");
         let bin = match gst::parse::bin_from_description(&description, true) {
@@ -299,6 +314,17 @@ impl TrackContext {
             Some("audio") => Kind::Audio,
             _ => return,
         };
+        {
+            let mut claimed = self
+                .discovery
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if claimed.contains(&kind) {
+                return;
+            }
+            claimed.push(kind);
+        }
         let source = SourceTrack {
             kind,
             port: self.port,

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use crate::model::process::{ProcessConfig, WebRtcSettings};
+use crate::model::process::{ProcessConfig, ProcessIo, WebRtcSettings};
 use crate::model::transcode::TranscodeSettings;
 
 /// How FFmpeg sends a process's media to its stream.
@@ -89,19 +89,20 @@ fn leg_input(settings: &WebRtcSettings) -> usize {
         .into_iter()
         .map(|m| m.trim())
         .filter(|m| !m.is_empty() && *m != "none")
-        .find_map(|m| {
-            m.split(':')
-                .next()
-                .and_then(|i| i.trim_start_matches('-').parse().ok())
-        })
+        .find_map(input_of)
         .unwrap_or(0)
 }
 
-/// Classifies the legs' input by its `-f` option, else its address's extension.
+/// Classifies the legs' input (the first, or the one the maps name).
 pub fn source_kind(config: &ProcessConfig) -> SourceKind {
-    let Some(input) = config.input.get(leg_input(&config.webrtc)) else {
-        return SourceKind::Coded;
-    };
+    config
+        .input
+        .get(leg_input(&config.webrtc))
+        .map_or(SourceKind::Coded, input_kind)
+}
+
+/// Classifies an input by its `-f` option, else its address's extension.
+fn input_kind(input: &ProcessIo) -> SourceKind {
     let format = input
         .options
         .windows(2)
@@ -148,25 +149,25 @@ fn ffmpeg_video_encoder(encoder: Option<&str>, settings: &TranscodeSettings) -> 
     let gop = settings.gop_frames().to_string();
     let kbps = format!("{}k", settings.video_bitrate_kbps);
     let mut args: Vec<&str> = match encoder.unwrap_or("") {
-        e if e.starts_with("nv") => vec!["-c:v", "h264_nvenc", "-preset", "p1", "-tune", "ll"],
+        e if e.starts_with("nv") => vec!["-c:v", "h264_nvenc", "-preset:v", "p1", "-tune:v", "ll"],
         "openh264enc" => vec!["-c:v", "libopenh264"],
         _ => vec![
             "-c:v",
             "libx264",
-            "-preset",
+            "-preset:v",
             "veryfast",
-            "-tune",
+            "-tune:v",
             "zerolatency",
         ],
     };
     args.extend([
         "-profile:v",
         "baseline",
-        "-pix_fmt",
+        "-pix_fmt:v",
         "yuv420p",
-        "-bf",
+        "-bf:v",
         "0",
-        "-g",
+        "-g:v",
         &gop,
         "-b:v",
         &kbps,
@@ -176,9 +177,11 @@ fn ffmpeg_video_encoder(encoder: Option<&str>, settings: &TranscodeSettings) -> 
 
 fn opus(settings: &TranscodeSettings) -> Vec<String> {
     let kbps = format!("{}k", settings.audio_bitrate_kbps);
-    ["-c:a", "libopus", "-b:a", &kbps, "-ar", "48000", "-ac", "2"]
-        .map(str::to_string)
-        .into()
+    [
+        "-c:a", "libopus", "-b:a", &kbps, "-ar:a", "48000", "-ac:a", "2",
+    ]
+    .map(str::to_string)
+    .into()
 }
 
 /// A leg's medium as the user mapped it.
@@ -202,30 +205,69 @@ impl Map {
     }
 }
 
-/// The maps of the TS leg. Without user maps FFmpeg picks the best video and audio stream across
-/// the inputs, and a medium the source lacks is simply not there. With one, the other medium
-/// is the first of its kind of the same input. Every map is optional (`?`): a stream that is not
-/// there maps nothing instead of failing the process.
-fn mpegts_maps(video: &Map, audio: &Map, input: usize) -> Vec<String> {
-    let mut args = Vec::new();
+/// The maps and codecs of the TS leg. FFmpeg's automatic stream selection does not apply to the
+/// `tee` muxer, so the maps are explicit: without user maps, the first video and the first audio
+/// stream of every input (the server serves the first of each kind it finds); with one, the
+/// other medium is the first of its kind of the same input. Every map is optional (`?`): a
+/// stream that is not there maps nothing instead of failing the process. Streams of raw inputs
+/// are encoded, the others copied.
+fn mpegts_args(
+    video: &Map,
+    audio: &Map,
+    config: &ProcessConfig,
+    encoding: &LegEncoding,
+) -> Vec<String> {
+    let inputs = config.input.len().max(1);
     let explicit = matches!(video, Map::User(_)) || matches!(audio, Map::User(_));
+    let mut maps = Vec::new();
+    let mut codecs = Vec::new();
     for (map, medium) in [(video, 'v'), (audio, 'a')] {
-        match map {
-            Map::Off if !explicit => args.push(format!("-{medium}n")),
-            Map::Off => {}
-            Map::Auto if !explicit => {}
-            Map::Auto => args.extend(["-map".to_string(), format!("{input}:{medium}:0?")]),
-            Map::User(m) => args.extend([
-                "-map".to_string(),
-                if m.ends_with('?') {
+        let chosen: Vec<(String, usize)> = match map {
+            Map::Off => continue,
+            Map::Auto if explicit => {
+                let input = leg_input(&config.webrtc);
+                vec![(format!("{input}:{medium}:0?"), input)]
+            }
+            Map::Auto => (0..inputs)
+                .map(|i| (format!("{i}:{medium}:0?"), i))
+                .collect(),
+            Map::User(m) => {
+                let input = input_of(m).unwrap_or(0);
+                let m = if m.ends_with('?') {
                     m.clone()
                 } else {
                     format!("{m}?")
-                },
-            ]),
+                };
+                vec![(m, input)]
+            }
+        };
+        // Output stream indices shift when an optional map matches nothing, so codecs are set
+        // per medium: encoded when any input it may come from is raw.
+        let mut raw = false;
+        for (map, input) in chosen {
+            maps.extend(["-map".to_string(), map]);
+            raw |= config
+                .input
+                .get(input)
+                .is_some_and(|i| input_kind(i) == SourceKind::Raw);
         }
+        codecs.extend(match (raw, medium) {
+            (false, _) => vec![format!("-c:{medium}"), "copy".to_string()],
+            (true, 'v') => {
+                ffmpeg_video_encoder(encoding.video_encoder.as_deref(), &encoding.settings)
+            }
+            (true, _) => opus(&encoding.settings),
+        });
     }
-    args
+    maps.extend(codecs);
+    maps
+}
+
+/// The input a `-map` value names.
+fn input_of(map: &str) -> Option<usize> {
+    map.split(':')
+        .next()
+        .and_then(|i| i.trim_start_matches('-').parse().ok())
 }
 
 /// The legs FFmpeg sends to a stream's `(video, audio)` ports.
@@ -244,16 +286,7 @@ pub fn webrtc_legs(
     }
     match leg_format(kind) {
         LegFormat::MpegTs => {
-            let mut args = mpegts_maps(&video, &audio, leg_input(settings));
-            if kind == SourceKind::Raw {
-                args.extend(ffmpeg_video_encoder(
-                    encoding.video_encoder.as_deref(),
-                    &encoding.settings,
-                ));
-                args.extend(opus(&encoding.settings));
-            } else {
-                args.extend(["-c".to_string(), "copy".to_string()]);
-            }
+            let mut args = mpegts_args(&video, &audio, config, encoding);
             args.extend([
                 "-f".to_string(),
                 "tee".to_string(),

@@ -291,20 +291,27 @@ fn coded_sources_get_one_optional_mpegts_leg_that_cannot_fail_the_process() {
             audio,
         ))
     };
-    // FFmpeg's own choice across the inputs: an absent medium is simply not there.
-    assert_eq!(legs("", ""), [&strings(&["-c", "copy"])[..], &tee].concat());
+    // The first stream of each kind, optional: an absent medium is simply not there.
+    assert_eq!(
+        legs("", ""),
+        [
+            &strings(&["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "copy"])[..],
+            &tee
+        ]
+        .concat()
+    );
     assert_eq!(
         legs("none", ""),
-        [&strings(&["-vn", "-c", "copy"])[..], &tee].concat()
+        [&strings(&["-map", "0:a:0?", "-c:a", "copy"])[..], &tee].concat()
     );
     // The user's maps are kept, made optional; `none` drops the medium.
     assert_eq!(
         legs(" 1:v:1 ", "none"),
-        [&strings(&["-map", "1:v:1?", "-c", "copy"])[..], &tee].concat()
+        [&strings(&["-map", "1:v:1?", "-c:v", "copy"])[..], &tee].concat()
     );
     assert_eq!(
         legs("none", "0:a?"),
-        [&strings(&["-map", "0:a?", "-c", "copy"])[..], &tee].concat()
+        [&strings(&["-map", "0:a?", "-c:a", "copy"])[..], &tee].concat()
     );
     assert!(legs("none", "none").is_empty());
     // With one user map, the other medium is the first of its kind of the same input.
@@ -330,6 +337,19 @@ fn raw_sources_are_encoded_once_for_the_leg() {
         assert!(at("copy").is_none(), "{legs:?}");
         assert_eq!(legs[legs.len() - 2], "tee");
     }
+}
+
+#[test]
+fn every_input_offers_its_first_streams_and_raw_ones_are_encoded() {
+    let mut config = leg_config("testsrc2", &["-f", "lavfi"], "", "");
+    config.input.push(io("audio", "sine", &["-f", "lavfi"]));
+    let legs = legs_of(&config);
+    assert_eq!(
+        legs[..8],
+        strings(&["-map", "0:v:0?", "-map", "1:v:0?", "-map", "0:a:0?", "-map", "1:a:0?"])
+    );
+    assert!(legs.windows(2).any(|w| w == ["-c:v", "libx264"]));
+    assert!(legs.windows(2).any(|w| w == ["-c:a", "libopus"]));
 }
 
 #[test]
