@@ -30,12 +30,20 @@ pub(super) struct Discovery {
     changed: AtomicBool,
     /// The media that have a track (or one on its way): a second stream of a kind is drained.
     claimed: Mutex<Vec<Kind>>,
+    /// When `no-more-pads` came (ms since the epoch).
+    exposed_at: std::sync::atomic::AtomicU64,
 }
+
+/// How long viewers wait for a stream whose first buffer does not come (a medium that does not
+/// negotiate) before they get the media that did.
+const TRACK_WAIT_MS: u64 = 3000;
 
 impl Discovery {
     /// Every exposed stream has its track: viewers get all media from the start.
     pub(super) fn ready(&self) -> bool {
-        self.exposed.load(Ordering::Acquire) && self.pending.load(Ordering::Acquire) == 0
+        self.exposed.load(Ordering::Acquire)
+            && (self.pending.load(Ordering::Acquire) == 0
+                || now_ms().saturating_sub(self.exposed_at.load(Ordering::Acquire)) > TRACK_WAIT_MS)
     }
 
     /// The media changed under the pipeline.
@@ -121,7 +129,10 @@ pub(super) fn build(
     });
     demux.connect_pad_added(move |_, pad| context.exposed(pad));
     let done = discovery.clone();
-    demux.connect_no_more_pads(move |_| done.exposed.store(true, Ordering::Release));
+    demux.connect_no_more_pads(move |_| {
+        done.exposed_at.store(now_ms(), Ordering::Release);
+        done.exposed.store(true, Ordering::Release);
+    });
 
     super::log_errors(&pipeline, id);
     pipeline
@@ -158,10 +169,33 @@ impl TrackContext {
             // A second program: the source's media changed.
             self.discovery.changed.store(true, Ordering::Release);
         }
+        if let Some(caps) = pad.current_caps() {
+            self.with_caps(pad, &caps);
+            return;
+        }
+        // No caps yet: decide on the caps event.
+        self.discovery.pending.fetch_add(1, Ordering::AcqRel);
+        let context = self.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let caps = caps.caps_owned();
+            context.with_caps(pad, &caps);
+            context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
+            gst::PadProbeReturn::Remove
+        });
+    }
+
+    /// An exposed stream with its caps: its front, then its track on the first buffer.
+    fn with_caps(self: &Arc<Self>, pad: &gst::Pad, caps: &gst::Caps) {
         let Some(pipeline) = self.pipeline.upgrade() else {
             return;
         };
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let caps = caps.clone();
         let Some((kind, front)) = front(&caps) else {
             self.unsupported(&pipeline, pad, &caps);
             return;
@@ -199,11 +233,14 @@ impl TrackContext {
         self.discovery.pending.fetch_add(1, Ordering::AcqRel);
         let context = self.clone();
         // The payloader's caps are complete once it has seen data: build the chain then.
-        out.add_probe(gst::PadProbeType::BUFFER, move |out, _| {
-            context.attach(kind, out);
-            context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
-            gst::PadProbeReturn::Remove
-        });
+        out.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |out, _| {
+                context.attach(kind, out);
+                context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
+                gst::PadProbeReturn::Remove
+            },
+        );
     }
 
     /// The payloaded elementary stream's first buffer: decide, build its chain and tee.
