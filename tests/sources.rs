@@ -693,7 +693,7 @@ async fn measure(
     after: i64,
     phase: &str,
     bounds: (f64, f64),
-) -> Vec<f64> {
+) -> Result<Vec<f64>, String> {
     let r = rx.clone();
     let first = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -710,11 +710,11 @@ async fn measure(
     .await
     .unwrap();
     let Some(first) = first else {
-        panic!(
+        return Err(format!(
             "{phase}: no flash seen (decoded {:?}, errors {:?})",
             rx.decoded(),
             rx.errors()
-        );
+        ));
     };
     let r = rx.clone();
     let offsets = tokio::task::spawn_blocking(move || {
@@ -727,21 +727,22 @@ async fn measure(
         "lip sync {phase}: offsets (audio − video) {:?} ms; median {median:.1} ms, worst |{worst:.1}| ms",
         offsets.iter().map(|o| (o * 10.0).round() / 10.0).collect::<Vec<_>>()
     );
-    assert!(
-        offsets.len() >= PAIRS,
-        "{phase}: only {} flash/beep pairs (flashes {}, beeps {}, decoded {:?}, errors {:?})",
-        offsets.len(),
-        rx.flashes().len(),
-        rx.beeps().len(),
-        rx.decoded(),
-        rx.errors()
-    );
-    let _ = worst;
-    assert!(
-        (bounds.0..=bounds.1).contains(&median),
-        "{phase}: median A/V offset {median:.1} ms (of {offsets:?}) is not within {bounds:?} ms"
-    );
-    offsets
+    if offsets.len() < PAIRS {
+        return Err(format!(
+            "{phase}: only {} flash/beep pairs (flashes {}, beeps {}, decoded {:?}, errors {:?})",
+            offsets.len(),
+            rx.flashes().len(),
+            rx.beeps().len(),
+            rx.decoded(),
+            rx.errors()
+        ));
+    }
+    if !(bounds.0..=bounds.1).contains(&median) {
+        return Err(format!(
+            "{phase}: median A/V offset {median:.1} ms (of {offsets:?}) is not within {bounds:?} ms"
+        ));
+    }
+    Ok(offsets)
 }
 
 async fn lip_sync(force_transcode: bool) {
@@ -765,7 +766,9 @@ async fn lip_sync(force_transcode: bool) {
     } else {
         "passthrough"
     };
-    measure(&rx, -1, phase, SYNC).await;
+    // Both phases are measured before either bound is asserted, so a failing run still reports
+    // the figures after the restart.
+    let first = measure(&rx, -1, phase, SYNC).await;
     let info = server.get(&format!("/api/v3/process/{id}/webrtc")).await.1;
     for kind in ["video", "audio"] {
         assert_eq!(
@@ -794,16 +797,22 @@ async fn lip_sync(force_transcode: bool) {
         .await;
     // Flashes up to now may still come from the first run.
     let last = rx.flashes().last().copied().unwrap_or(-1);
-    measure(&rx, last, &format!("{phase} after restart"), SYNC).await;
+    let restarted = measure(&rx, last, &format!("{phase} after restart"), SYNC).await;
+    let failures: Vec<String> = [first, restarted]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The meter itself, without streamcore: a sending webrtcbin (sender reports by capture time)
 /// plays a clip in sync and one whose tone starts 100 ms after its flash. The meter must read the
 /// first near 0 and the second 100 ms later, so the tests below would see an offset if there were
-/// one. Measured on a loaded 2-core machine the meter reads the in-sync clip at −11…+8 ms (median
-/// of 5; the clip itself reads about −10 ms in GStreamer: Matroska's millisecond timestamps and
-/// the Opus pre-skip an RTP receiver does not know) and the difference at 94–105 ms; the bounds
-/// leave that room and no more.
+/// one. Its resolution is one Opus packet: when the receiver re-syncs on a new sender report the
+/// reading moves by 20 ms (measured on a loaded 2-core machine: the in-sync clip at −11…+14 ms,
+/// the difference at 80–105 ms; the clip itself reads about −10 ms in GStreamer, from Matroska's
+/// millisecond timestamps and the Opus pre-skip an RTP receiver does not know). The bounds allow
+/// that and no more.
 #[tokio::test]
 async fn lip_sync_meter_reads_a_known_offset() {
     let mut medians = Vec::new();
@@ -821,18 +830,20 @@ async fn lip_sync_meter_reads_a_known_offset() {
         rx.set_answer(&answer).unwrap();
         let rx = Arc::new(rx);
         let bounds = if medians.is_empty() {
-            (-20.0, 20.0)
+            (-25.0, 25.0)
         } else {
             (75.0, 125.0)
         };
-        let offsets = measure(&rx, -1, &format!("meter self-test, {name}"), bounds).await;
+        let offsets = measure(&rx, -1, &format!("meter self-test, {name}"), bounds)
+            .await
+            .unwrap();
         medians.push(lipsync::summary(&offsets).0);
         drop(rx);
         let _ = sender.set_state(gstreamer::State::Null);
     }
     let difference = medians[1] - medians[0];
     assert!(
-        (difference - 100.0).abs() <= 15.0,
+        (difference - 100.0).abs() <= 25.0,
         "the tone 100 ms late reads {difference:.1} ms later than the clip in sync"
     );
 }
