@@ -30,6 +30,9 @@ pub(super) struct Discovery {
     changed: AtomicBool,
     /// The media that have a track (or one on its way): a second stream of a kind is drained.
     claimed: Mutex<Vec<Kind>>,
+    /// The front of each medium with the caps name it takes: a restarted FFmpeg's identical
+    /// program is linked into them, so viewers keep their chains.
+    fronts: Mutex<Vec<(Kind, String, gst::Pad)>>,
     /// When `no-more-pads` came (ms since the epoch).
     exposed_at: std::sync::atomic::AtomicU64,
 }
@@ -89,10 +92,13 @@ pub(super) fn build(
 ) -> Result<Built, String> {
     let latency = shared.config.jitter_latency_ms;
     let port = ports.video();
+    // mode=none: the jitter buffer does not re-time buffers from the RTP timestamps, whose base
+    // a restarted FFmpeg picks anew; tsdemux times the media from the TS's own clock, and with a
+    // re-timed input it stalled viewers after an FFmpeg restart (tests/webrtc.rs).
     let pipeline = gst::parse::launch(&format!(
         "udpsrc name=src address=127.0.0.1 port={port} \
            caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2T,payload=33 \
-         ! rtpjitterbuffer latency={latency} ! rtpmp2tdepay ! tsdemux name=demux"
+         ! rtpjitterbuffer latency={latency} mode=none ! rtpmp2tdepay ! tsdemux name=demux"
     ))
     .map_err(|e| e.to_string())?
     .downcast::<gst::Pipeline>()
@@ -165,10 +171,6 @@ impl TrackContext {
 
     /// tsdemux exposed an elementary stream.
     fn exposed(self: &Arc<Self>, pad: &gst::Pad) {
-        if self.discovery.exposed.load(Ordering::Acquire) {
-            // A second program: the source's media changed.
-            self.discovery.changed.store(true, Ordering::Release);
-        }
         if let Some(caps) = pad.current_caps() {
             self.with_caps(pad, &caps);
             return;
@@ -196,6 +198,14 @@ impl TrackContext {
             return;
         };
         let caps = caps.clone();
+        if self.discovery.exposed.load(Ordering::Acquire) {
+            // A second program (FFmpeg restarted): the same codec continues in its front, with
+            // its viewers; anything else is a change of media and rebuilds the pipeline.
+            if !self.relink(pad, &caps) {
+                self.discovery.changed.store(true, Ordering::Release);
+            }
+            return;
+        }
         let Some((kind, front)) = front(&caps) else {
             self.unsupported(&pipeline, pad, &caps);
             return;
@@ -230,6 +240,13 @@ impl TrackContext {
             tracing::warn!(stream = %self.id, "cannot link a TS track front");
             return;
         };
+        if let Some(sink) = bin.static_pad("sink") {
+            self.discovery
+                .fronts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((kind, caps_name(&caps), sink));
+        }
         self.discovery.pending.fetch_add(1, Ordering::AcqRel);
         let context = self.clone();
         // The payloader's caps are complete once it has seen data: build the chain then.
@@ -381,6 +398,36 @@ impl TrackContext {
                 reason: format!("the server has no depayload or decode path for {name} in MPEG-TS"),
             },
         });
+    }
+}
+
+fn caps_name(caps: &gst::Caps) -> String {
+    caps.structure(0)
+        .map(|s| s.name().to_string())
+        .unwrap_or_default()
+}
+
+impl TrackContext {
+    /// Links a new program's stream into the existing front of the same codec.
+    fn relink(&self, pad: &gst::Pad, caps: &gst::Caps) -> bool {
+        let Some((kind, _)) = front(caps) else {
+            return false;
+        };
+        let name = caps_name(caps);
+        let fronts = self
+            .discovery
+            .fronts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((_, _, sink)) = fronts.iter().find(|(k, n, _)| *k == kind && *n == name) else {
+            return false;
+        };
+        if let Some(old) = sink.peer() {
+            let _ = old.unlink(sink);
+        }
+        let linked = pad.link(sink).is_ok();
+        tracing::info!(stream = %self.id, codec = %name, linked, "the restarted source continues in its track");
+        linked
     }
 }
 
