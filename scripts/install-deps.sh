@@ -25,6 +25,9 @@ PACKAGES=(
   libssl-dev
   chromium
   python3
+  # tests/sources.rs: the RTSP camera stand-in (tests/fixtures/rtsp_camera.py, gst-rtsp-server).
+  python3-gi
+  gir1.2-gst-rtsp-server-1.0
   # tests/security.rs: a second host in a network namespace (ip netns) that speaks HTTP (curl).
   iproute2
   curl

@@ -145,13 +145,7 @@ fn answer(offer_sdp: &str) -> (Sender, String) {
 
     whep::answer_offer(&webrtc, offer);
 
-    let end = Instant::now() + Duration::from_secs(10);
-    while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-        != gst_webrtc::WebRTCICEGatheringState::Complete
-    {
-        assert!(Instant::now() < end, "sender ICE gathering never completed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    whep::wait_gathered(&webrtc, Duration::from_secs(10));
     // webrtcbin 1.22 puts the gathered candidates into its local description itself.
     let local = webrtc
         .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")

@@ -26,6 +26,8 @@ use super::slots::{Slot, Slots};
 use super::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
 use super::viewer::{self, TrackPlan, Viewer};
 use super::Shared;
+
+mod mpegts;
 use crate::model::transcode::TranscodeSettings;
 
 /// How a track reaches viewers.
@@ -59,6 +61,8 @@ pub struct StreamInfo {
 /// Per-process choices that shape the pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamOptions {
+    /// FFmpeg sends one MPEG-TS leg to the video port (else one RTP leg per medium, with an SDP).
+    pub mpegts: bool,
     /// Re-encode every medium, playable or not.
     pub force_transcode: bool,
     /// The process's transcode settings (server defaults with its overrides).
@@ -81,9 +85,23 @@ struct Track {
 
 struct Built {
     pipeline: gst::Pipeline,
-    tracks: Vec<Track>,
+    /// Filled at build from an SDP; by tsdemux's pads as they appear for a TS leg.
+    tracks: Arc<Mutex<Vec<Track>>>,
     last_packet_ms: Arc<AtomicU64>,
     generation: u64,
+    /// A TS leg's discovery of its media; `None` for RTP legs described by an SDP.
+    discovery: Option<Arc<mpegts::Discovery>>,
+}
+
+impl Built {
+    fn tracks(&self) -> std::sync::MutexGuard<'_, Vec<Track>> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every medium the source carries has its track.
+    fn ready(&self) -> bool {
+        self.discovery.as_ref().is_none_or(|d| d.ready()) && !self.tracks().is_empty()
+    }
 }
 
 struct Attached {
@@ -180,7 +198,7 @@ impl Stream {
         let tracks = state
             .built
             .as_ref()
-            .map(|b| b.tracks.iter().map(track_info).collect())
+            .map(|b| b.tracks().iter().map(track_info).collect())
             .unwrap_or_default();
         StreamInfo {
             tracks,
@@ -201,7 +219,11 @@ impl Stream {
         // negotiation gives them back by unwinding, and concurrent POSTs never pass a cap.
         let (pipeline, plans, generation, stream_slot) = {
             let state = inner.lock();
-            let Some(built) = state.built.as_ref().filter(|_| inner.flowing(&state)) else {
+            let Some(built) = state
+                .built
+                .as_ref()
+                .filter(|b| inner.flowing(&state) && b.ready())
+            else {
                 return Err(OfferError::NotReady);
             };
             let slot = inner.slots.try_reserve().ok_or(OfferError::StreamFull)?;
@@ -308,7 +330,8 @@ fn track_info(track: &Track) -> TrackInfo {
 fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, OfferError> {
     let mut plans = Vec::new();
     let mut missing = Vec::new();
-    for track in &built.tracks {
+    let tracks = built.tracks();
+    for track in tracks.iter() {
         let (Some(offered), Some(tee)) = (offer.track(track.output.kind), &track.tee) else {
             continue;
         };
@@ -325,8 +348,7 @@ fn plan(built: &Built, offer: &Offer) -> Result<Vec<TrackPlan>, OfferError> {
         }
     }
     if !missing.is_empty() || plans.is_empty() {
-        let stream: Vec<String> = built
-            .tracks
+        let stream: Vec<String> = tracks
             .iter()
             .map(|t| match t.tee {
                 Some(_) => t.output.encoding(),
@@ -389,8 +411,13 @@ impl Inner {
         true
     }
 
-    /// Reads FFmpeg's SDP when it changed and (re)builds the pipeline if the media changed.
+    /// Reads FFmpeg's SDP when it changed and (re)builds the pipeline if the media changed; a TS
+    /// leg's pipeline is built at once and rebuilt when options or the TS program change.
     fn refresh(&self) {
+        if self.lock().options.mpegts {
+            self.refresh_mpegts();
+            return;
+        }
         let mtime = std::fs::metadata(&self.sdp_path)
             .and_then(|m| m.modified())
             .ok();
@@ -423,7 +450,7 @@ impl Inner {
                 && state
                     .built
                     .as_ref()
-                    .is_some_and(|b| b.tracks.iter().map(|t| &t.source).eq(tracks.iter()))
+                    .is_some_and(|b| b.tracks().iter().map(|t| &t.source).eq(tracks.iter()))
         };
         if same_media {
             self.lock().sdp_text = Some(text);
@@ -455,6 +482,38 @@ impl Inner {
                 let mut state = self.lock();
                 state.built = Some(built);
                 state.sdp_text = Some(text);
+            }
+            Err(e) => {
+                tracing::error!(stream = %self.id, error = %e, "cannot build the stream pipeline")
+            }
+        }
+    }
+
+    fn refresh_mpegts(&self) {
+        let (generation, options) = {
+            let mut state = self.lock();
+            let current = state
+                .built
+                .as_ref()
+                .is_some_and(|b| b.discovery.as_ref().is_some_and(|d| !d.changed()));
+            if current && !state.stale {
+                return;
+            }
+            state.generation += 1;
+            state.stale = false;
+            (state.generation, state.options.clone())
+        };
+        self.close_all();
+        let old = self.lock().built.take();
+        if let Some(old) = old {
+            let _ = old.pipeline.set_state(gst::State::Null);
+        }
+        match mpegts::build(&self.id, &self.ports, &self.shared, &options, generation) {
+            Ok(built) => {
+                tracing::info!(stream = %self.id, "stream pipeline running (MPEG-TS leg)");
+                let mut state = self.lock();
+                state.built = Some(built);
+                state.sdp_text = None;
             }
             Err(e) => {
                 tracing::error!(stream = %self.id, error = %e, "cannot build the stream pipeline")
@@ -641,6 +700,21 @@ fn build(
             gop,
         });
     }
+    log_errors(&pipeline, id);
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    Ok(Built {
+        pipeline,
+        tracks: Arc::new(Mutex::new(built_tracks)),
+        last_packet_ms,
+        generation,
+        discovery: None,
+    })
+}
+
+/// Pipeline errors go to the log (the bus is not watched otherwise).
+fn log_errors(pipeline: &gst::Pipeline, id: &str) {
     if let Some(bus) = pipeline.bus() {
         let name = id.to_string();
         bus.set_sync_handler(move |_, msg| {
@@ -650,13 +724,4 @@ fn build(
             gst::BusSyncReply::Drop
         });
     }
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
-    Ok(Built {
-        pipeline,
-        tracks: built_tracks,
-        last_packet_ms,
-        generation,
-    })
 }

@@ -12,7 +12,10 @@ use std::time::Duration;
 use super::access::Access;
 use super::placeholder;
 use super::progress::IoRef;
-use crate::model::process::{ProcessConfig, WebRtcSettings};
+use crate::model::process::ProcessConfig;
+
+mod legs;
+pub use legs::{leg_format, source_kind, webrtc_legs, LegEncoding, LegFormat};
 
 /// The input address that makes an input a WHIP input.
 pub const WHIP_ADDRESS: &str = "{whip}";
@@ -217,50 +220,6 @@ fn whip_input_options(read_timeout: Option<Duration>) -> Vec<String> {
     ]
     .map(str::to_string)
     .into()
-}
-
-/// The two RTP legs FFmpeg sends to a stream's `(video, audio)` ports, plus the SDP file that
-/// describes them. SSRCs are fixed per port so a restarted FFmpeg continues the same RTP sources.
-pub fn webrtc_legs(settings: &WebRtcSettings, sdp_path: &Path, ports: (u16, u16)) -> Vec<String> {
-    let (video, audio) = ports;
-    let mut args = vec![
-        "-sdp_file".to_string(),
-        sdp_path.to_string_lossy().into_owned(),
-    ];
-    let legs = [
-        (&settings.video_map, ["-an", "-c:v"], video, 96),
-        (&settings.audio_map, ["-vn", "-c:a"], audio, 97),
-    ];
-    for (map, [drop_other, codec], port, pt) in legs {
-        if map.trim() == "none" {
-            continue;
-        }
-        if !map.trim().is_empty() {
-            args.extend(["-map".to_string(), map.trim().to_string()]);
-        }
-        let ssrc = 0x5c00_0000u32 | u32::from(port);
-        for arg in [
-            drop_other,
-            "-sn",
-            "-dn",
-            codec,
-            "copy",
-            "-f",
-            "rtp",
-            "-rtpflags",
-            "skip_rtcp",
-        ] {
-            args.push(arg.to_string());
-        }
-        args.extend([
-            "-ssrc".to_string(),
-            ssrc.to_string(),
-            "-payload_type".to_string(),
-            pt.to_string(),
-            format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
-        ]);
-    }
-    args
 }
 
 #[cfg(test)]

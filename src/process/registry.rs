@@ -466,9 +466,18 @@ impl Registry {
                 (None, None)
             }
         };
-        if let (Some(stream), None) = (&stream, &invalid) {
+        if let (Some(stream), Some(options), None) = (&stream, &stream_options, &invalid) {
+            let encoding = argv::LegEncoding {
+                video_encoder: self
+                    .media
+                    .as_ref()
+                    .and_then(|m| m.capabilities())
+                    .map(|c| c.video_encoder.clone()),
+                settings: options.transcode.clone(),
+            };
             resolved.argv.extend(argv::webrtc_legs(
-                &record.config.webrtc,
+                &record.config,
+                &encoding,
                 stream.sdp_path(),
                 stream.ports(),
             ));
@@ -549,7 +558,9 @@ impl Registry {
             tracing::warn!(id = %config.id, "webrtc.enabled, but the media engine is off");
             return Ok((None, None));
         };
+        let legs = argv::leg_format(argv::source_kind(config));
         let options = StreamOptions {
+            mpegts: legs == argv::LegFormat::MpegTs,
             force_transcode: config.webrtc.force_transcode,
             transcode: media.config().transcode.with(&config.webrtc.transcode),
         };

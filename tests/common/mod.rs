@@ -5,7 +5,9 @@
 
 pub mod ice;
 pub mod ingest;
+pub mod lipsync;
 pub mod media;
+pub mod sources;
 pub mod whep;
 pub mod whip;
 

@@ -27,8 +27,14 @@ use gstreamer_webrtc as gst_webrtc;
 /// forwards its source's payload types unchanged (instead of the ones the viewer offered) fails
 /// the tests. They follow Chrome's usual numbering.
 pub const PT_H264: i32 = 102;
+/// Payload type offered for H.264 Main (`video_codecs` "H264-MAIN").
+pub const PT_H264_MAIN: i32 = 104;
+/// Payload type offered for H.264 High (`video_codecs` "H264-HIGH").
+pub const PT_H264_HIGH: i32 = 106;
 /// Payload type offered for VP8.
 pub const PT_VP8: i32 = 96;
+/// Payload type offered for VP9 (`video_codecs` "VP9").
+pub const PT_VP9: i32 = 98;
 /// Payload type offered for Opus.
 pub const PT_OPUS: i32 = 111;
 /// Transport-wide congestion control header extension, offered like browsers do (id 3).
@@ -58,7 +64,8 @@ pub struct OfferOptions {
     /// with PATCH afterwards.
     pub strip_candidates: bool,
     /// Video codecs offered, in order of preference: "H264" (packetization-mode=1,
-    /// profile-level-id=42e01f, PT [`PT_H264`]) and/or "VP8" (PT [`PT_VP8`]).
+    /// profile-level-id=42e01f, PT [`PT_H264`]), "H264-MAIN" (4d001f), "H264-HIGH" (64001f),
+    /// "VP8" (PT [`PT_VP8`]) and/or "VP9" (PT [`PT_VP9`]).
     pub video_codecs: Vec<&'static str>,
     /// Offer two video m-lines (the server must refuse with 422/400: one video track at most).
     pub two_video_tracks: bool,
@@ -224,6 +231,18 @@ pub fn gathered_offer(
     (msg.as_text().expect("offer as text"), ufrag, pwd)
 }
 
+/// Waits until `webrtc` has gathered its ICE candidates (an answering peer's complete answer);
+/// panics after `timeout`.
+pub fn wait_gathered(webrtc: &gst::Element, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+        != gst_webrtc::WebRTCICEGatheringState::Complete
+    {
+        assert!(Instant::now() < end, "ICE gathering never completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Applies a server's SDP answer as the remote description.
 pub fn apply_answer(webrtc: &gst::Element, answer_sdp: &str) -> Result<(), String> {
     let msg = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes())
@@ -335,11 +354,40 @@ pub fn video_caps(codecs: &[&str]) -> gst::Caps {
                 .field("profile-level-id", "42e01f")
                 .field("level-asymmetry-allowed", "1")
                 .build(),
+            // Main and High as Chrome offers them besides constrained baseline, each on a
+            // payload type of its own (a browser-like viewer in tests/sources.rs).
+            "H264-MAIN" | "H264-HIGH" => b
+                .field("encoding-name", "H264")
+                .field(
+                    "payload",
+                    if c.ends_with("MAIN") {
+                        PT_H264_MAIN
+                    } else {
+                        PT_H264_HIGH
+                    },
+                )
+                .field("packetization-mode", "1")
+                .field(
+                    "profile-level-id",
+                    if c.ends_with("MAIN") {
+                        "4d001f"
+                    } else {
+                        "64001f"
+                    },
+                )
+                .field("level-asymmetry-allowed", "1")
+                .build(),
             "VP8" => b
                 .field("encoding-name", "VP8")
                 .field("payload", PT_VP8)
                 .build(),
-            other => panic!("unsupported video codec {other} (H264 or VP8)"),
+            "VP9" => b
+                .field("encoding-name", "VP9")
+                .field("payload", PT_VP9)
+                .build(),
+            other => {
+                panic!("unsupported video codec {other} (H264, H264-MAIN, H264-HIGH, VP8, VP9)")
+            }
         };
         caps_mut.append_structure(s);
     }
@@ -452,6 +500,7 @@ fn link_incoming_pad(
     let (depay, dec, is_video) = match enc.as_str() {
         "H264" => ("rtph264depay", "avdec_h264", true),
         "VP8" => ("rtpvp8depay", "vp8dec", true),
+        "VP9" => ("rtpvp9depay", "vp9dec", true),
         "OPUS" => ("rtpopusdepay", "opusdec", false),
         // Still drain it into a fakesink so webrtcbin does not stall on an unlinked pad.
         _ => ("", "", false),

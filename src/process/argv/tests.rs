@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
+use super::legs::SourceKind;
 use super::*;
 use crate::config::AccessList;
-use crate::model::process::ProcessIo;
+use crate::model::process::{ProcessIo, WebRtcSettings};
 
 /// A data directory with its public directory (`{diskfs}`) and the server's own `webrtc`
 /// directory, and the rules for it with empty lists.
@@ -281,55 +282,143 @@ fn the_whip_input_reads_the_ingest_sdp_over_udp() {
     );
 }
 
-#[test]
-fn webrtc_legs_send_each_medium_to_its_port() {
-    let sdp = Path::new("/data/webrtc/cam/stream.sdp");
-    let leg = |drop_other: &str, codec: &str, ssrc: u32, pt: &str, port: u16| {
-        strings(&[
-            drop_other,
-            "-sn",
-            "-dn",
-            codec,
-            "copy",
-            "-f",
-            "rtp",
-            "-rtpflags",
-            "skip_rtcp",
-            "-ssrc",
-            &ssrc.to_string(),
-            "-payload_type",
-            pt,
-            &format!("rtp://127.0.0.1:{port}?pkt_size=1200"),
-        ])
+fn leg_config(address: &str, options: &[&str], video_map: &str, audio_map: &str) -> ProcessConfig {
+    let mut config = simple(address);
+    config.input[0].options = strings(options);
+    config.webrtc = WebRtcSettings {
+        enabled: true,
+        video_map: video_map.into(),
+        audio_map: audio_map.into(),
+        ..Default::default()
     };
-    let head = strings(&["-sdp_file", "/data/webrtc/cam/stream.sdp"]);
-    let video = leg("-an", "-c:v", 0x5c00_9c40, "96", 40000);
-    let audio = leg("-vn", "-c:a", 0x5c00_9c42, "97", 40002);
-    let legs = |video_map: &str, audio_map: &str| {
-        let settings = WebRtcSettings {
-            enabled: true,
-            video_map: video_map.into(),
-            audio_map: audio_map.into(),
-            ..Default::default()
-        };
-        webrtc_legs(&settings, sdp, (40000, 40002))
-    };
+    config
+}
 
-    assert_eq!(legs("", ""), [&head[..], &video, &audio].concat());
+fn legs_of(config: &ProcessConfig) -> Vec<String> {
+    let encoding = LegEncoding {
+        video_encoder: Some("x264enc".into()),
+        settings: crate::model::transcode::TranscodeSettings::default(),
+    };
+    webrtc_legs(
+        config,
+        &encoding,
+        Path::new("/data/webrtc/cam/stream.sdp"),
+        (40000, 40002),
+    )
+}
+
+#[test]
+fn coded_sources_get_one_optional_mpegts_leg_that_cannot_fail_the_process() {
+    let tee = strings(&[
+        "-f",
+        "tee",
+        "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1316",
+    ]);
+    let legs = |video: &str, audio: &str| {
+        legs_of(&leg_config(
+            "srt://0.0.0.0:9000?mode=listener",
+            &[],
+            video,
+            audio,
+        ))
+    };
+    // The first stream of each kind, optional: an absent medium is simply not there.
     assert_eq!(
-        legs(" 0:v:1 ", "1:a"),
+        legs("", ""),
         [
-            &head[..],
-            &strings(&["-map", "0:v:1"]),
-            &video,
-            &strings(&["-map", "1:a"]),
-            &audio
+            &strings(&["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "copy"])[..],
+            &tee
         ]
         .concat()
     );
-    assert_eq!(legs("none", ""), [&head[..], &audio].concat());
-    assert_eq!(legs("", " none "), [&head[..], &video].concat());
-    assert_eq!(legs("none", "none"), head);
+    assert_eq!(
+        legs("none", ""),
+        [&strings(&["-map", "0:a:0?", "-c:a", "copy"])[..], &tee].concat()
+    );
+    // The user's maps are kept, made optional; `none` drops the medium.
+    assert_eq!(
+        legs(" 1:v:1 ", "none"),
+        [&strings(&["-map", "1:v:1?", "-c:v", "copy"])[..], &tee].concat()
+    );
+    assert_eq!(
+        legs("none", "0:a?"),
+        [&strings(&["-map", "0:a?", "-c:a", "copy"])[..], &tee].concat()
+    );
+    assert!(legs("none", "none").is_empty());
+    // With one user map, the other medium is the first of its kind of the same input.
+    assert_eq!(
+        legs("1:v", "")[..4],
+        strings(&["-map", "1:v?", "-map", "1:a:0?"])
+    );
+}
+
+#[test]
+fn raw_sources_are_encoded_once_for_the_leg() {
+    for (address, options) in [
+        ("testsrc2=size=640x360", &["-f", "lavfi"][..]),
+        ("/dev/video0", &["-framerate", "30", "-f", "v4l2"][..]),
+        ("{diskfs}/tone.wav", &[][..]),
+    ] {
+        let config = leg_config(address, options, "", "");
+        assert_eq!(source_kind(&config), SourceKind::Raw, "{address}");
+        let legs = legs_of(&config);
+        let at = |codec: &str| legs.iter().position(|a| a == codec);
+        assert_eq!(legs[at("-c:v").unwrap() + 1], "libx264", "{legs:?}");
+        assert_eq!(legs[at("-c:a").unwrap() + 1], "libopus", "{legs:?}");
+        assert!(at("copy").is_none(), "{legs:?}");
+        assert_eq!(legs[legs.len() - 2], "tee");
+    }
+}
+
+#[test]
+fn every_input_offers_its_first_streams_and_raw_ones_are_encoded() {
+    let mut config = leg_config("testsrc2", &["-f", "lavfi"], "", "");
+    config.input.push(io("audio", "sine", &["-f", "lavfi"]));
+    let legs = legs_of(&config);
+    assert_eq!(
+        legs[..8],
+        strings(&["-map", "0:v:0?", "-map", "1:v:0?", "-map", "0:a:0?", "-map", "1:a:0?"])
+    );
+    assert!(legs.windows(2).any(|w| w == ["-c:v", "libx264"]));
+    assert!(legs.windows(2).any(|w| w == ["-c:a", "libopus"]));
+}
+
+#[test]
+fn webm_sources_get_per_medium_legs_with_opus_audio() {
+    let config = leg_config("{diskfs}/clip.webm", &[], "", "");
+    assert_eq!(source_kind(&config), SourceKind::WebM);
+    let legs = legs_of(&config);
+    let head = strings(&["-sdp_file", "/data/webrtc/cam/stream.sdp"]);
+    let video = strings(&[
+        "-an",
+        "-sn",
+        "-dn",
+        "-c:v",
+        "copy",
+        "-strict",
+        "experimental",
+        "-f",
+        "rtp",
+        "-rtpflags",
+        "skip_rtcp",
+        "-ssrc",
+        &0x5c00_9c40u32.to_string(),
+        "-payload_type",
+        "96",
+        "rtp://127.0.0.1:40000?pkt_size=1200",
+    ]);
+    assert_eq!(legs[..2], head);
+    assert_eq!(legs[2..2 + video.len()], video);
+    assert!(legs.ends_with(&strings(&["rtp://127.0.0.1:40002?pkt_size=1200"])));
+    assert!(legs.windows(2).any(|w| w == ["-c:a", "libopus"]));
+    assert_eq!(
+        source_kind(&leg_config("rtmp://x/live", &["-f", "webm"], "", "")),
+        SourceKind::WebM
+    );
+    assert_eq!(
+        source_kind(&leg_config("https://cdn/live.m3u8?x=a.webm", &[], "", "")),
+        SourceKind::Coded
+    );
 }
 
 #[test]

@@ -1,0 +1,459 @@
+//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpjitterbuffer → rtpmp2tdepay → tsdemux`,
+//! then per elementary stream `queue → parse → pay`, which yields the same RTP an RTP leg would
+//! bring, into the same chains (the passthrough and transcode descriptions) and a tee.
+//!
+//! Nothing is known before media arrives: tracks appear as tsdemux exposes its pads, each once
+//! its payloader has seen the first buffer (caps then carry sprop-parameter-sets, profile and
+//! config). Audio and video leave tsdemux timestamped from the one TS clock (PTS/PCR), so the RTP
+//! timestamps and the viewers' RTCP sender reports map both media to the same time.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::{now_ms, Built, Track};
+use crate::media::gop::{self, GopCache};
+use crate::media::keyframe;
+use crate::media::ports::PortPair;
+use crate::media::sdp::{Kind, SourceTrack};
+use crate::media::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
+use crate::media::{Shared, StreamOptions};
+
+/// What tsdemux has exposed so far.
+#[derive(Default)]
+pub(super) struct Discovery {
+    /// tsdemux said `no-more-pads`: every stream of the program is exposed.
+    exposed: AtomicBool,
+    /// Exposed streams whose track is not registered yet (waiting for their first buffer).
+    pending: AtomicUsize,
+    /// A new program after the first (an FFmpeg restart with other codecs): rebuild.
+    changed: AtomicBool,
+    /// The media that have a track (or one on its way): a second stream of a kind is drained.
+    claimed: Mutex<Vec<Kind>>,
+    /// The front of each medium with the caps name it takes: a restarted FFmpeg's identical
+    /// program is linked into them, so viewers keep their chains.
+    fronts: Mutex<Vec<(Kind, String, gst::Pad)>>,
+    /// When `no-more-pads` came (ms since the epoch).
+    exposed_at: std::sync::atomic::AtomicU64,
+}
+
+/// How long viewers wait for a stream whose first buffer does not come (a medium that does not
+/// negotiate) before they get the media that did.
+const TRACK_WAIT_MS: u64 = 3000;
+
+impl Discovery {
+    /// Every exposed stream has its track: viewers get all media from the start.
+    pub(super) fn ready(&self) -> bool {
+        self.exposed.load(Ordering::Acquire)
+            && (self.pending.load(Ordering::Acquire) == 0
+                || now_ms().saturating_sub(self.exposed_at.load(Ordering::Acquire)) > TRACK_WAIT_MS)
+    }
+
+    /// The media changed under the pipeline.
+    pub(super) fn changed(&self) -> bool {
+        self.changed.load(Ordering::Acquire)
+    }
+}
+
+/// The elements that turn one elementary stream from tsdemux into RTP the pipeline descriptions
+/// start from (their depayloader), by the pad's caps.
+fn front(caps: &gst::CapsRef) -> Option<(Kind, &'static str)> {
+    let s = caps.structure(0)?;
+    let version = s.get::<i32>("mpegversion").unwrap_or(0);
+    Some(match (s.name().as_str(), version) {
+        ("video/x-h264", _) => (
+            Kind::Video,
+            "h264parse config-interval=-1 ! rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96",
+        ),
+        ("video/x-h265", _) => (
+            Kind::Video,
+            "h265parse config-interval=-1 ! rtph265pay config-interval=-1 pt=96",
+        ),
+        ("video/mpeg", 1 | 2) => (Kind::Video, "mpegvideoparse ! rtpmpvpay pt=96"),
+        ("video/mpeg", 4) => (
+            Kind::Video,
+            "mpeg4videoparse ! rtpmp4vpay config-interval=-1 pt=96",
+        ),
+        ("audio/mpeg", 2 | 4) => (Kind::Audio, "aacparse ! rtpmp4gpay pt=97"),
+        ("audio/mpeg", 1) => (Kind::Audio, "mpegaudioparse ! rtpmpapay pt=97"),
+        ("audio/x-opus", _) => (Kind::Audio, "opusparse ! rtpopuspay pt=97"),
+        ("audio/x-ac3", _) => (Kind::Audio, "ac3parse ! rtpac3pay pt=97"),
+        _ => return None,
+    })
+}
+
+/// Builds and starts the pipeline of a TS stream; tracks are added as they are discovered.
+pub(super) fn build(
+    id: &str,
+    ports: &PortPair,
+    shared: &Arc<Shared>,
+    options: &StreamOptions,
+    generation: u64,
+) -> Result<Built, String> {
+    let latency = shared.config.jitter_latency_ms;
+    let port = ports.video();
+    // mode=none: the jitter buffer does not re-time buffers from the RTP timestamps, whose base
+    // a restarted FFmpeg picks anew; tsdemux times the media from the TS's own clock, and with a
+    // re-timed input it stalled viewers after an FFmpeg restart (tests/webrtc.rs).
+    let pipeline = gst::parse::launch(&format!(
+        "udpsrc name=src address=127.0.0.1 port={port} \
+           caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2T,payload=33 \
+         ! rtpjitterbuffer latency={latency} mode=none ! rtpmp2tdepay ! tsdemux name=demux"
+    ))
+    .map_err(|e| e.to_string())?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_string())?;
+    pipeline.set_property("name", format!("stream-{id}"));
+    let src = pipeline.by_name("src").ok_or("udpsrc missing")?;
+    let socket = ports
+        .socket(port)
+        .map_err(|e| format!("no socket for port {port}: {e}"))?;
+    let socket =
+        gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
+    src.set_property("socket", &socket);
+    let last_packet_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = last_packet_ms.clone();
+    src.static_pad("src").ok_or("udpsrc has no pad")?.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, _| {
+            seen.store(now_ms(), Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        },
+    );
+
+    let tracks: Arc<Mutex<Vec<Track>>> = Arc::default();
+    let discovery = Arc::new(Discovery::default());
+    let demux = pipeline.by_name("demux").ok_or("tsdemux missing")?;
+    let context = Arc::new(TrackContext {
+        id: id.to_string(),
+        port,
+        pipeline: pipeline.downgrade(),
+        shared: shared.clone(),
+        options: options.clone(),
+        tracks: tracks.clone(),
+        discovery: discovery.clone(),
+    });
+    demux.connect_pad_added(move |_, pad| context.exposed(pad));
+    let done = discovery.clone();
+    demux.connect_no_more_pads(move |_| {
+        done.exposed_at.store(now_ms(), Ordering::Release);
+        done.exposed.store(true, Ordering::Release);
+    });
+
+    super::log_errors(&pipeline, id);
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    Ok(Built {
+        pipeline,
+        tracks,
+        last_packet_ms,
+        generation,
+        discovery: Some(discovery),
+    })
+}
+
+/// What a pad-added callback needs to turn an exposed stream into a track.
+struct TrackContext {
+    id: String,
+    port: u16,
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    shared: Arc<Shared>,
+    options: StreamOptions,
+    tracks: Arc<Mutex<Vec<Track>>>,
+    discovery: Arc<Discovery>,
+}
+
+impl TrackContext {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Track>> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// tsdemux exposed an elementary stream.
+    fn exposed(self: &Arc<Self>, pad: &gst::Pad) {
+        if let Some(caps) = pad.current_caps() {
+            self.with_caps(pad, &caps);
+            return;
+        }
+        // No caps yet: decide on the caps event.
+        self.discovery.pending.fetch_add(1, Ordering::AcqRel);
+        let context = self.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let caps = caps.caps_owned();
+            context.with_caps(pad, &caps);
+            context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
+            gst::PadProbeReturn::Remove
+        });
+    }
+
+    /// An exposed stream with its caps: its front, then its track on the first buffer.
+    fn with_caps(self: &Arc<Self>, pad: &gst::Pad, caps: &gst::Caps) {
+        let Some(pipeline) = self.pipeline.upgrade() else {
+            return;
+        };
+        let caps = caps.clone();
+        if self.discovery.exposed.load(Ordering::Acquire) {
+            // A second program (FFmpeg restarted): the same codec continues in its front, with
+            // its viewers; anything else is a change of media and rebuilds the pipeline.
+            if !self.relink(pad, &caps) {
+                self.discovery.changed.store(true, Ordering::Release);
+            }
+            return;
+        }
+        let Some((kind, front)) = front(&caps) else {
+            self.unsupported(&pipeline, pad, &caps);
+            return;
+        };
+        {
+            let mut claimed = self
+                .discovery
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if claimed.contains(&kind) {
+                // Viewers get one video and one audio track: the first of each kind.
+                sink_into_fakesink(&pipeline, pad);
+                return;
+            }
+            claimed.push(kind);
+        }
+        let description =
+            format!("queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 leaky=downstream ! {front}");
+        let bin = match gst::parse::bin_from_description(&description, true) {
+            Ok(bin) => bin,
+            Err(e) => {
+                tracing::warn!(stream = %self.id, error = %e, "cannot build a TS track front");
+                self.unsupported(&pipeline, pad, &caps);
+                return;
+            }
+        };
+        let linked = pipeline.add(&bin).is_ok()
+            && bin.sync_state_with_parent().is_ok()
+            && bin.static_pad("sink").is_some_and(|s| pad.link(&s).is_ok());
+        let Some(out) = bin.static_pad("src").filter(|_| linked) else {
+            tracing::warn!(stream = %self.id, "cannot link a TS track front");
+            return;
+        };
+        if let Some(sink) = bin.static_pad("sink") {
+            self.discovery
+                .fronts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((kind, caps_name(&caps), sink));
+        }
+        self.discovery.pending.fetch_add(1, Ordering::AcqRel);
+        let context = self.clone();
+        // The payloader's caps are complete once it has seen data: build the chain then.
+        out.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |out, _| {
+                context.attach(kind, out);
+                context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
+                gst::PadProbeReturn::Remove
+            },
+        );
+    }
+
+    /// The payloaded elementary stream's first buffer: decide, build its chain and tee.
+    fn attach(&self, kind: Kind, out: &gst::Pad) {
+        let Some(pipeline) = self.pipeline.upgrade() else {
+            return;
+        };
+        let caps = out.current_caps().unwrap_or_else(|| out.query_caps(None));
+        let source = SourceTrack {
+            kind,
+            port: self.port,
+            caps,
+        };
+        let shared = &self.shared;
+        let capabilities = shared.capabilities.as_ref();
+        let mut decision = decide(
+            &source,
+            self.options.force_transcode,
+            &shared.descriptions,
+            capabilities,
+        );
+        tracing::info!(stream = %self.id, kind = ?kind, codec = %source.encoding(), path = decision.path, reason = %decision.reason, "track");
+        let tee = match self.chain(&pipeline, &source, &decision, out) {
+            Ok(tee) => tee,
+            Err(e) => {
+                tracing::warn!(stream = %self.id, error = %e, "cannot build a track chain");
+                decision = Decision {
+                    branch: None,
+                    path: "unsupported",
+                    reason: format!("the chain for {} failed: {e}", source.encoding()),
+                };
+                sink_into_fakesink(&pipeline, out);
+                None
+            }
+        };
+        // Passthrough video brings its last GOP to a joining viewer (as on the RTP legs).
+        let gop = match (&tee, decision.path, keyframe::detector(&source.encoding())) {
+            (Some(tee), "passthrough", Some(key)) => tee
+                .static_pad("sink")
+                .map(|pad| GopCache::install(&pad, key, gop::MAX_BYTES)),
+            _ => None,
+        };
+        let output = decision.output_track(&source, &self.options.transcode);
+        let mut tracks = self.lock();
+        tracks.push(Track {
+            source,
+            output,
+            tee,
+            decision,
+            gop,
+        });
+        tracks.sort_by_key(|t| t.source.kind != Kind::Video);
+    }
+
+    /// Links `out` into the decided chain and a tee; `None` for a medium that goes nowhere.
+    fn chain(
+        &self,
+        pipeline: &gst::Pipeline,
+        source: &SourceTrack,
+        decision: &Decision,
+        out: &gst::Pad,
+    ) -> Result<Option<gst::Element>, String> {
+        let Some(branch) = &decision.branch else {
+            sink_into_fakesink(pipeline, out);
+            return Ok(None);
+        };
+        let shared = &self.shared;
+        let pt = source
+            .caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("payload").ok())
+            .unwrap_or(96) as u8;
+        let vars = Vars::new(
+            pt,
+            rand::random::<u32>(),
+            &self.options.transcode,
+            shared.capabilities.as_ref(),
+        );
+        let chain = shared
+            .descriptions
+            .render(branch, &vars)
+            .map_err(|e| e.to_string())?;
+        let bin = gst::parse::bin_from_description(&chain, true).map_err(|e| e.to_string())?;
+        fit_video_sizes(bin.upcast_ref());
+        let tee = gst::ElementFactory::make("tee")
+            .property("allow-not-linked", true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        pipeline
+            .add_many([bin.upcast_ref::<gst::Element>(), &tee])
+            .map_err(|e| e.to_string())?;
+        bin.link(&tee).map_err(|e| e.to_string())?;
+        if decision.path == "transcode" {
+            // Joining viewers and browser PLIs ask the encoder for key frames; at most one per
+            // interval reaches it.
+            let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
+            limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
+        }
+        tee.sync_state_with_parent().map_err(|e| e.to_string())?;
+        bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+        let sink = bin.static_pad("sink").ok_or("the chain has no sink")?;
+        out.link(&sink).map_err(|e| e.to_string())?;
+        Ok(Some(tee))
+    }
+
+    /// An elementary stream no chain takes: drained, and listed as unsupported when it is audio
+    /// or video.
+    fn unsupported(&self, pipeline: &gst::Pipeline, pad: &gst::Pad, caps: &gst::Caps) {
+        sink_into_fakesink(pipeline, pad);
+        let name = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
+        let kind = match name.split('/').next() {
+            Some("video") => Kind::Video,
+            Some("audio") => Kind::Audio,
+            _ => return,
+        };
+        {
+            let mut claimed = self
+                .discovery
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if claimed.contains(&kind) {
+                return;
+            }
+            claimed.push(kind);
+        }
+        let source = SourceTrack {
+            kind,
+            port: self.port,
+            caps: gst::Caps::builder("application/x-rtp")
+                .field("media", kind.as_str())
+                .field("encoding-name", name.as_str())
+                .build(),
+        };
+        tracing::warn!(stream = %self.id, codec = %name, "a medium no browser path exists for");
+        self.lock().push(Track {
+            output: source.clone(),
+            source,
+            tee: None,
+            gop: None,
+            decision: Decision {
+                branch: None,
+                path: "unsupported",
+                reason: format!("the server has no depayload or decode path for {name} in MPEG-TS"),
+            },
+        });
+    }
+}
+
+fn caps_name(caps: &gst::Caps) -> String {
+    caps.structure(0)
+        .map(|s| s.name().to_string())
+        .unwrap_or_default()
+}
+
+impl TrackContext {
+    /// Links a new program's stream into the existing front of the same codec.
+    fn relink(&self, pad: &gst::Pad, caps: &gst::Caps) -> bool {
+        let Some((kind, _)) = front(caps) else {
+            return false;
+        };
+        let name = caps_name(caps);
+        let fronts = self
+            .discovery
+            .fronts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((_, _, sink)) = fronts.iter().find(|(k, n, _)| *k == kind && *n == name) else {
+            return false;
+        };
+        if let Some(old) = sink.peer() {
+            let _ = old.unlink(sink);
+        }
+        let linked = pad.link(sink).is_ok();
+        tracing::info!(stream = %self.id, codec = %name, linked, "the restarted source continues in its track");
+        linked
+    }
+}
+
+fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let Ok(sink) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+    else {
+        return;
+    };
+    if pipeline.add(&sink).is_ok() {
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+    }
+}
