@@ -29,10 +29,12 @@ pub struct Server {
     state: AppState,
 }
 
-/// A listener kept open across a reload, with the address it was bound for.
+/// A listener kept open across a reload, with the address it was bound for, and the memory
+/// file system (its files outlive a reload, as a disk's would).
 pub struct KeptListener {
     address: String,
     listener: std::net::TcpListener,
+    memfs: Arc<MemFs>,
 }
 
 /// Why [`Server::serve`] returned.
@@ -86,8 +88,12 @@ impl Server {
         crate::logring::set_level(&config.log.level);
         // Bound before the processes are resolved: `{memfs}` names the port. A reload keeps the
         // listener when the address stays.
-        let listener = match kept.filter(|k| k.address == config.http.address) {
-            Some(kept) => TcpListener::from_std(kept.listener)?,
+        let (kept, kept_memfs) = match kept {
+            Some(k) => (Some((k.address, k.listener)), Some(k.memfs)),
+            None => (None, None),
+        };
+        let listener = match kept.filter(|(address, _)| *address == config.http.address) {
+            Some((_, kept)) => TcpListener::from_std(kept)?,
             None => TcpListener::bind(&config.http.address)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http.address))?,
@@ -98,12 +104,12 @@ impl Server {
             memory.auth.password = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
         }
         let memfs_url = memfs_url(&config, listener.local_addr()?);
+        let mem_bytes = config.storage.memory.max_size_mbytes * 1024 * 1024;
         let filesystems = Filesystems {
             disk: Arc::new(DiskFs::new(&disk_dir)?),
-            mem: Arc::new(MemFs::new(
-                config.storage.memory.max_size_mbytes * 1024 * 1024,
-                config.storage.memory.purge,
-            )),
+            mem: kept_memfs
+                .filter(|m| m.same_limits(mem_bytes, config.storage.memory.purge))
+                .unwrap_or_else(|| Arc::new(MemFs::new(mem_bytes, config.storage.memory.purge))),
         };
         let cleanup = Arc::new(Cleanup::new(filesystems.clone()));
 
@@ -216,6 +222,8 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Served> {
         let registry = self.state.registry.clone();
+        let ingest = self.state.ingest.clone();
+        let memfs = self.state.filesystems.mem.clone();
         let address = self.state.config.http.address.clone();
         let core_config = self.state.core_config.clone();
         let listener = self.listener.into_std()?;
@@ -241,10 +249,12 @@ impl Server {
         // while auth is off (api::client) and keys the login lockout.
         crate::serve::serve(listener, api::router(self.state), limits, stop).await;
         registry.shutdown().await;
+        ingest.stop().await;
         if why_rx.await.unwrap_or(false) {
             Ok(Served::Reload(Some(KeptListener {
                 address,
                 listener: kept,
+                memfs,
             })))
         } else {
             Ok(Served::Shutdown)

@@ -68,6 +68,11 @@ impl MemFs {
         self.files.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this file system was made with these settings (a reload keeps it then).
+    pub fn same_limits(&self, max_bytes: u64, purge: bool) -> bool {
+        self.max_bytes == max_bytes && self.purge == purge
+    }
+
     /// Capacity in bytes; 0 is unlimited.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes

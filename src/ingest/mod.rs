@@ -41,6 +41,16 @@ impl Ingest {
         })
     }
 
+    /// Stops both servers and frees their ports (before a reload binds them again).
+    pub async fn stop(&self) {
+        if let Some(rtmp) = &self.rtmp {
+            rtmp.stop().await;
+        }
+        if let Some(srt) = &self.srt {
+            srt.stop().await;
+        }
+    }
+
     /// The open RTMP and SRT connections (collectors `rtmp` and `srt` of the session API).
     pub fn sessions(&self) -> Vec<Session> {
         self.sessions.list()

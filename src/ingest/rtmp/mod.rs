@@ -30,6 +30,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The running RTMP server.
 pub struct RtmpServer {
+    /// The accept loop; aborting it closes the listener and every connection (a reload).
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     app: String,
     token: String,
     hub: Arc<Hub<Media, StartCache>>,
@@ -51,6 +53,7 @@ impl RtmpServer {
             );
         }
         let server = Arc::new(RtmpServer {
+            task: std::sync::Mutex::new(None),
             app: config.app.clone(),
             token: config.token.clone(),
             hub: Hub::new(),
@@ -58,8 +61,18 @@ impl RtmpServer {
             local: listener.local_addr()?,
         });
         tracing::info!(address = %server.local, "RTMP server listening");
-        tokio::spawn(accept_loop(server.clone(), listener));
+        let task = tokio::spawn(accept_loop(server.clone(), listener));
+        *server.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(server)
+    }
+
+    /// Closes the listener and every connection, and waits until the port is free again.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// The names being published now (`GET /api/v3/rtmp`).
@@ -74,7 +87,10 @@ impl RtmpServer {
 
 async fn accept_loop(server: Arc<RtmpServer>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Owned here, so aborting this loop ends every connection with it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
@@ -89,7 +105,7 @@ async fn accept_loop(server: Arc<RtmpServer>, listener: TcpListener) {
         };
         let _ = socket.set_nodelay(true);
         let server = server.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn::serve(&server, socket, remote).await {
                 tracing::debug!(%remote, error = %e, "RTMP connection ended");
             }

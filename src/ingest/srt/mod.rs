@@ -25,6 +25,8 @@ type Packet = (Instant, Bytes);
 
 /// The running SRT server.
 pub struct SrtServer {
+    /// The listener's supervisor; aborting it closes the socket and every connection (a reload).
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     passphrase: String,
     token: String,
     hub: Arc<Hub<Packet, ()>>,
@@ -44,6 +46,7 @@ impl SrtServer {
     pub async fn start(config: &SrtConfig, sessions: Arc<Sessions>) -> anyhow::Result<Arc<Self>> {
         let address = crate::config::listen_address(&config.address)?;
         let server = Arc::new(SrtServer {
+            task: std::sync::Mutex::new(None),
             passphrase: config.passphrase.clone(),
             token: config.token.clone(),
             hub: Hub::new(),
@@ -51,8 +54,18 @@ impl SrtServer {
         });
         let bound = bind(address).await?;
         tracing::info!(%address, "SRT server listening");
-        tokio::spawn(supervise(server.clone(), address, bound));
+        let task = tokio::spawn(supervise(server.clone(), address, bound));
+        *server.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(server)
+    }
+
+    /// Closes the listener and every connection, and waits until the port is free again.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     pub fn channels(&self) -> Channels {
@@ -116,11 +129,14 @@ async fn supervise(
     address: SocketAddr,
     mut bound: (SrtListener, srt_tokio::SrtIncoming),
 ) {
+    // Owned here, so aborting the supervisor ends every connection with it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (_listener, mut incoming) = bound;
         while let Some(request) = incoming.incoming().next().await {
+            while connections.try_join_next().is_some() {}
             let server = server.clone();
-            tokio::spawn(async move { handle(server, request).await });
+            connections.spawn(async move { handle(server, request).await });
         }
         tracing::error!(%address, "SRT listener stopped; binding again");
         bound = loop {
