@@ -357,13 +357,24 @@ async fn setup(server: &TestServer, id: &str, source: Source) -> Result<Setup, S
                 ],
             ),
         ),
-        Source::Raw => (
-            looped(&shared_into(server, &fixture("raw.nut"))),
+        Source::Raw => {
+            let yuv = shared_into(server, &fixture("raw.yuv"));
+            let pcm = shared_into(server, &fixture("raw.pcm"));
             (
-                json!({"id": "out", "address": "-", "options": ["-f", "null"]}),
-                OwnOutput::Frames,
-            ),
-        ),
+                json!([
+                    {"id": "video", "address": yuv.to_string_lossy(),
+                     "options": ["-re", "-stream_loop", "-1", "-f", "rawvideo", "-pix_fmt",
+                                 "yuv420p", "-video_size", "320x240", "-framerate", "30"]},
+                    {"id": "audio", "address": pcm.to_string_lossy(),
+                     "options": ["-re", "-stream_loop", "-1", "-f", "s16le", "-ar", "48000",
+                                 "-ac", "1"]},
+                ]),
+                (
+                    json!({"id": "out", "address": "-", "options": ["-f", "null"]}),
+                    OwnOutput::Frames,
+                ),
+            )
+        }
     };
     Ok(Setup {
         process: process(id, inputs, output),
@@ -563,7 +574,8 @@ async fn every_source_reaches_a_viewer_and_keeps_its_outputs() {
             "mp3_only.mp3",
             "video_only.mp4",
             "live.mp4",
-            "raw.nut",
+            "raw.yuv",
+            "raw.pcm",
         ] {
             fixture(name);
         }

@@ -96,13 +96,21 @@ fn make_fixture(dir: &Path, name: &str) -> PathBuf {
             s,
             &format!("{x264} -profile:v baseline -bf 0 -c:a aac -b:a 96k"),
         ),
-        // A capture device's output: raw video and PCM (2 s; 320x240 I420 is 3.5 MB a second).
-        "raw.nut" => clip(
+        // A capture device's output, as FFmpeg reads a raw capture: headerless I420 frames and
+        // headerless PCM, two inputs with their formats given (2 s; 320x240 I420 is 3.5 MB/s).
+        "raw.yuv" => clip(
             dir,
             name,
             "320x240",
             2,
-            "-c:v rawvideo -pix_fmt yuv420p -c:a pcm_s16le -f nut",
+            "-an -c:v rawvideo -pix_fmt yuv420p -f rawvideo",
+        ),
+        "raw.pcm" => clip(
+            dir,
+            name,
+            "320x240",
+            2,
+            "-vn -c:a pcm_s16le -ar 48000 -ac 1 -f s16le",
         ),
         "lipsync.mkv" => lipsync_clip(dir, name, 0, 4),
         // For the meter's self-test, played once (not looped): in sync, and with the tone 100 ms
