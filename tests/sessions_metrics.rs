@@ -25,13 +25,17 @@ fn hls_process(id: &str) -> Value {
     })
 }
 
-/// Reads the playlist and every new segment it names, as a player does, for `duration`.
+/// Reads `{base}/live.m3u8` and every new segment it names, as a player does, for `duration`.
 async fn play(http: &reqwest::Client, base: &str, duration: Duration) -> u64 {
+    play_list(http, base, "live.m3u8", duration).await
+}
+
+async fn play_list(http: &reqwest::Client, base: &str, list: &str, duration: Duration) -> u64 {
     let mut seen = HashSet::new();
     let mut bytes = 0;
     let end = Instant::now() + duration;
     while Instant::now() < end {
-        let res = http.get(format!("{base}/live.m3u8")).send().await.unwrap();
+        let res = http.get(format!("{base}/{list}")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let playlist = res.text().await.unwrap();
         for segment in playlist
@@ -60,6 +64,46 @@ async fn metric(server: &TestServer, name: &str, labels: Value) -> f64 {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["metrics"][0]["values"][0][1].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn memfs_hls_reader_is_a_session() {
+    let server = TestServer::start_with(&[("STREAMCORE_SESSIONS_IP_IGNORELIST", "")]).await;
+    let _log = ServerLogOnPanic(&server);
+    let mut process = hls_process("mem");
+    process["output"][0]["address"] = json!("{memfs}/mlive.m3u8");
+    process["output"][0]["options"]
+        .as_array_mut()
+        .unwrap()
+        .extend([json!("-method"), json!("PUT")]);
+    server.create(process).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = server
+            .http
+            .get(server.url("/memfs/mlive.m3u8"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "FFmpeg wrote no playlist to the memfs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let base = format!("{}/memfs", server.base);
+    let read = play_list(&server.http, &base, "mlive.m3u8", Duration::from_secs(4)).await;
+    assert!(read > 10_000, "read {read} bytes");
+    let (status, active) = server.get("/api/v3/session/active?collectors=hls").await;
+    assert_eq!(status, StatusCode::OK);
+    let list = active["hls"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{active}");
+    assert_eq!(list[0]["local"], "/memfs/mlive.m3u8", "{active}");
+    let tx = list[0]["bytes_tx"].as_u64().unwrap();
+    assert!(tx >= read, "counted {tx} of {read} bytes");
 }
 
 #[tokio::test]

@@ -60,8 +60,19 @@ pub async fn get(
     Path(path): Path<String>,
     req: Request,
 ) -> Response {
+    // HLS readers of the memfs are sessions (collector `hls`) as readers of the disk are.
+    let sessions = state.sessions.clone();
+    super::sessions::track(
+        &sessions,
+        req,
+        |req| async move { serve(&state, &path, req) },
+    )
+    .await
+}
+
+fn serve(state: &AppState, path: &str, req: Request) -> Response {
     let method = req.method().clone();
-    let name = match clean_name(&path) {
+    let name = match clean_name(path) {
         Ok(name) => name,
         Err(e) => return files::error(&method, files::write_error(e)),
     };
