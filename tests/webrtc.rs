@@ -59,6 +59,7 @@ async fn viewer_decodes_video_and_audio() {
 #[tokio::test]
 async fn ten_viewers_survive_an_ffmpeg_restart() {
     let server = TestServer::start().await;
+    let _log = common::ServerLogOnPanic(&server);
     let source = make_source(&server.data_dir);
     server.create(webrtc_process("multi", &source)).await;
     let mut viewers = Vec::new();

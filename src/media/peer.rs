@@ -229,6 +229,28 @@ pub fn new_webrtcbin(ice: &IceConfig) -> Result<gst::Element, NegotiationError> 
         .property_from_str("bundle-policy", "max-bundle")
         .build()?;
     configure_ice(&webrtcbin, ice);
+    // Sender reports map RTP to NTP from the media's running time (capture time). With send
+    // time rtpsession adds the pipeline latency, which a stream pipeline fed by a live source
+    // and joined by viewers never configures: every packet's time was unknown, the reports
+    // extrapolated each medium from its last packet's arrival, and audio led video by 60–100 ms
+    // behind the TS leg (tests/sources.rs lip_sync_*).
+    if let Some(rtpbin) = webrtcbin
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("rtpbin"))
+        .filter(|r| r.has_property("rtcp-sync-send-time"))
+    {
+        rtpbin.set_property("rtcp-sync-send-time", false);
+        // Until its first sender report a receiver aligns the media by arrival, which puts
+        // audio ahead (tsdemux hands out a video frame when the next one starts): the first
+        // report within about half a second, not the default 2.5 s.
+        if let Some(rtpbin) = rtpbin.downcast_ref::<gst::Bin>() {
+            rtpbin.connect_element_added(|_, element| {
+                if element.has_property("rtcp-min-interval") {
+                    element.set_property("rtcp-min-interval", 1_000_000_000u64);
+                }
+            });
+        }
+    }
     Ok(webrtcbin)
 }
 

@@ -109,10 +109,14 @@ impl TestServer {
         cmd.env("STREAMCORE_WEBRTC_RTP_PORT_MIN", min.to_string())
             .env("STREAMCORE_WEBRTC_RTP_PORT_MAX", max.to_string());
         // GStreamer debugging of the server from the test's environment.
-        for var in ["GST_DEBUG", "GST_DEBUG_FILE", "GST_DEBUG_NO_COLOR"] {
+        for var in ["GST_DEBUG", "GST_DEBUG_NO_COLOR"] {
             if let Ok(v) = std::env::var(var) {
                 cmd.env(var, v);
             }
+        }
+        // Its own file: the test process's GStreamer (the viewers) writes to GST_DEBUG_FILE too.
+        if let Ok(v) = std::env::var("GST_DEBUG_FILE") {
+            cmd.env("GST_DEBUG_FILE", format!("{v}.server"));
         }
         for (k, v) in &env {
             cmd.env(k, v);

@@ -7,7 +7,7 @@
 //! config). Audio and video leave tsdemux timestamped from the one TS clock (PTS/PCR), so the RTP
 //! timestamps and the viewers' RTCP sender reports map both media to the same time.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
@@ -37,6 +37,38 @@ pub(super) struct Discovery {
     fronts: Mutex<Vec<(Kind, String, gst::Pad)>>,
     /// When `no-more-pads` came (ms since the epoch).
     exposed_at: std::sync::atomic::AtomicU64,
+    /// The SSRC of the FFmpeg run the front receives (0 before the first packet).
+    ssrc: AtomicU32,
+    /// `rtpjitterbuffer ! rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
+    front: Mutex<Vec<gst::Element>>,
+    /// Keeps running time continuous over FFmpeg runs.
+    timing: Mutex<Timing>,
+}
+
+/// Each FFmpeg run starts a new TS timeline (its PTS restart near the mux delay). A run's demux
+/// pads get one offset so its media continue at the running time the first run had, relative
+/// to the clock; without it running time went back after a restart and the chains after the
+/// demux (encoders, payloaders, viewers' jitter buffers) dropped or stalled.
+#[derive(Default)]
+struct Timing {
+    /// Clock running time minus media running time at the first run's first buffer.
+    lead: Option<i64>,
+    /// The current run's pad offset, once its first buffer came.
+    offset: Option<i64>,
+    /// The latest running time a buffer out of the demux ended at.
+    end: Option<i64>,
+}
+
+/// A demux pad's buffer time as running time (without the pad's offset).
+fn media_running_time(pad: &gst::Pad, pts: gst::ClockTime) -> i64 {
+    pad.sticky_event::<gst::event::Segment>(0)
+        .and_then(|e| {
+            e.segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|s| s.to_running_time(pts))
+        })
+        .unwrap_or(pts)
+        .nseconds() as i64
 }
 
 /// How long viewers wait for a stream whose first buffer does not come (a medium that does not
@@ -94,53 +126,63 @@ pub(super) fn build(
 ) -> Result<Built, String> {
     let latency = shared.config.jitter_latency_ms;
     let port = ports.video();
-    // mode=none: the jitter buffer does not re-time buffers from the RTP timestamps, whose base
-    // a restarted FFmpeg picks anew; tsdemux times the media from the TS's own clock, and with a
-    // re-timed input it stalled viewers after an FFmpeg restart (tests/webrtc.rs).
-    let pipeline = gst::parse::launch(&format!(
-        "udpsrc name=src address=127.0.0.1 port={port} \
-           caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2T,payload=33 \
-         ! rtpjitterbuffer latency={latency} mode=none ! rtpmp2tdepay ! tsdemux name=demux"
-    ))
-    .map_err(|e| e.to_string())?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline".to_string())?;
-    pipeline.set_property("name", format!("stream-{id}"));
-    let src = pipeline.by_name("src").ok_or("udpsrc missing")?;
+    let pipeline = gst::Pipeline::with_name(&format!("stream-{id}"));
+    let src = gst::ElementFactory::make("udpsrc")
+        .name("src")
+        .property(
+            "caps",
+            gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("clock-rate", 90000i32)
+                .field("encoding-name", "MP2T")
+                .field("payload", 33i32)
+                .build(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
     let socket = ports
         .socket(port)
         .map_err(|e| format!("no socket for port {port}: {e}"))?;
     let socket =
         gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
     src.set_property("socket", &socket);
+    pipeline.add(&src).map_err(|e| e.to_string())?;
     let last_packet_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_packet_ms.clone();
-    src.static_pad("src").ok_or("udpsrc has no pad")?.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, _| {
-            seen.store(now_ms(), Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        },
-    );
 
     let tracks: Arc<Mutex<Vec<Track>>> = Arc::default();
     let discovery = Arc::new(Discovery::default());
-    let demux = pipeline.by_name("demux").ok_or("tsdemux missing")?;
     let context = Arc::new(TrackContext {
         id: id.to_string(),
         port,
+        latency,
         pipeline: pipeline.downgrade(),
         shared: shared.clone(),
         options: options.clone(),
         tracks: tracks.clone(),
         discovery: discovery.clone(),
     });
-    demux.connect_pad_added(move |_, pad| context.exposed(pad));
-    let done = discovery.clone();
-    demux.connect_no_more_pads(move |_| {
-        done.exposed_at.store(now_ms(), Ordering::Release);
-        done.exposed.store(true, Ordering::Release);
-    });
+    let src_pad = src.static_pad("src").ok_or("udpsrc has no pad")?;
+    context.new_front(&pipeline, &src_pad)?;
+    // A restarted FFmpeg is a new RTP sender (SSRC) with a new TS timeline: it gets a new front.
+    src_pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, info| {
+            seen.store(now_ms(), Ordering::Relaxed);
+            let ssrc = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => ssrc_of(b),
+                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(ssrc_of),
+                _ => None,
+            };
+            if let Some(ssrc) = ssrc {
+                let previous = context.discovery.ssrc.swap(ssrc, Ordering::AcqRel);
+                if previous != 0 && previous != ssrc {
+                    context.restarted(pad);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 
     super::log_errors(&pipeline, id);
     pipeline
@@ -159,6 +201,7 @@ pub(super) fn build(
 struct TrackContext {
     id: String,
     port: u16,
+    latency: u32,
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
     shared: Arc<Shared>,
     options: StreamOptions,
@@ -171,8 +214,137 @@ impl TrackContext {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `udpsrc ! rtpjitterbuffer ! rtpmp2tdepay ! tsdemux`, for the first or a restarted FFmpeg.
+    fn new_front(self: &Arc<Self>, pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<(), String> {
+        let make = |name: &str| {
+            gst::ElementFactory::make(name)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let jitter = make("rtpjitterbuffer")?;
+        jitter.set_property("latency", self.latency);
+        // mode=none: the jitter buffer does not re-time buffers from the RTP timestamps; tsdemux
+        // times the media from the TS's own clock.
+        jitter.set_property_from_str("mode", "none");
+        let depay = make("rtpmp2tdepay")?;
+        let demux = make("tsdemux")?;
+        let elements = [jitter.clone(), depay, demux.clone()];
+        pipeline.add_many(&elements).map_err(|e| e.to_string())?;
+        gst::Element::link_many(&elements).map_err(|e| e.to_string())?;
+        let context = self.clone();
+        demux.connect_pad_added(move |_, pad| context.exposed(pad));
+        let done = self.discovery.clone();
+        demux.connect_no_more_pads(move |_| {
+            done.exposed_at.store(now_ms(), Ordering::Release);
+            done.exposed.store(true, Ordering::Release);
+        });
+        for element in elements.iter().rev() {
+            element
+                .sync_state_with_parent()
+                .map_err(|e| e.to_string())?;
+        }
+        let sink = jitter.static_pad("sink").ok_or("no jitter buffer sink")?;
+        src.link(&sink).map_err(|e| e.to_string())?;
+        *self
+            .discovery
+            .front
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = elements.to_vec();
+        Ok(())
+    }
+
+    /// A new SSRC on the leg: FFmpeg restarted. Its TS (new PCR base, continuity, PTS) starts
+    /// in a fresh front; the old demux's state would carry the old timeline into it.
+    fn restarted(self: &Arc<Self>, src: &gst::Pad) {
+        let Some(pipeline) = self.pipeline.upgrade() else {
+            return;
+        };
+        let old = std::mem::take(
+            &mut *self
+                .discovery
+                .front
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        if let Some(peer) = src.peer() {
+            let _ = src.unlink(&peer);
+        }
+        for element in &old {
+            let _ = element.set_state(gst::State::Null);
+            let _ = pipeline.remove(element);
+        }
+        self.discovery
+            .timing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offset = None;
+        match self.new_front(&pipeline, src) {
+            Ok(()) => tracing::info!(stream = %self.id, "the restarted source gets a new TS front"),
+            Err(e) => tracing::warn!(stream = %self.id, error = %e, "cannot build a TS front"),
+        }
+    }
+
+    /// A demux pad's first buffer: the run's offset keeps running time continuous.
+    fn first_buffer(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
+        let Some(pipeline) = self.pipeline.upgrade() else {
+            return;
+        };
+        let (Some(now), Some(base), Some(pts)) = (
+            pipeline.clock().map(|c| c.time()),
+            pipeline.base_time(),
+            buffer.pts(),
+        ) else {
+            return;
+        };
+        let media = media_running_time(pad, pts);
+        let lag = now.nseconds() as i64 - base.nseconds() as i64 - media;
+        let mut timing = self
+            .discovery
+            .timing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let lead = *timing.lead.get_or_insert(lag);
+        // Never before the end of what the last run sent: chains that count samples (audio
+        // resampler, encoder) would carry an overlap as a lasting delay of that medium.
+        let after_last = timing.end.map_or(i64::MIN, |end| end - media);
+        let offset = *timing.offset.get_or_insert((lag - lead).max(after_last));
+        drop(timing);
+        tracing::debug!(stream = %self.id, pad = %pad.name(), pts = pts.nseconds(), media, lag, offset, "a TS run's first buffer");
+        if offset != 0 {
+            pad.set_offset(offset);
+            tracing::info!(stream = %self.id, offset_ms = offset / 1_000_000, "the restarted source continues at the running time");
+        }
+    }
+
+    /// Notes the running time a demux pad's buffer ends at.
+    fn note_end(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
+        let Some(pts) = buffer.pts() else {
+            return;
+        };
+        let end = media_running_time(pad, pts)
+            + pad.offset()
+            + buffer.duration().map_or(0, |d| d.nseconds() as i64);
+        let mut timing = self
+            .discovery
+            .timing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        timing.end = Some(timing.end.map_or(end, |e| e.max(end)));
+    }
+
     /// tsdemux exposed an elementary stream.
     fn exposed(self: &Arc<Self>, pad: &gst::Pad) {
+        let context = self.clone();
+        let first = AtomicBool::new(true);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                if first.swap(false, Ordering::AcqRel) {
+                    context.first_buffer(pad, buffer);
+                }
+                context.note_end(pad, buffer);
+            }
+            gst::PadProbeReturn::Ok
+        });
         if let Some(caps) = pad.current_caps() {
             self.with_caps(pad, &caps);
             return;
@@ -440,6 +612,13 @@ impl TrackContext {
         tracing::info!(stream = %self.id, codec = %name, linked, "the restarted source continues in its track");
         linked
     }
+}
+
+/// The SSRC of an RTP packet.
+fn ssrc_of(buffer: &gst::BufferRef) -> Option<u32> {
+    let map = buffer.map_readable().ok()?;
+    let bytes: [u8; 4] = map.get(8..12)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
 fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
