@@ -99,7 +99,9 @@ pub async fn about(
         created_at: Some(
             instance
                 .started_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                // Sub-second digits (as Go's RFC3339Nano): a reload within the same second
+                // still shows clients (restreamer-ui waits for it) a new instance.
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         ),
         uptime_seconds: Some(uptime),
         version: Version {

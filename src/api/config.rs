@@ -28,7 +28,7 @@ pub struct ConfigAnswer {
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// The document in force, without the request-dependent host names.
