@@ -82,15 +82,17 @@ async fn ten_viewers_survive_an_ffmpeg_restart() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    server
-        .wait_state("multi", Duration::from_secs(10), |s| {
-            s["exec"] == "killed" || s["exec"] == "running" && s["runtime_seconds"] == 0
-        })
-        .await;
+    // The event is a new FFmpeg child: with instant start the first run may still read
+    // `running` with runtime 0 when it is killed, so the process state cannot tell the runs apart.
     let before: Vec<u64> = viewers
         .iter()
         .map(|(rx, _, _)| rx.frames_decoded())
         .collect();
+    common::sources::wait_until(Duration::from_secs(15), || {
+        let now = server.ffmpeg_children();
+        !now.is_empty() && now != ffmpeg
+    })
+    .await;
     server
         .wait_state("multi", Duration::from_secs(15), |s| s["exec"] == "running")
         .await;
