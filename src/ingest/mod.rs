@@ -15,6 +15,26 @@ use crate::process::argv::ServerTemplates;
 
 pub use sessions::Session;
 
+/// A server's background task (accept loop or listener supervisor). It owns the listener and the
+/// connections, so stopping it frees the port and ends every connection (a reload).
+#[derive(Default)]
+struct ServerTask(std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl ServerTask {
+    fn set(&self, task: tokio::task::JoinHandle<()>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Aborts the task and waits until it is gone (its sockets closed).
+    async fn stop(&self) {
+        let task = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 /// The servers that are on, and their sessions.
 pub struct Ingest {
     pub rtmp: Option<Arc<rtmp::RtmpServer>>,

@@ -464,11 +464,7 @@ impl Inner {
             state.stale = false;
             (state.generation, state.options.clone())
         };
-        self.close_all();
-        let old = self.lock().built.take();
-        if let Some(old) = old {
-            let _ = old.pipeline.set_state(gst::State::Null);
-        }
+        self.stop_built();
         match build(
             &self.id,
             tracks,
@@ -503,11 +499,7 @@ impl Inner {
             state.stale = false;
             (state.generation, state.options.clone())
         };
-        self.close_all();
-        let old = self.lock().built.take();
-        if let Some(old) = old {
-            let _ = old.pipeline.set_state(gst::State::Null);
-        }
+        self.stop_built();
         match mpegts::build(&self.id, &self.ports, &self.shared, &options, generation) {
             Ok(built) => {
                 tracing::info!(stream = %self.id, "stream pipeline running (MPEG-TS leg)");
@@ -518,6 +510,15 @@ impl Inner {
             Err(e) => {
                 tracing::error!(stream = %self.id, error = %e, "cannot build the stream pipeline")
             }
+        }
+    }
+
+    /// Closes every viewer and stops the pipeline they hung off (the generation has moved first).
+    fn stop_built(&self) {
+        self.close_all();
+        let old = self.lock().built.take();
+        if let Some(old) = old {
+            let _ = old.pipeline.set_state(gst::State::Null);
         }
     }
 

@@ -30,8 +30,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The running RTMP server.
 pub struct RtmpServer {
-    /// The accept loop; aborting it closes the listener and every connection (a reload).
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What serves it; stopped on reload.
+    task: super::ServerTask,
     app: String,
     token: String,
     hub: Arc<Hub<Media, StartCache>>,
@@ -53,7 +53,7 @@ impl RtmpServer {
             );
         }
         let server = Arc::new(RtmpServer {
-            task: std::sync::Mutex::new(None),
+            task: super::ServerTask::default(),
             app: config.app.clone(),
             token: config.token.clone(),
             hub: Hub::new(),
@@ -62,17 +62,13 @@ impl RtmpServer {
         });
         tracing::info!(address = %server.local, "RTMP server listening");
         let task = tokio::spawn(accept_loop(server.clone(), listener));
-        *server.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        server.task.set(task);
         Ok(server)
     }
 
     /// Closes the listener and every connection, and waits until the port is free again.
     pub async fn stop(&self) {
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.task.stop().await;
     }
 
     /// The names being published now (`GET /api/v3/rtmp`).

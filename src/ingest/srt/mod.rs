@@ -25,8 +25,8 @@ type Packet = (Instant, Bytes);
 
 /// The running SRT server.
 pub struct SrtServer {
-    /// The listener's supervisor; aborting it closes the socket and every connection (a reload).
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What serves it; stopped on reload.
+    task: super::ServerTask,
     passphrase: String,
     token: String,
     hub: Arc<Hub<Packet, ()>>,
@@ -46,7 +46,7 @@ impl SrtServer {
     pub async fn start(config: &SrtConfig, sessions: Arc<Sessions>) -> anyhow::Result<Arc<Self>> {
         let address = crate::config::listen_address(&config.address)?;
         let server = Arc::new(SrtServer {
-            task: std::sync::Mutex::new(None),
+            task: super::ServerTask::default(),
             passphrase: config.passphrase.clone(),
             token: config.token.clone(),
             hub: Hub::new(),
@@ -55,17 +55,13 @@ impl SrtServer {
         let bound = bind(address).await?;
         tracing::info!(%address, "SRT server listening");
         let task = tokio::spawn(supervise(server.clone(), address, bound));
-        *server.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        server.task.set(task);
         Ok(server)
     }
 
     /// Closes the listener and every connection, and waits until the port is free again.
     pub async fn stop(&self) {
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.task.stop().await;
     }
 
     pub fn channels(&self) -> Channels {
