@@ -200,7 +200,8 @@ pub struct WebRtcConfig {
     pub rtp_port_min: u16,
     /// Upper end of that range.
     pub rtp_port_max: u16,
-    /// rtpjitterbuffer latency on the legs, in ms.
+    /// rtpjitterbuffer latency on the per-medium RTP legs (WebM/Ogg sources), in ms; the MPEG-TS
+    /// leg has no jitter buffer (loopback does not reorder).
     pub jitter_latency_ms: u32,
     /// Packets a per-viewer leaky queue holds before dropping the oldest; 0 (the default) puts no
     /// queue in the branch, which saves two threads per viewer (see docs/performance.md).

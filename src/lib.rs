@@ -33,6 +33,13 @@ pub use coreconfig::ConfigSource;
 pub use logring::{layer as log_ring_layer, on_level_change};
 pub use server::{run, Server};
 
+/// The hidden `streamcore select-encoder` command: the server runs the encoder test in a child
+/// process of itself (see `media::transcode::isolated`); not an API.
+#[doc(hidden)]
+pub mod encoder_child {
+    pub use crate::media::transcode::isolated::{child_main, SUBCOMMAND};
+}
+
 /// The parsers of what clients send the signalling endpoints, for the fuzz targets in `fuzz/`
 /// (see docs/fuzzing.md); not an API.
 #[doc(hidden)]

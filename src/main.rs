@@ -34,6 +34,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // The server's own child for the encoder test: no configuration, no logging set-up.
+    if std::env::args().nth(1).as_deref() == Some(streamcore::encoder_child::SUBCOMMAND) {
+        return streamcore::encoder_child::child_main();
+    }
     let cli = Cli::parse();
     let source = ConfigSource::from_process(cli.config.clone());
     let config = match source.load() {

@@ -870,15 +870,6 @@ async fn lip_sync_on_the_passthrough_path_and_after_a_restart() {
 }
 
 #[tokio::test]
-async fn lip_sync_on_the_transcode_path() {
-    lip_sync(true, false).await;
-}
-
-/// Known to fail (issue 10 stays open on it): after an FFmpeg restart the transcoded audio plays
-/// about 225 ms late (pairs 203 → 272 ms, drifting); see docs/sources.md. Run it with
-/// `cargo test --test sources -- --ignored`.
-#[tokio::test]
-#[ignore = "transcode path after an FFmpeg restart: audio ~225 ms late (issue 10, docs/sources.md)"]
-async fn lip_sync_on_the_transcode_path_after_a_restart() {
+async fn lip_sync_on_the_transcode_path_and_after_a_restart() {
     lip_sync(true, true).await;
 }

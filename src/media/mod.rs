@@ -165,20 +165,21 @@ impl Media {
         let _pem: Option<String> = dtls.property("pem");
         std::fs::create_dir_all(&sdp_dir)
             .with_context(|| format!("cannot create {}", sdp_dir.display()))?;
-        let descriptions = transcode::Descriptions::load(config.pipelines_dir.as_deref())
-            .context("bad pipeline description")?;
+        let request = transcode::isolated::Request {
+            forced: Some(config.encoder.clone()),
+            pipelines_dir: config.pipelines_dir.clone(),
+            settings: config.transcode.clone(),
+        };
+        let report = request.select();
+        let mut descriptions =
+            transcode::Descriptions::load_unchecked(config.pipelines_dir.as_deref())
+                .context("bad pipeline description")?;
+        descriptions.set_unavailable(report.unavailable);
         for (file, why) in descriptions.unavailable() {
             tracing::warn!(%file, %why, "pipeline description unavailable");
         }
-        let forced = Some(config.encoder.as_str()).filter(|e| !e.is_empty() && *e != "auto");
-        let registry = transcode::Registry::from_gstreamer();
-        let capabilities = match transcode::select_checked(
-            &registry,
-            forced,
-            &descriptions,
-            &config.transcode,
-        ) {
-            Ok(caps) => {
+        let capabilities = match report.outcome {
+            transcode::isolated::Outcome::Selected(caps) => {
                 tracing::info!(
                     encoder = %caps.video_encoder,
                     family = %caps.family,
@@ -190,19 +191,10 @@ impl Media {
                 );
                 Some(caps)
             }
-            // A forced encoder that cannot work, or a description an operator wrote that does not
-            // parse, must stop the server rather than silently pass streams through.
-            Err(e)
-                if forced.is_some()
-                    || matches!(
-                        e,
-                        transcode::TranscodeError::Description { .. }
-                            | transcode::TranscodeError::Settings(_)
-                    ) =>
-            {
+            transcode::isolated::Outcome::Fatal(e) => {
                 return Err(anyhow::anyhow!(e)).context("cannot set up transcoding")
             }
-            Err(e) => {
+            transcode::isolated::Outcome::Unavailable(e) => {
                 tracing::warn!(error = %e, "no usable H.264 encoder: streams are passed through only");
                 None
             }

@@ -1,4 +1,4 @@
-//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpjitterbuffer → rtpmp2tdepay → tsdemux`,
+//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpmp2tdepay → tsdemux`,
 //! then per elementary stream `queue → parse → pay`, which yields the same RTP an RTP leg would
 //! bring, into the same chains (the passthrough and transcode descriptions) and a tee.
 //!
@@ -39,7 +39,7 @@ pub(super) struct Discovery {
     exposed_at: std::sync::atomic::AtomicU64,
     /// The SSRC of the FFmpeg run the front receives (0 before the first packet).
     ssrc: AtomicU32,
-    /// `rtpjitterbuffer ! rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
+    /// `rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
     front: Mutex<Vec<gst::Element>>,
     /// Keeps running time continuous over FFmpeg runs.
     timing: Mutex<Timing>,
@@ -124,7 +124,6 @@ pub(super) fn build(
     options: &StreamOptions,
     generation: u64,
 ) -> Result<Built, String> {
-    let latency = shared.config.jitter_latency_ms;
     let port = ports.video();
     let pipeline = gst::Pipeline::with_name(&format!("stream-{id}"));
     let src = gst::ElementFactory::make("udpsrc")
@@ -155,7 +154,6 @@ pub(super) fn build(
     let context = Arc::new(TrackContext {
         id: id.to_string(),
         port,
-        latency,
         pipeline: pipeline.downgrade(),
         shared: shared.clone(),
         options: options.clone(),
@@ -201,7 +199,6 @@ pub(super) fn build(
 struct TrackContext {
     id: String,
     port: u16,
-    latency: u32,
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
     shared: Arc<Shared>,
     options: StreamOptions,
@@ -214,21 +211,20 @@ impl TrackContext {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `udpsrc ! rtpjitterbuffer ! rtpmp2tdepay ! tsdemux`, for the first or a restarted FFmpeg.
+    /// `udpsrc ! rtpmp2tdepay ! tsdemux`, for the first or a restarted FFmpeg.
+    ///
+    /// No jitter buffer: the leg comes over loopback, which neither reorders nor delays, and
+    /// tsdemux times the media from the TS's own clock. A jitter buffer here only moved every
+    /// packet to a second thread, two context switches per packet for an idle stream.
     fn new_front(self: &Arc<Self>, pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<(), String> {
         let make = |name: &str| {
             gst::ElementFactory::make(name)
                 .build()
                 .map_err(|e| e.to_string())
         };
-        let jitter = make("rtpjitterbuffer")?;
-        jitter.set_property("latency", self.latency);
-        // mode=none: the jitter buffer does not re-time buffers from the RTP timestamps; tsdemux
-        // times the media from the TS's own clock.
-        jitter.set_property_from_str("mode", "none");
         let depay = make("rtpmp2tdepay")?;
         let demux = make("tsdemux")?;
-        let elements = [jitter.clone(), depay, demux.clone()];
+        let elements = [depay.clone(), demux.clone()];
         pipeline.add_many(&elements).map_err(|e| e.to_string())?;
         gst::Element::link_many(&elements).map_err(|e| e.to_string())?;
         let context = self.clone();
@@ -243,7 +239,7 @@ impl TrackContext {
                 .sync_state_with_parent()
                 .map_err(|e| e.to_string())?;
         }
-        let sink = jitter.static_pad("sink").ok_or("no jitter buffer sink")?;
+        let sink = depay.static_pad("sink").ok_or("no depayloader sink")?;
         src.link(&sink).map_err(|e| e.to_string())?;
         *self
             .discovery

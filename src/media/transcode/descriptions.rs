@@ -268,6 +268,15 @@ impl Descriptions {
     /// codec unavailable ([`Descriptions::unavailable`]) unless it is a passthrough chain; any
     /// other problem is an error naming the file. GStreamer is initialised here.
     pub fn load(dir: Option<&Path>) -> Result<Self, TranscodeError> {
+        let mut descriptions = Descriptions::load_unchecked(dir)?;
+        descriptions.validate()?;
+        Ok(descriptions)
+    }
+
+    /// [`Descriptions::load`] without parsing the chains, which loads every plugin they name:
+    /// for a server whose chains were checked by [`super::isolated`] in a child process, with
+    /// that check's [`Descriptions::unavailable`] handed to [`Descriptions::set_unavailable`].
+    pub fn load_unchecked(dir: Option<&Path>) -> Result<Self, TranscodeError> {
         gst::init().map_err(|e| TranscodeError::Description {
             file: "(all)".into(),
             message: format!("cannot initialise GStreamer: {e}"),
@@ -276,8 +285,12 @@ impl Descriptions {
         if let Some(dir) = dir {
             descriptions.overlay(dir)?;
         }
-        descriptions.validate()?;
         Ok(descriptions)
+    }
+
+    /// The unavailable chains as another process's [`Descriptions::load`] found them.
+    pub fn set_unavailable(&mut self, unavailable: Vec<(String, String)>) {
+        self.unavailable = unavailable.into_iter().collect();
     }
 
     fn overlay(&mut self, dir: &Path) -> Result<(), TranscodeError> {

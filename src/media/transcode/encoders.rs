@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::TranscodeError;
@@ -163,7 +163,7 @@ impl Registry {
 }
 
 /// The detected (or forced) choice, serialisable for the skills endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TranscodeCapabilities {
     /// Encoder element, e.g. `nvh264enc` or `x264enc`.
     pub video_encoder: String,

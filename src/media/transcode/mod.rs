@@ -17,6 +17,7 @@
 
 pub mod descriptions;
 pub mod encoders;
+pub mod isolated;
 pub mod keyframes;
 pub mod sizes;
 
