@@ -429,12 +429,15 @@ async fn run_once(
                     let now = started.elapsed().as_secs_f64();
                     let in_prelude = !parser.prelude_done();
                     let kind = parser.parse_line(&line, now);
-                    if let (false, Some(streams)) = (inputs_reported, parser.reported_inputs()) {
+                    let reported = match inputs_reported {
+                        false => parser.reported_inputs(),
+                        true => None,
+                    };
+                    if let Some(streams) = reported {
                         inputs_reported = true;
-                        let refit = spec.legs.as_ref().is_some_and(|l| l.discovered(&streams, &legs));
-                        if refit {
+                        if spec.legs.as_ref().is_some_and(|l| l.discovered(&streams, &legs)) {
                             end.restart_now = true;
-                            let why = "Restarting: the WebRTC legs do not fit the codecs FFmpeg reported";
+                            let why = "Restarting: the WebRTC legs do not fit the input's codecs";
                             if status.is_none() {
                                 interrupt(&mut kill_at, Some(why));
                             } else {
