@@ -40,6 +40,9 @@ const ROW_TIMEOUT: Duration = Duration::from_secs(90);
 enum Source {
     /// A fixture file, looped in real time.
     File(&'static str),
+    /// A fixture file pulled over HTTP from the server's public files, looped in real time
+    /// (not probed before the run: its codecs come from FFmpeg's own input prelude).
+    HttpFile(&'static str),
     /// An FFmpeg pushing `live.mp4` over RTMP into the process's `-listen 1` input.
     RtmpPush,
     /// An FFmpeg pushing `live.mp4` as MPEG-TS over SRT into the process's listener input.
@@ -66,6 +69,17 @@ struct Row {
     /// Video size of the source; None for audio-only.
     size: Option<(i32, i32)>,
     audio: bool,
+    /// The legs the process must run with, and the runs before it (a restart for the legs).
+    legs: Option<(Legs, usize)>,
+}
+
+/// The leg format a row's codecs call for (docs/sources.md).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Legs {
+    /// One `rtp_mpegts` leg.
+    Ts,
+    /// One `-f rtp` leg per medium the source has.
+    PerMedium,
 }
 
 const fn row(name: &'static str, source: Source, size: Option<(i32, i32)>, audio: bool) -> Row {
@@ -74,6 +88,15 @@ const fn row(name: &'static str, source: Source, size: Option<(i32, i32)>, audio
         source,
         size,
         audio,
+        legs: None,
+    }
+}
+
+impl Row {
+    /// Asserts the legs chosen from the source's codecs, after `earlier_runs` runs.
+    const fn legs(mut self, legs: Legs, earlier_runs: usize) -> Row {
+        self.legs = Some((legs, earlier_runs));
+        self
     }
 }
 
@@ -151,6 +174,45 @@ fn all_rows() -> Vec<Row> {
             true,
         ),
         row("raw rawvideo + PCM input, -f null output", Raw, QVGA, true),
+        // The legs follow the codecs, not the container's name; a local file is probed before
+        // its first run, an HTTP pull restarted once after its first run reported its codecs.
+        row(
+            "file rawvideo + PCM (nut)",
+            File("rawvideo_pcm.nut"),
+            QVGA,
+            true,
+        )
+        .legs(Legs::Ts, 0),
+        row("file VP9 + Opus (mkv)", File("vp9_opus.mkv"), QVGA, true).legs(Legs::PerMedium, 0),
+        row(
+            "file H.264 + AAC (Matroska named .webm)",
+            File("h264_aac_matroska.webm"),
+            QVGA,
+            true,
+        )
+        .legs(Legs::Ts, 0),
+        row(
+            "file VP8 video only (webm)",
+            File("vp8_only.webm"),
+            QVGA,
+            false,
+        )
+        .legs(Legs::PerMedium, 0),
+        row(
+            "file Vorbis only (ogg)",
+            File("vorbis_only.ogg"),
+            None,
+            true,
+        )
+        .legs(Legs::Ts, 0),
+        row("file Opus only (webm)", File("opus_only.webm"), None, true).legs(Legs::Ts, 0),
+        row(
+            "HTTP pull VP9 + Opus (mkv)",
+            HttpFile("vp9_opus.mkv"),
+            QVGA,
+            true,
+        )
+        .legs(Legs::PerMedium, 1),
     ]
 }
 
@@ -237,6 +299,14 @@ async fn setup(server: &TestServer, id: &str, source: Source) -> Result<Setup, S
     let mut helpers = Vec::new();
     let (inputs, (output, own)) = match source {
         Source::File(name) => (looped(&shared_into(server, &fixture(name))), nut_copy(id)),
+        Source::HttpFile(name) => {
+            let public = server.data_dir.join("public").join(name);
+            if !public.exists() {
+                std::fs::copy(fixture(name), &public).map_err(|e| format!("{name}: {e}"))?;
+            }
+            let url = server.url(&format!("/{name}"));
+            (input(&url, &["-re", "-stream_loop", "-1"]), nut_copy(id))
+        }
         Source::RtmpPush => {
             let port = free_tcp_port();
             let url = format!("rtmp://127.0.0.1:{port}/live/{id}");
@@ -462,6 +532,9 @@ async fn run_row(
     };
     let info = server.get(&info_path).await.1;
     out.lock().unwrap().paths = paths(&info);
+    if let Some(expected) = row.legs {
+        check_legs(server, id, row, expected).await?;
+    }
     if !first_media {
         return Err(format!(
             "viewer decoded nothing in 25 s (state {}, viewer errors {:?})",
@@ -554,6 +627,41 @@ async fn run_row(
     Ok(())
 }
 
+/// The process runs with the legs the row's codecs call for, one per medium the source has,
+/// after as many earlier runs as expected.
+async fn check_legs(
+    server: &TestServer,
+    id: &str,
+    row: &Row,
+    (legs, earlier_runs): (Legs, usize),
+) -> Result<(), String> {
+    let state = server.state(id).await;
+    let command: Vec<&str> = state["command"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let ts = command.iter().any(|a| a.starts_with("[f=rtp_mpegts"));
+    let rtp = command.windows(2).filter(|w| w == &["-f", "rtp"]).count();
+    let media = usize::from(row.size.is_some()) + usize::from(row.audio);
+    let found = match (ts, rtp) {
+        (true, 0) => Some(Legs::Ts),
+        (false, n) if n == media => Some(Legs::PerMedium),
+        _ => None,
+    };
+    if found != Some(legs) {
+        return Err(format!(
+            "expected {legs:?} legs for {media} media, the command has: ffmpeg {}",
+            command.join(" ")
+        ));
+    }
+    let report = server.get(&format!("/api/v3/process/{id}/report")).await.1;
+    let runs = report["history"].as_array().map_or(0, Vec::len);
+    if runs != earlier_runs {
+        return Err(format!("{runs} earlier runs, expected {earlier_runs}"));
+    }
+    Ok(())
+}
+
 fn ms(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{} ms", d.as_millis()))
 }
@@ -576,6 +684,12 @@ async fn every_source_reaches_a_viewer_and_keeps_its_outputs() {
             "live.mp4",
             "raw.yuv",
             "raw.pcm",
+            "rawvideo_pcm.nut",
+            "vp9_opus.mkv",
+            "h264_aac_matroska.webm",
+            "vp8_only.webm",
+            "vorbis_only.ogg",
+            "opus_only.webm",
         ] {
             fixture(name);
         }

@@ -14,8 +14,10 @@ use super::placeholder;
 use super::progress::IoRef;
 use crate::model::process::ProcessConfig;
 
+mod codecs;
 mod legs;
-pub use legs::{leg_format, source_kind, webrtc_legs, LegEncoding, LegFormat};
+pub use codecs::InputCodecs;
+pub use legs::{leg_format, webrtc_legs, LegEncoding, LegFormat};
 
 /// The input address that makes an input a WHIP input.
 pub const WHIP_ADDRESS: &str = "{whip}";

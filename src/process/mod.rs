@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod argv;
+pub mod discovery;
 pub mod id;
 pub mod placeholder;
 pub mod probe;

@@ -12,6 +12,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `binary argv` (global options and inputs, no outputs) and parses the input prelude.
 pub async fn run(sandbox: &Sandbox, binary: &Path, argv: &[String]) -> Probe {
+    run_within(sandbox, binary, argv, PROBE_TIMEOUT).await
+}
+
+/// [`run`], killed after `timeout`.
+pub async fn run_within(
+    sandbox: &Sandbox,
+    binary: &Path,
+    argv: &[String],
+    timeout: Duration,
+) -> Probe {
     let child = sandbox
         .command(binary, argv)
         .stdin(Stdio::null())
@@ -28,7 +38,7 @@ pub async fn run(sandbox: &Sandbox, binary: &Path, argv: &[String]) -> Probe {
             }
         }
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(output)) => parse_probe(&String::from_utf8_lossy(&output.stderr)),
         Ok(Err(err)) => Probe {
             streams: Vec::new(),
@@ -36,10 +46,7 @@ pub async fn run(sandbox: &Sandbox, binary: &Path, argv: &[String]) -> Probe {
         },
         Err(_) => Probe {
             streams: Vec::new(),
-            log: vec![format!(
-                "probe timed out after {} s",
-                PROBE_TIMEOUT.as_secs()
-            )],
+            log: vec![format!("probe timed out after {} s", timeout.as_secs())],
         },
     }
 }

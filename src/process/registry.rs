@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::access::Access;
 use super::argv::{self, Context, ReferenceError, Resolved, WhipInput, WHIP_ADDRESS};
+use super::discovery::{CodecMemory, LegsOf, WebRtcLegs};
 use super::progress::{ByteCounter, IoRef};
 use super::runner::{RunHooks, Runner, Spec};
 use super::sandbox::Sandbox;
@@ -146,6 +147,8 @@ pub struct Registry {
     settings: Settings,
     entries: RwLock<BTreeMap<String, Arc<Entry>>>,
     write: tokio::sync::Mutex<()>,
+    /// The codecs FFmpeg reported for each process's inputs (the WebRTC legs' choice).
+    codecs: Arc<CodecMemory>,
 }
 
 impl Registry {
@@ -161,6 +164,7 @@ impl Registry {
             settings,
             entries: RwLock::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
+            codecs: Arc::default(),
         };
         let records = registry.store.processes()?;
         // Two passes so that `#id:output=` references to processes stored later still resolve.
@@ -311,6 +315,7 @@ impl Registry {
         self.store.delete_process(id)?;
         entry.runner.shutdown().await;
         self.remove(id);
+        self.codecs.forget(id);
         close_webrtc(&entry).await;
         self.unset_cleanup(id).await;
         Ok(())
@@ -453,7 +458,7 @@ impl Registry {
                 invalid = Some(why);
                 None
             });
-        let mut resolved = self
+        let resolved = self
             .resolve(&record.config, replacing, ingest.as_deref())
             .unwrap_or_else(|why| {
                 invalid.get_or_insert(why);
@@ -466,24 +471,27 @@ impl Registry {
                 (None, None)
             }
         };
-        if let (Some(stream), Some(options), None) = (&stream, &stream_options, &invalid) {
-            let encoding = argv::LegEncoding {
-                video_encoder: self
-                    .media
-                    .as_ref()
-                    .and_then(|m| m.capabilities())
-                    .map(|c| c.video_encoder.clone()),
-                settings: options.transcode.clone(),
-            };
-            resolved.argv.extend(argv::webrtc_legs(
-                &record.config,
-                &encoding,
-                stream.sdp_path(),
-                stream.ports(),
-            ));
-        }
+        let legs = match (&stream, &stream_options, &invalid) {
+            (Some(stream), Some(options), None) => Some(WebRtcLegs::new(LegsOf {
+                config: &record.config,
+                inputs: &resolved.inputs,
+                memory: self.codecs.clone(),
+                encoding: argv::LegEncoding {
+                    video_encoder: self
+                        .media
+                        .as_ref()
+                        .and_then(|m| m.capabilities())
+                        .map(|c| c.video_encoder.clone()),
+                    settings: options.transcode.clone(),
+                },
+                stream,
+                options: options.clone(),
+            })),
+            _ => None,
+        };
         let outputs = resolved.outputs.iter().map(|o| o.address.clone()).collect();
         let written = self.written(&resolved.argv);
+        let resolved_probe = resolved.probe_argv;
         let mut spec = self.spec(
             &record.config,
             resolved.argv,
@@ -491,6 +499,8 @@ impl Registry {
             resolved.outputs,
         );
         spec.written = written;
+        spec.probe_argv = resolved_probe;
+        spec.legs = legs.map(|l| Arc::new(l) as Arc<dyn super::runner::Legs>);
         if let Some(ingest) = &ingest {
             spec.hooks = Some(Arc::new(IngestHooks(Arc::downgrade(ingest))));
         }
@@ -558,7 +568,7 @@ impl Registry {
             tracing::warn!(id = %config.id, "webrtc.enabled, but the media engine is off");
             return Ok((None, None));
         };
-        let legs = argv::leg_format(argv::source_kind(config));
+        let legs = argv::leg_format(config, self.codecs.get(config).as_ref());
         let options = StreamOptions {
             mpegts: legs == argv::LegFormat::MpegTs,
             force_transcode: config.webrtc.force_transcode,
@@ -607,6 +617,8 @@ impl Registry {
             hooks: None,
             sandbox: self.settings.sandbox.clone(),
             written: None,
+            probe_argv: Vec::new(),
+            legs: None,
         }
     }
 

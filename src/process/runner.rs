@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use utoipa::ToSchema;
 
-use super::progress::{ByteCounter, IoRef, LineKind, Parser, Progress};
+use super::probe;
+use super::progress::{ByteCounter, IoRef, LineKind, Parser, ProbeIo, Progress};
 use super::report::{ProcessReport, Report};
 use super::sampler::Sampler;
 use super::sandbox::Sandbox;
@@ -94,7 +95,30 @@ pub struct Spec {
     pub sandbox: Arc<Sandbox>,
     /// Bytes the outputs wrote so far where FFmpeg cannot tell (see [`super::written`]).
     pub written: Option<ByteCounter>,
+    /// Global options and inputs only, for a probe before a run.
+    pub probe_argv: Vec<String>,
+    /// The arguments chosen per run from what FFmpeg reports about the inputs.
+    pub legs: Option<Arc<dyn Legs>>,
 }
+
+/// The part of the command line chosen per run from the codecs FFmpeg reports for the inputs
+/// (the WebRTC legs, `super::discovery`), appended to [`Spec::argv`].
+pub trait Legs: Send + Sync {
+    /// The arguments of the next run, as the API shows them (no side effects).
+    fn args(&self) -> Vec<String>;
+    /// The arguments of a run that starts now (whoever receives the legs learns their format).
+    fn start(&self) -> Vec<String>;
+    /// Whether to probe the inputs before the next run (bounded by [`LEG_PROBE_TIMEOUT`]). May
+    /// touch the file system: called on the blocking pool.
+    fn wants_probe(&self) -> bool;
+    /// The input streams FFmpeg reported, by a probe or a run's prelude; true when the legs
+    /// `used` by the run do not fit them and it should start again with new ones.
+    fn discovered(&self, streams: &[ProbeIo], used: &[String]) -> bool;
+}
+
+/// How long a probe before a run may take: it reads local files only, which open in
+/// milliseconds; past this the run starts with the legs the rules choose.
+pub const LEG_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What else must happen around each FFmpeg run (all called from the supervisor task).
 pub trait RunHooks: Send + Sync {
@@ -124,13 +148,14 @@ struct Live {
     memory: u64,
     report: Report,
     pid: Option<u32>,
+    /// The argv of the current (or next) run, without the binary.
+    command: Vec<String>,
 }
 
 /// Handle to a supervised process. Dropping it ends the supervisor (and kills a running child).
 pub struct Runner {
     tx: mpsc::UnboundedSender<Command>,
     live: Arc<Mutex<Live>>,
-    spec: Arc<Spec>,
 }
 
 impl Runner {
@@ -148,10 +173,16 @@ impl Runner {
             memory: 0,
             report: Report::new(spec.log_max_lines, spec.log_max_history),
             pid: None,
+            command: spec
+                .argv
+                .iter()
+                .cloned()
+                .chain(spec.legs.iter().flat_map(|l| l.args()))
+                .collect(),
         }));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(spec.clone(), live.clone(), rx));
-        Runner { tx, live, spec }
+        tokio::spawn(supervise(spec, live.clone(), rx));
+        Runner { tx, live }
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -207,7 +238,7 @@ impl Runner {
             progress: live.progress.clone(),
             memory_bytes: live.memory,
             cpu_usage: (live.cpu * 1000.0).round() / 1000.0,
-            command: self.spec.argv.clone(),
+            command: live.command.clone(),
         }
     }
 
@@ -321,7 +352,13 @@ async fn run_once(
         l.progress = Progress::default();
     }
     set_exec(live, Exec::Starting);
-    let mut command = spec.sandbox.command(&spec.binary, &spec.argv);
+    let Some(legs) = run_legs(spec, rx, &mut end).await else {
+        set_exec(live, Exec::Finished);
+        return end;
+    };
+    let argv: Vec<String> = spec.argv.iter().chain(&legs).cloned().collect();
+    live.lock().unwrap_or_else(|e| e.into_inner()).command = argv.clone();
+    let mut command = spec.sandbox.command(&spec.binary, &argv);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -368,6 +405,7 @@ async fn run_once(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut stderr_open = true;
     let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut inputs_reported = spec.legs.is_none();
 
     let interrupt = |kill_at: &mut Option<Instant>, why: Option<&str>| {
         if let Some(why) = why {
@@ -390,7 +428,25 @@ async fn run_once(
                 Some(line) => {
                     let now = started.elapsed().as_secs_f64();
                     let in_prelude = !parser.prelude_done();
-                    match parser.parse_line(&line, now) {
+                    let kind = parser.parse_line(&line, now);
+                    let reported = match inputs_reported {
+                        false => parser.reported_inputs(),
+                        true => None,
+                    };
+                    if let Some(streams) = reported {
+                        inputs_reported = true;
+                        if spec.legs.as_ref().is_some_and(|l| l.discovered(&streams, &legs)) {
+                            end.restart_now = true;
+                            let why = "Restarting: the WebRTC legs do not fit the input's codecs";
+                            if status.is_none() {
+                                interrupt(&mut kill_at, Some(why));
+                            } else {
+                                // An exited child's pid may already be someone else's.
+                                log_line(live, why, false);
+                            }
+                        }
+                    }
+                    match kind {
                         LineKind::Progress { frames_advanced } => {
                             if frames_advanced {
                                 last_progress = Instant::now();
@@ -471,6 +527,57 @@ async fn run_once(
     }
     set_exec(live, exec);
     end
+}
+
+/// The legs of this run, after a probe of the inputs where the legs want one. A command that
+/// arrives meanwhile is served at once (the probe is dropped, which kills it); `None` then: the
+/// run ends before it started.
+async fn run_legs(
+    spec: &Spec,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    end: &mut RunEnd,
+) -> Option<Vec<String>> {
+    let Some(legs) = &spec.legs else {
+        return Some(Vec::new());
+    };
+    let asked = legs.clone();
+    if tokio::task::spawn_blocking(move || asked.wants_probe())
+        .await
+        .unwrap_or(false)
+    {
+        let probe = probe::run_within(
+            &spec.sandbox,
+            &spec.binary,
+            &spec.probe_argv,
+            LEG_PROBE_TIMEOUT,
+        );
+        tokio::pin!(probe);
+        loop {
+            tokio::select! {
+                found = &mut probe => {
+                    legs.discovered(&found.streams, &[]);
+                    break;
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Start) => {}
+                    None => return None,
+                    Some(Command::Stop(ack)) => {
+                        end.stop_acks.push(ack);
+                        return None;
+                    }
+                    Some(Command::Restart) => {
+                        end.restart_now = true;
+                        return None;
+                    }
+                    Some(Command::Shutdown(ack)) => {
+                        end.shutdown = Some(ack);
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+    Some(legs.start())
 }
 
 fn exceeds(limits: &Limits, sample: super::sampler::Sample) -> bool {

@@ -88,6 +88,39 @@ fn make_fixture(dir: &Path, name: &str) -> PathBuf {
             s,
             &format!("{x264} -profile:v baseline -bf 0 -an"),
         ),
+        // Codecs in containers the old extension rules misread (issue 10): raw video and PCM in
+        // NUT (a capture recorded as is), VP9 in Matroska, H.264 + AAC in Matroska named .webm.
+        "rawvideo_pcm.nut" => clip(
+            dir,
+            name,
+            "320x240",
+            2,
+            "-c:v rawvideo -pix_fmt yuv420p -c:a pcm_s16le -ac 1",
+        ),
+        "vp9_opus.mkv" => clip(
+            dir,
+            name,
+            "320x240",
+            s,
+            "-c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 500k -g 30 -c:a libopus",
+        ),
+        "h264_aac_matroska.webm" => clip(
+            dir,
+            name,
+            "320x240",
+            s,
+            &format!("{x264} -profile:v main -c:a aac -b:a 96k -f matroska"),
+        ),
+        // WebM/Ogg with one medium: a per-medium leg for the missing one would fail FFmpeg.
+        "vp8_only.webm" => clip(
+            dir,
+            name,
+            "320x240",
+            s,
+            "-an -c:v libvpx -deadline realtime -cpu-used 8 -b:v 500k -g 30",
+        ),
+        "vorbis_only.ogg" => clip(dir, name, "320x240", s, "-vn -c:a libvorbis"),
+        "opus_only.webm" => clip(dir, name, "320x240", s, "-vn -c:a libopus -b:a 64k"),
         // What the live senders push: H.264 constrained baseline + AAC, as encoders send it.
         "live.mp4" => clip(
             dir,

@@ -2,21 +2,25 @@
 //!
 //! Default: one RTP leg carrying MPEG-TS (`rtp_mpegts`) to the stream's video port. TS carries
 //! the codecs users feed (H.264, HEVC, MPEG-2, AAC, MP2/MP3, AC-3, Opus) with their parameters in
-//! band and both media on one clock, so nothing has to be known when the argv is written: the
-//! server discovers the codecs from the stream (RTMP/SRT listeners, `{whip}` included). The leg
+//! band and both media on one clock, so the server discovers the codecs from the stream. The leg
 //! is a slave of FFmpeg's `tee` muxer with `onfail=ignore` and optional maps, so a leg FFmpeg
 //! cannot produce, or a medium the source lacks, never fails the process or its other outputs.
 //!
-//! WebM and Ogg inputs may hold VP8, VP9 and Vorbis, which TS cannot carry: they keep one RTP
-//! leg per medium with an SDP file, audio encoded to Opus (Vorbis has no browser path). Raw
-//! inputs (lavfi, capture devices, rawvideo, PCM) are encoded once in FFmpeg for the stream,
-//! with the encoder the transcode branch uses, instead of sending raw video over loopback.
+//! What each medium needs is decided from the codecs FFmpeg reported for the inputs
+//! ([`InputCodecs`], remembered per definition by `process::discovery`) where they are known,
+//! else by rules on `-f` and the address's extension: VP8/VP9 video (or a WebM/Ogg input) gets
+//! one RTP leg per medium with an SDP file, since TS cannot carry it, with audio encoded to Opus;
+//! raw frames and samples, and codecs no chain of the server takes (Vorbis, PCM, FLAC, E-AC-3,
+//! AV1, …), are encoded once in FFmpeg with the encoder the transcode branch uses; the rest is
+//! copied into TS. A medium the reported codecs show absent gets no leg.
 //! docs/sources.md has the measurements behind this.
 
 use std::path::Path;
 
 use crate::model::process::{ProcessConfig, ProcessIo, WebRtcSettings};
 use crate::model::transcode::TranscodeSettings;
+
+use super::codecs::{handling, Handling, InputCodecs, Selected};
 
 /// How FFmpeg sends a process's media to its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +97,9 @@ fn leg_input(settings: &WebRtcSettings) -> usize {
         .unwrap_or(0)
 }
 
-/// Classifies the legs' input (the first, or the one the maps name).
-pub fn source_kind(config: &ProcessConfig) -> SourceKind {
+/// Classifies the legs' input (the first, or the one the maps name) by the rules.
+#[cfg(test)]
+pub(super) fn source_kind(config: &ProcessConfig) -> SourceKind {
     config
         .input
         .get(leg_input(&config.webrtc))
@@ -131,14 +136,6 @@ fn input_kind(input: &ProcessIo) -> SourceKind {
         SourceKind::WebM
     } else {
         SourceKind::Coded
-    }
-}
-
-/// The leg format for a source.
-pub fn leg_format(kind: SourceKind) -> LegFormat {
-    match kind {
-        SourceKind::WebM => LegFormat::PerMedium,
-        SourceKind::Coded | SourceKind::Raw => LegFormat::MpegTs,
     }
 }
 
@@ -205,58 +202,137 @@ impl Map {
     }
 }
 
-/// The maps and codecs of the TS leg. FFmpeg's automatic stream selection does not apply to the
-/// `tee` muxer, so the maps are explicit: without user maps, the first video and the first audio
-/// stream of every input (the server serves the first of each kind it finds); with one, the
-/// other medium is the first of its kind of the same input. Every map is optional (`?`): a
-/// stream that is not there maps nothing instead of failing the process. Streams of raw inputs
-/// are encoded, the others copied.
-fn mpegts_args(
-    video: &Map,
-    audio: &Map,
+/// One medium's leg: the maps it reads and what its codec needs; `handling` is `None` when the
+/// reported codecs show the medium is not there (no leg, no map).
+#[derive(Debug, Clone, PartialEq)]
+struct Medium {
+    maps: Vec<String>,
+    handling: Option<Handling>,
+}
+
+/// The maps of a medium. FFmpeg's automatic stream selection does not apply to the `tee`
+/// muxer, so the maps are explicit: without user maps, the first stream of the kind of every
+/// input (the server serves the first of each kind it finds); with one, the other medium is the
+/// first of its kind of the same input. Every map is optional (`?`): a stream that is not there
+/// maps nothing instead of failing the process.
+fn maps(map: &Map, other: &Map, medium: char, config: &ProcessConfig) -> Vec<(String, usize)> {
+    let explicit = matches!(map, Map::User(_)) || matches!(other, Map::User(_));
+    match map {
+        Map::Off => Vec::new(),
+        Map::Auto if explicit => {
+            let input = leg_input(&config.webrtc);
+            vec![(format!("{input}:{medium}:0?"), input)]
+        }
+        Map::Auto => (0..config.input.len().max(1))
+            .map(|i| (format!("{i}:{medium}:0?"), i))
+            .collect(),
+        Map::User(m) => {
+            let input = input_of(m).unwrap_or(0);
+            let m = if m.ends_with('?') {
+                m.clone()
+            } else {
+                format!("{m}?")
+            };
+            vec![(m, input)]
+        }
+    }
+}
+
+/// What the rules say a medium of an input needs when its codec is not known: raw inputs are
+/// encoded, WebM/Ogg video gets its own leg and its audio (maybe Vorbis) is encoded to Opus.
+fn by_rules(config: &ProcessConfig, input: usize, medium: char) -> Handling {
+    match config
+        .input
+        .get(input)
+        .map_or(SourceKind::Coded, input_kind)
+    {
+        SourceKind::Raw => Handling::Encode,
+        SourceKind::WebM if medium == 'v' => Handling::CopyPerMedium,
+        SourceKind::WebM => Handling::Encode,
+        SourceKind::Coded => Handling::Copy,
+    }
+}
+
+/// A medium's leg from its maps, the reported codecs where they tell, else the rules. The
+/// first stream the maps find decides whether video needs a leg of its own; any stream that
+/// must be encoded has the medium encoded (output stream indices shift when an optional map
+/// matches nothing, so codecs are set per medium).
+fn medium(
+    map: &Map,
+    other: &Map,
+    kind: char,
     config: &ProcessConfig,
+    known: Option<&InputCodecs>,
+) -> Option<Medium> {
+    let chosen = maps(map, other, kind, config);
+    if chosen.is_empty() {
+        return None;
+    }
+    let found: Vec<Handling> = chosen
+        .iter()
+        .filter_map(
+            |(m, input)| match known.map_or(Selected::Unknown, |k| k.select(m, kind)) {
+                Selected::Absent => None,
+                Selected::Codec(codec) => Some(handling(kind, codec)),
+                Selected::Unknown => Some(by_rules(config, *input, kind)),
+            },
+        )
+        .collect();
+    let handling = match found.first() {
+        None => None,
+        Some(Handling::CopyPerMedium) => Some(Handling::CopyPerMedium),
+        Some(_) if found.iter().any(|h| *h != Handling::Copy) => Some(Handling::Encode),
+        Some(_) => Some(Handling::Copy),
+    };
+    Some(Medium {
+        maps: chosen.into_iter().map(|(m, _)| m).collect(),
+        handling,
+    })
+}
+
+/// The leg format for a definition: a leg per medium only when the video is VP8/VP9 (reported,
+/// or a WebM/Ogg input by the rules); everything else goes into the one TS leg.
+pub fn leg_format(config: &ProcessConfig, known: Option<&InputCodecs>) -> LegFormat {
+    leg_format_of(media(config, known).0.as_ref())
+}
+
+fn leg_format_of(video: Option<&Medium>) -> LegFormat {
+    match video.and_then(|v| v.handling) {
+        Some(Handling::CopyPerMedium) => LegFormat::PerMedium,
+        _ => LegFormat::MpegTs,
+    }
+}
+
+fn media(config: &ProcessConfig, known: Option<&InputCodecs>) -> (Option<Medium>, Option<Medium>) {
+    let video = Map::of(&config.webrtc.video_map);
+    let audio = Map::of(&config.webrtc.audio_map);
+    (
+        medium(&video, &audio, 'v', config, known),
+        medium(&audio, &video, 'a', config, known),
+    )
+}
+
+/// The maps and codecs of the TS leg: present media copied, or encoded where they must be.
+fn mpegts_args(
+    video: Option<Medium>,
+    audio: Option<Medium>,
     encoding: &LegEncoding,
 ) -> Vec<String> {
-    let inputs = config.input.len().max(1);
-    let explicit = matches!(video, Map::User(_)) || matches!(audio, Map::User(_));
     let mut maps = Vec::new();
     let mut codecs = Vec::new();
-    for (map, medium) in [(video, 'v'), (audio, 'a')] {
-        let chosen: Vec<(String, usize)> = match map {
-            Map::Off => continue,
-            Map::Auto if explicit => {
-                let input = leg_input(&config.webrtc);
-                vec![(format!("{input}:{medium}:0?"), input)]
-            }
-            Map::Auto => (0..inputs)
-                .map(|i| (format!("{i}:{medium}:0?"), i))
-                .collect(),
-            Map::User(m) => {
-                let input = input_of(m).unwrap_or(0);
-                let m = if m.ends_with('?') {
-                    m.clone()
-                } else {
-                    format!("{m}?")
-                };
-                vec![(m, input)]
-            }
+    for (medium, kind) in [(video, 'v'), (audio, 'a')] {
+        let Some(Medium {
+            maps: m,
+            handling: Some(handling),
+        }) = medium
+        else {
+            continue;
         };
-        // Output stream indices shift when an optional map matches nothing, so codecs are set
-        // per medium: encoded when any input it may come from is raw.
-        let mut raw = false;
-        for (map, input) in chosen {
-            maps.extend(["-map".to_string(), map]);
-            raw |= config
-                .input
-                .get(input)
-                .is_some_and(|i| input_kind(i) == SourceKind::Raw);
-        }
-        codecs.extend(match (raw, medium) {
-            (false, _) => vec![format!("-c:{medium}"), "copy".to_string()],
-            (true, 'v') => {
-                ffmpeg_video_encoder(encoding.video_encoder.as_deref(), &encoding.settings)
-            }
-            (true, _) => opus(&encoding.settings),
+        maps.extend(m.into_iter().flat_map(|m| ["-map".to_string(), m]));
+        codecs.extend(match (handling, kind) {
+            (Handling::Copy, _) => vec![format!("-c:{kind}"), "copy".to_string()],
+            (_, 'v') => ffmpeg_video_encoder(encoding.video_encoder.as_deref(), &encoding.settings),
+            (_, _) => opus(&encoding.settings),
         });
     }
     maps.extend(codecs);
@@ -270,23 +346,23 @@ fn input_of(map: &str) -> Option<usize> {
         .and_then(|i| i.trim_start_matches('-').parse().ok())
 }
 
-/// The legs FFmpeg sends to a stream's `(video, audio)` ports.
+/// The legs FFmpeg sends to a stream's `(video, audio)` ports, chosen from the reported codecs
+/// of the inputs where `known` has them, else by the rules.
 pub fn webrtc_legs(
     config: &ProcessConfig,
+    known: Option<&InputCodecs>,
     encoding: &LegEncoding,
     sdp_path: &Path,
     ports: (u16, u16),
 ) -> Vec<String> {
-    let settings = &config.webrtc;
-    let kind = source_kind(config);
-    let video = Map::of(&settings.video_map);
-    let audio = Map::of(&settings.audio_map);
-    if video == Map::Off && audio == Map::Off {
+    let (video, audio) = media(config, known);
+    let present = |m: &Option<Medium>| m.as_ref().is_some_and(|m| m.handling.is_some());
+    if !present(&video) && !present(&audio) {
         return Vec::new();
     }
-    match leg_format(kind) {
+    match leg_format_of(video.as_ref()) {
         LegFormat::MpegTs => {
-            let mut args = mpegts_args(&video, &audio, config, encoding);
+            let mut args = mpegts_args(video, audio, encoding);
             args.extend([
                 "-f".to_string(),
                 "tee".to_string(),
@@ -297,7 +373,22 @@ pub fn webrtc_legs(
             ]);
             args
         }
-        LegFormat::PerMedium => per_medium_legs(video, audio, encoding, sdp_path, ports),
+        LegFormat::PerMedium => {
+            let settings = &config.webrtc;
+            // A medium the reported codecs show absent gets no leg: an `-f rtp` output without
+            // a stream fails FFmpeg.
+            let leg = |user: &str, m: &Option<Medium>| match present(m) {
+                true => Map::of(user),
+                false => Map::Off,
+            };
+            per_medium_legs(
+                leg(&settings.video_map, &video),
+                leg(&settings.audio_map, &audio),
+                encoding,
+                sdp_path,
+                ports,
+            )
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 
-use super::legs::SourceKind;
+use super::legs::{source_kind, SourceKind};
 use super::*;
 use crate::config::AccessList;
 use crate::model::process::{ProcessIo, WebRtcSettings};
+use crate::process::progress::ProbeIo;
 
 /// A data directory with its public directory (`{diskfs}`) and the server's own `webrtc`
 /// directory, and the rules for it with empty lists.
@@ -295,12 +296,17 @@ fn leg_config(address: &str, options: &[&str], video_map: &str, audio_map: &str)
 }
 
 fn legs_of(config: &ProcessConfig) -> Vec<String> {
+    legs_known(config, None)
+}
+
+fn legs_known(config: &ProcessConfig, known: Option<&InputCodecs>) -> Vec<String> {
     let encoding = LegEncoding {
         video_encoder: Some("x264enc".into()),
         settings: crate::model::transcode::TranscodeSettings::default(),
     };
     webrtc_legs(
         config,
+        known,
         &encoding,
         Path::new("/data/webrtc/cam/stream.sdp"),
         (40000, 40002),
@@ -536,4 +542,126 @@ fn server_placeholders_follow_core() {
         vec![io("out", "-", &["-f", "null"])],
     );
     assert!(f.resolve(&off).unwrap_err().contains("must not be empty"));
+}
+
+/// What FFmpeg reports for inputs of `(kind, codec)` streams.
+fn reported(inputs: &[&[(&str, &str)]]) -> InputCodecs {
+    let streams: Vec<ProbeIo> = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, streams)| {
+            streams
+                .iter()
+                .enumerate()
+                .map(move |(n, (kind, codec))| ProbeIo {
+                    index: i as u64,
+                    stream: n as u64,
+                    r#type: kind.to_string(),
+                    codec: codec.to_string(),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    InputCodecs::from_streams(&streams).unwrap()
+}
+
+fn has(legs: &[String], pair: [&str; 2]) -> bool {
+    legs.windows(2).any(|w| w == pair)
+}
+
+#[test]
+fn reported_codecs_decide_encode_or_copy_whatever_the_container() {
+    // Raw video and PCM in NUT: the rules see a coded file and would copy them into TS.
+    let nut = leg_config("{diskfs}/capture.nut", &[], "", "");
+    assert!(has(&legs_of(&nut), ["-c:v", "copy"]));
+    let known = reported(&[&[("video", "rawvideo"), ("audio", "pcm_s16le")]]);
+    let legs = legs_known(&nut, Some(&known));
+    assert_eq!(leg_format(&nut, Some(&known)), LegFormat::MpegTs);
+    assert!(
+        has(&legs, ["-c:v", "libx264"]) && has(&legs, ["-c:a", "libopus"]),
+        "{legs:?}"
+    );
+    // H.264 + AAC in a file named .webm: copied into TS, not split per medium.
+    let webm = leg_config("{diskfs}/h264.webm", &[], "", "");
+    let known = reported(&[&[("video", "h264"), ("audio", "aac")]]);
+    assert_eq!(leg_format(&webm, None), LegFormat::PerMedium);
+    assert_eq!(leg_format(&webm, Some(&known)), LegFormat::MpegTs);
+    assert_eq!(
+        legs_known(&webm, Some(&known))[..8],
+        strings(&["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "copy", "-c:a", "copy"])
+    );
+    // E-AC-3 has no chain on the server: encoded to Opus instead of listed as unsupported.
+    let known = reported(&[&[("video", "h264"), ("audio", "eac3")]]);
+    let legs = legs_known(&webm, Some(&known));
+    assert!(has(&legs, ["-c:v", "copy"]) && has(&legs, ["-c:a", "libopus"]));
+}
+
+#[test]
+fn vp8_and_vp9_get_their_own_legs_in_any_container() {
+    let mkv = leg_config("https://cdn/vod/clip.mkv", &[], "", "");
+    let known = reported(&[&[("video", "vp9"), ("audio", "opus")]]);
+    assert_eq!(leg_format(&mkv, None), LegFormat::MpegTs);
+    assert_eq!(leg_format(&mkv, Some(&known)), LegFormat::PerMedium);
+    let legs = legs_known(&mkv, Some(&known));
+    assert_eq!(legs[0], "-sdp_file");
+    assert!(legs.contains(&"rtp://127.0.0.1:40000?pkt_size=1200".to_string()));
+    assert!(legs.contains(&"rtp://127.0.0.1:40002?pkt_size=1200".to_string()));
+    assert_eq!(
+        legs,
+        legs_of(&leg_config("{diskfs}/clip.webm", &[], "", ""))
+    );
+}
+
+#[test]
+fn a_medium_the_source_lacks_gets_no_leg() {
+    // Video-only VP8: one RTP leg, no audio output that would fail FFmpeg for want of a stream.
+    let webm = leg_config("{diskfs}/video.webm", &[], "", "");
+    let legs = legs_known(&webm, Some(&reported(&[&[("video", "vp8")]])));
+    assert_eq!(legs.iter().filter(|a| *a == "rtp").count(), 1, "{legs:?}");
+    assert!(legs.contains(&"rtp://127.0.0.1:40000?pkt_size=1200".to_string()));
+    assert!(!legs.iter().any(|a| a.contains("40002")), "{legs:?}");
+    // Audio-only Vorbis or Opus: the TS leg, Vorbis encoded to Opus, Opus copied; no video map.
+    let ogg = leg_config("{diskfs}/audio.ogg", &[], "", "");
+    let tee = "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1316";
+    let legs = legs_known(&ogg, Some(&reported(&[&[("audio", "vorbis")]])));
+    assert_eq!(legs[..4], strings(&["-map", "0:a:0?", "-c:a", "libopus"]));
+    assert_eq!(legs.last().unwrap(), tee);
+    let legs = legs_known(&ogg, Some(&reported(&[&[("audio", "opus")]])));
+    assert_eq!(
+        legs,
+        strings(&["-map", "0:a:0?", "-c:a", "copy", "-f", "tee", tee])
+    );
+    // Nothing to send: no legs at all.
+    let none = reported(&[&[("subtitle", "webvtt")]]);
+    assert!(legs_known(&ogg, Some(&none)).is_empty());
+}
+
+#[test]
+fn maps_beyond_the_simple_grammar_fall_back_to_the_rules() {
+    let known = reported(&[
+        &[("video", "h264"), ("audio", "aac"), ("audio", "vorbis")],
+        &[("video", "rawvideo")],
+    ]);
+    use super::codecs::Selected::*;
+    let cases = [
+        ("0", 'v', Codec("h264")),
+        ("0", 'a', Codec("aac")),
+        ("0:a:1?", 'a', Codec("vorbis")),
+        ("0:2", 'a', Codec("vorbis")),
+        ("1:v", 'v', Codec("rawvideo")),
+        ("1:a:0?", 'a', Absent),
+        ("0:a:5", 'a', Absent),
+        ("2:v", 'v', Unknown),
+        ("0:m:language:eng", 'a', Unknown),
+        ("-0:a", 'a', Unknown),
+        ("[out]", 'v', Unknown),
+    ];
+    for (map, medium, selected) in cases {
+        assert_eq!(known.select(map, medium), selected, "{map}");
+    }
+    // The second audio stream (Vorbis) is encoded; an unparsable map keeps the rules (copy).
+    let config = leg_config("{diskfs}/multi.mkv", &[], "", "0:a:1");
+    assert!(has(&legs_known(&config, Some(&known)), ["-c:a", "libopus"]));
+    let config = leg_config("{diskfs}/multi.mkv", &[], "", "0:m:language:eng");
+    assert!(has(&legs_known(&config, Some(&known)), ["-c:a", "copy"]));
 }

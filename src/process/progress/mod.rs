@@ -27,7 +27,7 @@ mod samples;
 
 pub use prelude::parse_probe;
 pub use stats::{ByteCounter, IoRef, LineKind, Parser};
-pub use types::{Probe, Progress};
+pub use types::{Probe, ProbeIo, Progress};
 
 /// Removes the `[info] ` tag that `-loglevel level+...` prepends, so the anchored patterns match.
 fn strip_level(line: &str) -> &str {

@@ -54,6 +54,8 @@ pub(super) struct Prelude {
     /// (output file, stream, encoder) from mapping lines; its length is the expected output count.
     pub(super) encoders: Vec<(u64, u64, String)>,
     mapping_ended: bool,
+    /// An `Input #N` section is still being printed (its stream lines may follow).
+    input_open: bool,
 }
 
 impl Prelude {
@@ -63,6 +65,46 @@ impl Prelude {
         self.mapping_ended
             && !self.encoders.is_empty()
             && self.out_streams.len() >= self.encoders.len()
+    }
+
+    /// The streams of the inputs once `count` inputs were printed and the last one's section
+    /// ended (by an output header, the mapping, or any other line, such as an output's error).
+    pub(super) fn inputs(&self, count: usize) -> Option<Vec<ProbeIo>> {
+        (self.in_files.len() >= count && !self.input_open).then(|| self.probe_streams())
+    }
+
+    /// The input streams in the Probe schema.
+    fn probe_streams(&self) -> Vec<ProbeIo> {
+        self.in_streams
+            .iter()
+            .map(|s| {
+                let file = self
+                    .in_files
+                    .iter()
+                    .find(|f| f.index == s.file)
+                    .cloned()
+                    .unwrap_or_default();
+                ProbeIo {
+                    url: file.url,
+                    format: file.format,
+                    index: s.file,
+                    stream: s.index,
+                    language: s.language.clone(),
+                    r#type: s.kind.clone(),
+                    codec: s.codec.clone(),
+                    coder: s.codec.clone(),
+                    bitrate_kbps: s.bitrate_kbps,
+                    duration_sec: round3(file.duration),
+                    fps: round3(s.fps),
+                    pix_fmt: s.pix_fmt.clone(),
+                    width: s.width,
+                    height: s.height,
+                    sampling_hz: s.sampling_hz,
+                    layout: s.layout.clone(),
+                    channels: s.channels,
+                }
+            })
+            .collect()
     }
 
     /// Returns true when `line` (level tag already stripped) belongs to the prelude.
@@ -75,8 +117,12 @@ impl Prelude {
         }
         if let Some(c) = re!(r"^Input #(\d+), (.*), from '(.*)':$").captures(line) {
             self.section = Section::Input;
+            self.input_open = true;
             self.in_files.push(file_info(&c));
             return true;
+        }
+        if !indented {
+            self.input_open = false;
         }
         if let Some(c) = re!(r"^Output #(\d+), (.*), to '(.*)':$").captures(line) {
             self.section = Section::Output;
@@ -257,37 +303,7 @@ pub fn parse_probe(stderr: &str) -> Probe {
             log.push(raw.to_string());
         }
     }
-    let streams = pre
-        .in_streams
-        .iter()
-        .map(|s| {
-            let file = pre
-                .in_files
-                .iter()
-                .find(|f| f.index == s.file)
-                .cloned()
-                .unwrap_or_default();
-            ProbeIo {
-                url: file.url,
-                format: file.format,
-                index: s.file,
-                stream: s.index,
-                language: s.language.clone(),
-                r#type: s.kind.clone(),
-                codec: s.codec.clone(),
-                coder: s.codec.clone(),
-                bitrate_kbps: s.bitrate_kbps,
-                duration_sec: round3(file.duration),
-                fps: round3(s.fps),
-                pix_fmt: s.pix_fmt.clone(),
-                width: s.width,
-                height: s.height,
-                sampling_hz: s.sampling_hz,
-                layout: s.layout.clone(),
-                channels: s.channels,
-            }
-        })
-        .collect();
+    let streams = pre.probe_streams();
     Probe { streams, log }
 }
 
@@ -352,6 +368,33 @@ mod tests {
             .collect();
         assert_eq!(s, [(0, "video", 25.0, true), (1, "audio", 0.0, true)]);
         assert_eq!(two.streams[1].bitrate_kbps, 705.0);
+    }
+
+    #[test]
+    fn inputs_are_reported_once_their_section_ended() {
+        let mut pre = Prelude::default();
+        for line in [
+            "Input #0, ogg, from 'a.ogg':",
+            "  Duration: 00:00:02.00, start: 0.004833, bitrate: 30 kb/s",
+            "  Stream #0:0: Audio: vorbis, 48000 Hz, mono, fltp, 80 kb/s",
+            "    Metadata:",
+            "      encoder         : Lavc59.37.100 libvorbis",
+            // Opening the second input may log before its header.
+            "[hls @ 0x55] Opening 'seg0.ts' for reading",
+            "Input #1, hls, from 'b.m3u8':",
+            "  Stream #1:0: Video: h264 (Main), yuv420p, 320x240, 25 fps",
+        ] {
+            pre.feed(line);
+            assert!(pre.inputs(2).is_none(), "{line}");
+        }
+        // An output's error ends the section as an output header would.
+        pre.feed("Output file #1 does not contain any stream");
+        let streams = pre.inputs(2).unwrap();
+        let s: Vec<_> = streams
+            .iter()
+            .map(|s| (s.index, s.r#type.as_str(), s.codec.as_str()))
+            .collect();
+        assert_eq!(s, [(0, "audio", "vorbis"), (1, "video", "h264")]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::prelude::{FileInfo, Prelude, StreamInfo};
-use super::types::{Progress, ProgressIo};
+use super::types::{ProbeIo, Progress, ProgressIo};
 use super::{finite, num, round3, strip_level};
 
 /// Core averages rates over 30 s so a UI does not flicker on every stats line.
@@ -199,6 +199,11 @@ impl Parser {
             self.prelude_done = self.prelude.complete();
         }
         LineKind::Log
+    }
+
+    /// The input streams FFmpeg reported, once all inputs were printed (`None` before).
+    pub fn reported_inputs(&self) -> Option<Vec<ProbeIo>> {
+        self.prelude.inputs(self.inputs.len().max(1))
     }
 
     /// True once the prelude (Input/Output/Stream mapping sections) has been seen completely
