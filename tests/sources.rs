@@ -874,11 +874,10 @@ async fn lip_sync_on_the_transcode_path() {
     lip_sync(true, false).await;
 }
 
-/// Known to fail (issue 10 stays open on it): after an FFmpeg restart the transcoded audio plays
-/// about 225 ms late (pairs 203 → 272 ms, drifting); see docs/sources.md. Run it with
-/// `cargo test --test sources -- --ignored`.
+/// After an FFmpeg restart the transcoded media must line up again. They did not while the
+/// restarted run's continuation was a pad offset, which the chains' RTP depayloaders dropped: the
+/// audio decoder went back in time, the video decoder did not (src/media/stream/timeline.rs).
 #[tokio::test]
-#[ignore = "transcode path after an FFmpeg restart: audio ~225 ms late (issue 10, docs/sources.md)"]
 async fn lip_sync_on_the_transcode_path_after_a_restart() {
     lip_sync(true, true).await;
 }

@@ -28,6 +28,7 @@ use super::viewer::{self, TrackPlan, Viewer};
 use super::Shared;
 
 mod mpegts;
+mod timeline;
 use crate::model::transcode::TranscodeSettings;
 
 /// How a track reaches viewers.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::timeline::Timeline;
 use super::{now_ms, Built, Track};
 use crate::media::gop::{self, GopCache};
 use crate::media::keyframe;
@@ -42,33 +43,7 @@ pub(super) struct Discovery {
     /// `rtpjitterbuffer ! rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
     front: Mutex<Vec<gst::Element>>,
     /// Keeps running time continuous over FFmpeg runs.
-    timing: Mutex<Timing>,
-}
-
-/// Each FFmpeg run starts a new TS timeline (its PTS restart near the mux delay). A run's demux
-/// pads get one offset so its media continue at the running time the first run had, relative
-/// to the clock; without it running time went back after a restart and the chains after the
-/// demux (encoders, payloaders, viewers' jitter buffers) dropped or stalled.
-#[derive(Default)]
-struct Timing {
-    /// Clock running time minus media running time at the first run's first buffer.
-    lead: Option<i64>,
-    /// The current run's pad offset, once its first buffer came.
-    offset: Option<i64>,
-    /// The latest running time a buffer out of the demux ended at.
-    end: Option<i64>,
-}
-
-/// A demux pad's buffer time as running time (without the pad's offset).
-fn media_running_time(pad: &gst::Pad, pts: gst::ClockTime) -> i64 {
-    pad.sticky_event::<gst::event::Segment>(0)
-        .and_then(|e| {
-            e.segment()
-                .downcast_ref::<gst::ClockTime>()
-                .and_then(|s| s.to_running_time(pts))
-        })
-        .unwrap_or(pts)
-        .nseconds() as i64
+    timeline: Arc<Timeline>,
 }
 
 /// How long viewers wait for a stream whose first buffer does not come (a medium that does not
@@ -273,78 +248,16 @@ impl TrackContext {
             let _ = element.set_state(gst::State::Null);
             let _ = pipeline.remove(element);
         }
-        self.discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .offset = None;
+        self.discovery.timeline.new_run();
         match self.new_front(&pipeline, src) {
             Ok(()) => tracing::info!(stream = %self.id, "the restarted source gets a new TS front"),
             Err(e) => tracing::warn!(stream = %self.id, error = %e, "cannot build a TS front"),
         }
     }
 
-    /// A demux pad's first buffer: the run's offset keeps running time continuous.
-    fn first_buffer(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
-        let Some(pipeline) = self.pipeline.upgrade() else {
-            return;
-        };
-        let (Some(now), Some(base), Some(pts)) = (
-            pipeline.clock().map(|c| c.time()),
-            pipeline.base_time(),
-            buffer.pts(),
-        ) else {
-            return;
-        };
-        let media = media_running_time(pad, pts);
-        let lag = now.nseconds() as i64 - base.nseconds() as i64 - media;
-        let mut timing = self
-            .discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let lead = *timing.lead.get_or_insert(lag);
-        // Never before the end of what the last run sent: chains that count samples (audio
-        // resampler, encoder) would carry an overlap as a lasting delay of that medium.
-        let after_last = timing.end.map_or(i64::MIN, |end| end - media);
-        let offset = *timing.offset.get_or_insert((lag - lead).max(after_last));
-        drop(timing);
-        tracing::debug!(stream = %self.id, pad = %pad.name(), pts = pts.nseconds(), media, lag, offset, "a TS run's first buffer");
-        if offset != 0 {
-            pad.set_offset(offset);
-            tracing::info!(stream = %self.id, offset_ms = offset / 1_000_000, "the restarted source continues at the running time");
-        }
-    }
-
-    /// Notes the running time a demux pad's buffer ends at.
-    fn note_end(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
-        let Some(pts) = buffer.pts() else {
-            return;
-        };
-        let end = media_running_time(pad, pts)
-            + pad.offset()
-            + buffer.duration().map_or(0, |d| d.nseconds() as i64);
-        let mut timing = self
-            .discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        timing.end = Some(timing.end.map_or(end, |e| e.max(end)));
-    }
-
     /// tsdemux exposed an elementary stream.
     fn exposed(self: &Arc<Self>, pad: &gst::Pad) {
-        let context = self.clone();
-        let first = AtomicBool::new(true);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
-                if first.swap(false, Ordering::AcqRel) {
-                    context.first_buffer(pad, buffer);
-                }
-                context.note_end(pad, buffer);
-            }
-            gst::PadProbeReturn::Ok
-        });
+        self.discovery.timeline.install(pad, self.pipeline.clone());
         if let Some(caps) = pad.current_caps() {
             self.with_caps(pad, &caps);
             return;
