@@ -14,12 +14,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::timeline::Timeline;
-use super::{now_ms, Built, Track};
-use crate::media::gop::{self, GopCache};
-use crate::media::keyframe;
+use super::{chain, now_ms, Built, Track};
 use crate::media::ports::PortPair;
 use crate::media::sdp::{Kind, SourceTrack};
-use crate::media::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
+use crate::media::transcode::{decide, Decision};
 use crate::media::{Shared, StreamOptions};
 
 /// What tsdemux has exposed so far.
@@ -159,17 +157,16 @@ pub(super) fn build(
         },
     );
 
-    super::log_errors(&pipeline, id);
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
-    Ok(Built {
-        pipeline,
-        tracks,
-        last_packet_ms,
-        generation,
-        discovery: Some(discovery),
-    })
+    Built::start(
+        Built {
+            pipeline,
+            tracks,
+            last_packet_ms,
+            generation,
+            discovery: Some(discovery),
+        },
+        id,
+    )
 }
 
 /// What a pad-added callback needs to turn an exposed stream into a track.
@@ -367,8 +364,10 @@ impl TrackContext {
             capabilities,
         );
         tracing::info!(stream = %self.id, kind = ?kind, codec = %source.encoding(), path = decision.path, reason = %decision.reason, "track");
-        let tee = match self.chain(&pipeline, &source, &decision, out) {
-            Ok(tee) => tee,
+        let linked = chain::build(&pipeline, shared, &self.options, &source, &decision)
+            .and_then(|c| out.link(&c.sink).map(|_| c).map_err(|e| e.to_string()));
+        let (tee, gop) = match linked {
+            Ok(c) => (c.tee, c.gop),
             Err(e) => {
                 tracing::warn!(stream = %self.id, error = %e, "cannot build a track chain");
                 decision = Decision {
@@ -377,15 +376,8 @@ impl TrackContext {
                     reason: format!("the chain for {} failed: {e}", source.encoding()),
                 };
                 sink_into_fakesink(&pipeline, out);
-                None
+                (None, None)
             }
-        };
-        // Passthrough video brings its last GOP to a joining viewer (as on the RTP legs).
-        let gop = match (&tee, decision.path, keyframe::detector(&source.encoding())) {
-            (Some(tee), "passthrough", Some(key)) => tee
-                .static_pad("sink")
-                .map(|pad| GopCache::install(&pad, key, gop::MAX_BYTES)),
-            _ => None,
         };
         let output = decision.output_track(&source, &self.options.transcode);
         let mut tracks = self.lock();
@@ -397,57 +389,6 @@ impl TrackContext {
             gop,
         });
         tracks.sort_by_key(|t| t.source.kind != Kind::Video);
-    }
-
-    /// Links `out` into the decided chain and a tee; `None` for a medium that goes nowhere.
-    fn chain(
-        &self,
-        pipeline: &gst::Pipeline,
-        source: &SourceTrack,
-        decision: &Decision,
-        out: &gst::Pad,
-    ) -> Result<Option<gst::Element>, String> {
-        let Some(branch) = &decision.branch else {
-            sink_into_fakesink(pipeline, out);
-            return Ok(None);
-        };
-        let shared = &self.shared;
-        let pt = source
-            .caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("payload").ok())
-            .unwrap_or(96) as u8;
-        let vars = Vars::new(
-            pt,
-            rand::random::<u32>(),
-            &self.options.transcode,
-            shared.capabilities.as_ref(),
-        );
-        let chain = shared
-            .descriptions
-            .render(branch, &vars)
-            .map_err(|e| e.to_string())?;
-        let bin = gst::parse::bin_from_description(&chain, true).map_err(|e| e.to_string())?;
-        fit_video_sizes(bin.upcast_ref());
-        let tee = gst::ElementFactory::make("tee")
-            .property("allow-not-linked", true)
-            .build()
-            .map_err(|e| e.to_string())?;
-        pipeline
-            .add_many([bin.upcast_ref::<gst::Element>(), &tee])
-            .map_err(|e| e.to_string())?;
-        bin.link(&tee).map_err(|e| e.to_string())?;
-        if decision.path == "transcode" {
-            // Joining viewers and browser PLIs ask the encoder for key frames; at most one per
-            // interval reaches it.
-            let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
-            limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
-        }
-        tee.sync_state_with_parent().map_err(|e| e.to_string())?;
-        bin.sync_state_with_parent().map_err(|e| e.to_string())?;
-        let sink = bin.static_pad("sink").ok_or("the chain has no sink")?;
-        out.link(&sink).map_err(|e| e.to_string())?;
-        Ok(Some(tee))
     }
 
     /// An elementary stream no chain takes: drained, and listed as unsupported when it is audio
@@ -535,17 +476,7 @@ fn ssrc_of(buffer: &gst::BufferRef) -> Option<u32> {
 }
 
 fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
-    let Ok(sink) = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()
-    else {
-        return;
-    };
-    if pipeline.add(&sink).is_ok() {
-        let _ = sink.sync_state_with_parent();
-        if let Some(sink_pad) = sink.static_pad("sink") {
-            let _ = pad.link(&sink_pad);
-        }
+    if let Ok(sink) = chain::fakesink(pipeline) {
+        let _ = pad.link(&sink);
     }
 }
