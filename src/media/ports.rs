@@ -1,34 +1,44 @@
-//! Loopback UDP port pairs for the RTP legs FFmpeg sends to us.
+//! Loopback UDP ports for the RTP legs FFmpeg sends to us and for the WHIP inputs it reads.
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 
-/// An adjacent pair: video on `base`, audio on `base + 1`. The sockets stay bound for as long as
-/// the pair lives and are handed to the pipeline, so no other program (or a second server on the
-/// same host) can take the port between allocation and use. Released when dropped.
+/// The bases (and `base + 2`) of the fours handed out, shared with what they were handed to.
+type Used = Arc<Mutex<BTreeSet<u16>>>;
+
+/// A stream's ports: two RTP/RTCP pairs, video RTP on `base` and audio RTP on `base + 2`, each
+/// with its RTCP on the port above (where FFmpeg's RTP muxer sends its sender reports). The
+/// sockets stay bound for as long as the pair lives and are handed to the pipeline, so no other
+/// program (or a second server on the same host) can take a port between allocation and use.
+/// Released when dropped.
 #[derive(Debug)]
 pub struct PortPair {
     base: u16,
-    sockets: [UdpSocket; 2],
-    owner: Arc<Mutex<BTreeSet<u16>>>,
+    sockets: Vec<UdpSocket>,
+    owner: Used,
 }
 
 impl PortPair {
-    /// The video port.
+    /// The video RTP port.
     pub fn video(&self) -> u16 {
         self.base
     }
 
-    /// The audio port.
+    /// The audio RTP port.
     pub fn audio(&self) -> u16 {
-        self.base + 1
+        self.base + 2
     }
 
-    /// A new handle (dup) of the bound socket of `port`, for a udpsrc.
+    /// The RTCP port of an RTP port (the one above, as FFmpeg's `rtp://` sends it).
+    pub fn rtcp(rtp: u16) -> u16 {
+        rtp + 1
+    }
+
+    /// A new handle (dup) of the bound socket of `port` (RTP or RTCP), for a udpsrc.
     pub fn socket(&self, port: u16) -> std::io::Result<UdpSocket> {
         match port.checked_sub(self.base) {
-            Some(i @ (0 | 1)) => self.sockets[i as usize].try_clone(),
+            Some(i @ 0..=3) => self.sockets[i as usize].try_clone(),
             _ => Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "port not in this pair",
@@ -39,10 +49,9 @@ impl PortPair {
 
 impl Drop for PortPair {
     fn drop(&mut self) {
-        self.owner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.base);
+        let mut used = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        used.remove(&self.base);
+        used.remove(&(self.base + 2));
     }
 }
 
@@ -55,7 +64,7 @@ impl Drop for PortPair {
 pub struct PortQuad {
     base: u16,
     held: Mutex<Vec<UdpSocket>>,
-    owner: Arc<Mutex<BTreeSet<u16>>>,
+    owner: Used,
 }
 
 impl PortQuad {
@@ -99,16 +108,17 @@ impl Drop for PortQuad {
     }
 }
 
-/// Hands out pairs from a configured range, skipping ports another program holds.
+/// Hands out stream ports and WHIP quads from a configured range, skipping ports another program
+/// holds.
 #[derive(Debug, Clone)]
 pub struct PortAllocator {
     min: u16,
     max: u16,
-    used: Arc<Mutex<BTreeSet<u16>>>,
+    used: Used,
 }
 
 impl PortAllocator {
-    /// Pairs are taken from `min..=max` (both inclusive; `min` should be even).
+    /// Ports are taken from `min..=max` (both inclusive), in fours starting at multiples of four.
     pub fn new(min: u16, max: u16) -> PortAllocator {
         PortAllocator {
             min,
@@ -117,31 +127,30 @@ impl PortAllocator {
         }
     }
 
-    /// The next free pair, or `None` when the range is exhausted.
+    /// The next free stream ports (four, see [`PortPair`]), bound and held, or `None` when the
+    /// range is exhausted.
     pub fn allocate(&self) -> Option<PortPair> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let mut base = self.min;
-        while base < self.max {
-            if !used.contains(&base) {
-                if let (Ok(video), Ok(audio)) = (bind(base), bind(base + 1)) {
-                    used.insert(base);
-                    return Some(PortPair {
-                        base,
-                        sockets: [video, audio],
-                        owner: self.used.clone(),
-                    });
-                }
-            }
-            base = base.saturating_add(2);
-        }
-        None
+        let (base, sockets, owner) = self.four()?;
+        Some(PortPair {
+            base,
+            sockets,
+            owner,
+        })
     }
-}
 
-impl PortAllocator {
-    /// Four free adjacent ports (`base` a multiple of four within the range), bound and held, or
-    /// `None`.
+    /// Four free adjacent ports for a WHIP input, bound and held, or `None`.
     pub fn allocate_quad(&self) -> Option<PortQuad> {
+        let (base, sockets, owner) = self.four()?;
+        Some(PortQuad {
+            base,
+            held: Mutex::new(sockets),
+            owner,
+        })
+    }
+
+    /// Four free adjacent ports (`base` a multiple of four within the range), bound, and noted
+    /// as used (by `base` and `base + 2`).
+    fn four(&self) -> Option<(u16, Vec<UdpSocket>, Used)> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut base = self.min.div_ceil(4).saturating_mul(4);
         while base >= self.min && base.checked_add(3).is_some_and(|top| top <= self.max) {
@@ -153,11 +162,7 @@ impl PortAllocator {
                 if sockets.len() == 4 {
                     used.insert(base);
                     used.insert(base + 2);
-                    return Some(PortQuad {
-                        base,
-                        held: Mutex::new(sockets),
-                        owner: self.used.clone(),
-                    });
+                    return Some((base, sockets, self.used.clone()));
                 }
             }
             base = base.checked_add(4)?;
@@ -177,16 +182,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pairs_are_adjacent_distinct_and_released() {
-        let alloc = PortAllocator::new(47000, 47005);
+    fn pairs_hold_rtp_and_rtcp_and_are_released() {
+        let alloc = PortAllocator::new(47000, 47011);
         let a = alloc.allocate().unwrap();
         let b = alloc.allocate().unwrap();
-        assert_eq!(a.audio(), a.video() + 1);
+        assert_eq!((a.video(), a.audio()), (47000, 47002));
+        assert_eq!(PortPair::rtcp(a.video()), 47001);
+        // All four are held: RTP and the RTCP FFmpeg sends to the port above.
+        for port in 47000..47004 {
+            assert!(a.socket(port).is_ok());
+            assert!(UdpSocket::bind(("127.0.0.1", port)).is_err());
+        }
+        assert!(a.socket(47004).is_err());
         assert_ne!(a.video(), b.video());
-        let _held = UdpSocket::bind(("127.0.0.1", 47004)).unwrap();
+        let _held = UdpSocket::bind(("127.0.0.1", 47009)).unwrap();
         assert!(
             alloc.allocate().is_none(),
-            "47004 is taken by another socket"
+            "47009 is taken by another socket"
         );
         let freed = a.video();
         drop(a);
@@ -195,14 +207,15 @@ mod tests {
 
     #[test]
     fn quads_do_not_overlap_pairs_and_are_released() {
-        let alloc = PortAllocator::new(47100, 47111);
+        let alloc = PortAllocator::new(47100, 47115);
         let pair = alloc.allocate().unwrap();
         assert_eq!(pair.video(), 47100);
         let quad = alloc.allocate_quad().unwrap();
         assert_eq!((quad.video(), quad.audio()), (47104, 47106));
-        // The pair allocator skips both halves of the quad.
-        assert_eq!(alloc.allocate().unwrap().video(), 47102);
-        assert_eq!(alloc.allocate_quad().unwrap().video(), 47108);
+        // Neither takes the other's ports.
+        let second = alloc.allocate().unwrap();
+        assert_eq!(second.video(), 47108);
+        assert_eq!(alloc.allocate_quad().unwrap().video(), 47112);
         // Held sockets keep a second allocator (another server) off the quad until released.
         let other = PortAllocator::new(47104, 47107);
         assert!(other.allocate_quad().is_none());
@@ -213,5 +226,6 @@ mod tests {
         assert!(quad.hold());
         drop(quad);
         assert_eq!(alloc.allocate_quad().unwrap().video(), 47104);
+        drop((pair, second));
     }
 }

@@ -1,9 +1,10 @@
-//! One stream = one GStreamer pipeline per WebRTC-enabled process: per track
-//! `udpsrc → rtpjitterbuffer → depay → parse → pay → tee`, and viewers hanging off the tees.
+//! One stream = one GStreamer pipeline per WebRTC-enabled process: per track a front
+//! (`rtp.rs`: `udpsrc → rtpbin` per RTP leg; `mpegts.rs`: `udpsrc → … → tsdemux → parse → pay`
+//! for the TS leg), the chain (`chain.rs`: passthrough or transcode) and a tee, with viewers
+//! hanging off the tees.
 //!
-//! The pipeline is built from the SDP FFmpeg writes and kept across FFmpeg restarts (same ports,
-//! same payloader, so sequence numbers and timestamps continue); it is rebuilt only when the
-//! description of the media changes.
+//! The pipeline is kept across FFmpeg restarts (same ports, same payloaders, so sequence numbers
+//! and timestamps continue); it is rebuilt only when the description of the media changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,18 +17,20 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::gop::{self, GopCache};
-use super::keyframe;
+use super::gop::GopCache;
 use super::peer::{Direction, Watchers};
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
 use super::session::{Answered, OfferError, Owner, Session};
 use super::slots::{Slot, Slots};
-use super::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
+use super::transcode::Decision;
 use super::viewer::{self, TrackPlan, Viewer};
 use super::Shared;
 
+mod chain;
 mod mpegts;
+mod rtp;
+mod timeline;
 use crate::model::transcode::TranscodeSettings;
 
 /// How a track reaches viewers.
@@ -94,6 +97,15 @@ struct Built {
 }
 
 impl Built {
+    /// Logs the pipeline's errors and sets it playing.
+    fn start(self, id: &str) -> Result<Built, String> {
+        log_errors(&self.pipeline, id);
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| e.to_string())?;
+        Ok(self)
+    }
+
     fn tracks(&self) -> std::sync::MutexGuard<'_, Vec<Track>> {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -465,7 +477,7 @@ impl Inner {
             (state.generation, state.options.clone())
         };
         self.stop_built();
-        match build(
+        match rtp::build(
             &self.id,
             tracks,
             &self.ports,
@@ -597,121 +609,6 @@ async fn watch(inner: Weak<Inner>, mut dead: tokio::sync::mpsc::UnboundedReceive
             }
         }
     }
-}
-
-/// Builds the stream pipeline: per track `udpsrc → rtpjitterbuffer → <chain> → tee`, where the
-/// chain comes from the pipeline descriptions: passthrough (depayload and payload again, so SSRC,
-/// sequence numbers and timestamps stay continuous across FFmpeg restarts, with SPS/PPS in band)
-/// or a transcode to H.264 / Opus, once per stream whatever the number of viewers.
-fn build(
-    id: &str,
-    tracks: Vec<SourceTrack>,
-    ports: &PortPair,
-    shared: &Shared,
-    options: &StreamOptions,
-    generation: u64,
-) -> Result<Built, String> {
-    let latency = shared.config.jitter_latency_ms;
-    let capabilities = shared.capabilities.as_ref();
-    let mut parts = Vec::new();
-    let mut decided = Vec::new();
-    for (i, track) in tracks.into_iter().enumerate() {
-        let decision = decide(
-            &track,
-            options.force_transcode,
-            &shared.descriptions,
-            capabilities,
-        );
-        let pt = track
-            .caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("payload").ok())
-            .unwrap_or(96) as u8;
-        let tail = match &decision.branch {
-            Some(branch) => {
-                let vars = Vars::new(pt, rand::random::<u32>(), &options.transcode, capabilities);
-                let chain = shared
-                    .descriptions
-                    .render(branch, &vars)
-                    .map_err(|e| e.to_string())?;
-                format!("{chain} ! tee name=tee{i} allow-not-linked=true")
-            }
-            // Unplayable media is still received (and counted as flowing) but goes nowhere.
-            None => "fakesink sync=false async=false".to_string(),
-        };
-        tracing::info!(stream = %id, kind = ?track.kind, path = decision.path, reason = %decision.reason, "track");
-        parts.push(format!(
-            "udpsrc name=src{i} address=127.0.0.1 port={} ! rtpjitterbuffer latency={latency} ! {tail}",
-            track.port
-        ));
-        decided.push((track, decision));
-    }
-    let pipeline = gst::parse::launch(&parts.join("  "))
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_string())?;
-    pipeline.set_property("name", format!("stream-{id}"));
-    // Resolution caps as exact even sizes keeping the aspect ratio (encoders refuse odd ones).
-    fit_video_sizes(pipeline.upcast_ref());
-    let last_packet_ms = Arc::new(AtomicU64::new(0));
-    let mut built_tracks = Vec::new();
-    for (i, (source, decision)) in decided.into_iter().enumerate() {
-        let src = pipeline
-            .by_name(&format!("src{i}"))
-            .ok_or("udpsrc missing")?;
-        src.set_property("caps", &source.caps);
-        // The pair's own socket: the port was bound at allocation and never left open for others.
-        let socket = ports
-            .socket(source.port)
-            .map_err(|e| format!("no socket for port {}: {e}", source.port))?;
-        let socket =
-            gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
-        src.set_property("socket", &socket);
-        let seen = last_packet_ms.clone();
-        src.static_pad("src").ok_or("udpsrc has no pad")?.add_probe(
-            gst::PadProbeType::BUFFER,
-            move |_, _| {
-                seen.store(now_ms(), Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            },
-        );
-        let tee = pipeline.by_name(&format!("tee{i}"));
-        if let (Some(tee), "transcode") = (&tee, decision.path) {
-            // Joining viewers and browser PLIs ask the encoder for key frames; at most one per
-            // interval reaches it.
-            let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
-            limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
-        }
-        // A transcoded track brings its own key frames (see above); passthrough video brings
-        // its last GOP.
-        let gop = match (&tee, decision.path, keyframe::detector(&source.encoding())) {
-            (Some(tee), "passthrough", Some(key)) => Some(GopCache::install(
-                &tee.static_pad("sink").ok_or("tee has no sink pad")?,
-                key,
-                gop::MAX_BYTES,
-            )),
-            _ => None,
-        };
-        let output = decision.output_track(&source, &options.transcode);
-        built_tracks.push(Track {
-            source,
-            output,
-            tee,
-            decision,
-            gop,
-        });
-    }
-    log_errors(&pipeline, id);
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
-    Ok(Built {
-        pipeline,
-        tracks: Arc::new(Mutex::new(built_tracks)),
-        last_packet_ms,
-        generation,
-        discovery: None,
-    })
 }
 
 /// Pipeline errors go to the log (the bus is not watched otherwise).

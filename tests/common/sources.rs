@@ -145,56 +145,83 @@ fn make_fixture(dir: &Path, name: &str) -> PathBuf {
             2,
             "-vn -c:a pcm_s16le -ar 48000 -ac 1 -f s16le",
         ),
-        "lipsync.mkv" => lipsync_clip(dir, name, 0, 4),
+        "lipsync.mkv" => lipsync_clip(dir, name, 0, 4, H264_OPUS),
+        // WebM takes the per-medium RTP legs; Vorbis is encoded to Opus by the leg.
+        "lipsync.webm" => lipsync_clip(dir, name, 0, 4, VP8_VORBIS),
         // For the meter's self-test, played once (not looped): in sync, and with the tone 100 ms
         // after the flash.
-        "lipsync_12s.mkv" => lipsync_clip(dir, name, 0, 12),
-        "lipsync_late100_12s.mkv" => lipsync_clip(dir, name, 100, 12),
+        "lipsync_12s.mkv" => lipsync_clip(dir, name, 0, 12, H264_OPUS),
+        "lipsync_late100_12s.mkv" => lipsync_clip(dir, name, 100, 12, H264_OPUS),
         other => panic!("no fixture {other}"),
     }
 }
 
+/// H.264 constrained baseline (1 s GOP) + Opus.
+const H264_OPUS: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-profile:v",
+    "baseline",
+    "-bf",
+    "0",
+    "-g",
+    "30",
+    "-c:a",
+    "libopus",
+    "-b:a",
+    "96k",
+];
+/// VP8 (1 s GOP) + Vorbis, as a WebM file.
+const VP8_VORBIS: &[&str] = &[
+    "-c:v",
+    "libvpx",
+    "-deadline",
+    "realtime",
+    "-cpu-used",
+    "8",
+    "-b:v",
+    "500k",
+    "-g",
+    "30",
+    "-c:a",
+    "libvorbis",
+    "-b:a",
+    "96k",
+];
+
 /// The lip-sync source: black 320x240 at 30 fps with a white frame for the first 100 ms of every
 /// second, and a 1 kHz tone for exactly those 100 ms (silence otherwise; `audio_late_ms` later
-/// for the meter's self-test); H.264 constrained baseline (1 s GOP) + Opus. Flash and beep start
-/// on the same instant: a frame boundary (t = k s at 30 fps) and a sample boundary.
-fn lipsync_clip(dir: &Path, name: &str, audio_late_ms: u32, seconds: u32) -> PathBuf {
+/// for the meter's self-test), encoded with `codecs`. Flash and beep start on the same instant: a
+/// frame boundary (t = k s at 30 fps) and a sample boundary.
+fn lipsync_clip(
+    dir: &Path,
+    name: &str,
+    audio_late_ms: u32,
+    seconds: u32,
+    codecs: &[&str],
+) -> PathBuf {
     let seconds = seconds.to_string();
     let tone = format!(
         "aevalsrc='if(lt(mod(t-{late}\\,1)\\,0.1)\\,0.5*sin(2*PI*1000*t)\\,0)':s=48000:c=stereo",
         late = audio_late_ms as f64 / 1000.0
     );
-    encode(
-        dir,
-        name,
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=black:s=320x240:r=30,format=yuv420p,\
-             drawbox=c=white:t=fill:enable='lt(mod(t\\,1)\\,0.1)'",
-            "-f",
-            "lavfi",
-            "-i",
-            &tone,
-            "-t",
-            &seconds,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-profile:v",
-            "baseline",
-            "-bf",
-            "0",
-            "-g",
-            "30",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "96k",
-        ],
-    )
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=320x240:r=30,format=yuv420p,\
+         drawbox=c=white:t=fill:enable='lt(mod(t\\,1)\\,0.1)'",
+        "-f",
+        "lavfi",
+        "-i",
+        &tone,
+        "-t",
+        &seconds,
+    ];
+    args.extend_from_slice(codecs);
+    encode(dir, name, &args)
 }
 
 /// A free loopback TCP port (bound and released; the OS hands out ports round-robin).

@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{now_ms, Built, Track};
-use crate::media::gop::{self, GopCache};
-use crate::media::keyframe;
+use super::timeline::Timeline;
+use super::{chain, now_ms, Built, Track};
 use crate::media::ports::PortPair;
 use crate::media::sdp::{Kind, SourceTrack};
-use crate::media::transcode::{decide, fit_video_sizes, Decision, KeyUnitLimiter, Vars};
+use crate::media::transcode::{decide, Decision};
 use crate::media::{Shared, StreamOptions};
 
 /// What tsdemux has exposed so far.
@@ -42,33 +41,7 @@ pub(super) struct Discovery {
     /// `rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
     front: Mutex<Vec<gst::Element>>,
     /// Keeps running time continuous over FFmpeg runs.
-    timing: Mutex<Timing>,
-}
-
-/// Each FFmpeg run starts a new TS timeline (its PTS restart near the mux delay). A run's demux
-/// pads get one offset so its media continue at the running time the first run had, relative
-/// to the clock; without it running time went back after a restart and the chains after the
-/// demux (encoders, payloaders, viewers' jitter buffers) dropped or stalled.
-#[derive(Default)]
-struct Timing {
-    /// Clock running time minus media running time at the first run's first buffer.
-    lead: Option<i64>,
-    /// The current run's pad offset, once its first buffer came.
-    offset: Option<i64>,
-    /// The latest running time a buffer out of the demux ended at.
-    end: Option<i64>,
-}
-
-/// A demux pad's buffer time as running time (without the pad's offset).
-fn media_running_time(pad: &gst::Pad, pts: gst::ClockTime) -> i64 {
-    pad.sticky_event::<gst::event::Segment>(0)
-        .and_then(|e| {
-            e.segment()
-                .downcast_ref::<gst::ClockTime>()
-                .and_then(|s| s.to_running_time(pts))
-        })
-        .unwrap_or(pts)
-        .nseconds() as i64
+    timeline: Arc<Timeline>,
 }
 
 /// How long viewers wait for a stream whose first buffer does not come (a medium that does not
@@ -182,17 +155,16 @@ pub(super) fn build(
         },
     );
 
-    super::log_errors(&pipeline, id);
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
-    Ok(Built {
-        pipeline,
-        tracks,
-        last_packet_ms,
-        generation,
-        discovery: Some(discovery),
-    })
+    Built::start(
+        Built {
+            pipeline,
+            tracks,
+            last_packet_ms,
+            generation,
+            discovery: Some(discovery),
+        },
+        id,
+    )
 }
 
 /// What a pad-added callback needs to turn an exposed stream into a track.
@@ -269,78 +241,16 @@ impl TrackContext {
             let _ = element.set_state(gst::State::Null);
             let _ = pipeline.remove(element);
         }
-        self.discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .offset = None;
+        self.discovery.timeline.new_run();
         match self.new_front(&pipeline, src) {
             Ok(()) => tracing::info!(stream = %self.id, "the restarted source gets a new TS front"),
             Err(e) => tracing::warn!(stream = %self.id, error = %e, "cannot build a TS front"),
         }
     }
 
-    /// A demux pad's first buffer: the run's offset keeps running time continuous.
-    fn first_buffer(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
-        let Some(pipeline) = self.pipeline.upgrade() else {
-            return;
-        };
-        let (Some(now), Some(base), Some(pts)) = (
-            pipeline.clock().map(|c| c.time()),
-            pipeline.base_time(),
-            buffer.pts(),
-        ) else {
-            return;
-        };
-        let media = media_running_time(pad, pts);
-        let lag = now.nseconds() as i64 - base.nseconds() as i64 - media;
-        let mut timing = self
-            .discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let lead = *timing.lead.get_or_insert(lag);
-        // Never before the end of what the last run sent: chains that count samples (audio
-        // resampler, encoder) would carry an overlap as a lasting delay of that medium.
-        let after_last = timing.end.map_or(i64::MIN, |end| end - media);
-        let offset = *timing.offset.get_or_insert((lag - lead).max(after_last));
-        drop(timing);
-        tracing::debug!(stream = %self.id, pad = %pad.name(), pts = pts.nseconds(), media, lag, offset, "a TS run's first buffer");
-        if offset != 0 {
-            pad.set_offset(offset);
-            tracing::info!(stream = %self.id, offset_ms = offset / 1_000_000, "the restarted source continues at the running time");
-        }
-    }
-
-    /// Notes the running time a demux pad's buffer ends at.
-    fn note_end(&self, pad: &gst::Pad, buffer: &gst::BufferRef) {
-        let Some(pts) = buffer.pts() else {
-            return;
-        };
-        let end = media_running_time(pad, pts)
-            + pad.offset()
-            + buffer.duration().map_or(0, |d| d.nseconds() as i64);
-        let mut timing = self
-            .discovery
-            .timing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        timing.end = Some(timing.end.map_or(end, |e| e.max(end)));
-    }
-
     /// tsdemux exposed an elementary stream.
     fn exposed(self: &Arc<Self>, pad: &gst::Pad) {
-        let context = self.clone();
-        let first = AtomicBool::new(true);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
-                if first.swap(false, Ordering::AcqRel) {
-                    context.first_buffer(pad, buffer);
-                }
-                context.note_end(pad, buffer);
-            }
-            gst::PadProbeReturn::Ok
-        });
+        self.discovery.timeline.install(pad, self.pipeline.clone());
         if let Some(caps) = pad.current_caps() {
             self.with_caps(pad, &caps);
             return;
@@ -450,8 +360,10 @@ impl TrackContext {
             capabilities,
         );
         tracing::info!(stream = %self.id, kind = ?kind, codec = %source.encoding(), path = decision.path, reason = %decision.reason, "track");
-        let tee = match self.chain(&pipeline, &source, &decision, out) {
-            Ok(tee) => tee,
+        let linked = chain::build(&pipeline, shared, &self.options, &source, &decision)
+            .and_then(|c| out.link(&c.sink).map(|_| c).map_err(|e| e.to_string()));
+        let (tee, gop) = match linked {
+            Ok(c) => (c.tee, c.gop),
             Err(e) => {
                 tracing::warn!(stream = %self.id, error = %e, "cannot build a track chain");
                 decision = Decision {
@@ -460,15 +372,8 @@ impl TrackContext {
                     reason: format!("the chain for {} failed: {e}", source.encoding()),
                 };
                 sink_into_fakesink(&pipeline, out);
-                None
+                (None, None)
             }
-        };
-        // Passthrough video brings its last GOP to a joining viewer (as on the RTP legs).
-        let gop = match (&tee, decision.path, keyframe::detector(&source.encoding())) {
-            (Some(tee), "passthrough", Some(key)) => tee
-                .static_pad("sink")
-                .map(|pad| GopCache::install(&pad, key, gop::MAX_BYTES)),
-            _ => None,
         };
         let output = decision.output_track(&source, &self.options.transcode);
         let mut tracks = self.lock();
@@ -480,57 +385,6 @@ impl TrackContext {
             gop,
         });
         tracks.sort_by_key(|t| t.source.kind != Kind::Video);
-    }
-
-    /// Links `out` into the decided chain and a tee; `None` for a medium that goes nowhere.
-    fn chain(
-        &self,
-        pipeline: &gst::Pipeline,
-        source: &SourceTrack,
-        decision: &Decision,
-        out: &gst::Pad,
-    ) -> Result<Option<gst::Element>, String> {
-        let Some(branch) = &decision.branch else {
-            sink_into_fakesink(pipeline, out);
-            return Ok(None);
-        };
-        let shared = &self.shared;
-        let pt = source
-            .caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("payload").ok())
-            .unwrap_or(96) as u8;
-        let vars = Vars::new(
-            pt,
-            rand::random::<u32>(),
-            &self.options.transcode,
-            shared.capabilities.as_ref(),
-        );
-        let chain = shared
-            .descriptions
-            .render(branch, &vars)
-            .map_err(|e| e.to_string())?;
-        let bin = gst::parse::bin_from_description(&chain, true).map_err(|e| e.to_string())?;
-        fit_video_sizes(bin.upcast_ref());
-        let tee = gst::ElementFactory::make("tee")
-            .property("allow-not-linked", true)
-            .build()
-            .map_err(|e| e.to_string())?;
-        pipeline
-            .add_many([bin.upcast_ref::<gst::Element>(), &tee])
-            .map_err(|e| e.to_string())?;
-        bin.link(&tee).map_err(|e| e.to_string())?;
-        if decision.path == "transcode" {
-            // Joining viewers and browser PLIs ask the encoder for key frames; at most one per
-            // interval reaches it.
-            let limiter = Arc::new(KeyUnitLimiter::new(shared.config.key_unit_interval));
-            limiter.install(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
-        }
-        tee.sync_state_with_parent().map_err(|e| e.to_string())?;
-        bin.sync_state_with_parent().map_err(|e| e.to_string())?;
-        let sink = bin.static_pad("sink").ok_or("the chain has no sink")?;
-        out.link(&sink).map_err(|e| e.to_string())?;
-        Ok(Some(tee))
     }
 
     /// An elementary stream no chain takes: drained, and listed as unsupported when it is audio
@@ -618,17 +472,7 @@ fn ssrc_of(buffer: &gst::BufferRef) -> Option<u32> {
 }
 
 fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
-    let Ok(sink) = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()
-    else {
-        return;
-    };
-    if pipeline.add(&sink).is_ok() {
-        let _ = sink.sync_state_with_parent();
-        if let Some(sink_pad) = sink.static_pad("sink") {
-            let _ = pad.link(&sink_pad);
-        }
+    if let Ok(sink) = chain::fakesink(pipeline) {
+        let _ = pad.link(&sink);
     }
 }

@@ -392,8 +392,14 @@ pub fn webrtc_legs(
     }
 }
 
+/// The CNAME both per-medium legs put in their RTCP sender reports: the stream pairs the audio
+/// and video RTP clocks by it.
+const LEG_CNAME: &str = "streamcore-leg";
+
 /// One RTP leg per medium with the SDP file the stream reads. SSRCs are fixed per port so a
-/// restarted FFmpeg continues the same RTP sources.
+/// restarted FFmpeg continues the same RTP sources. Each leg sends RTCP sender reports (to its
+/// RTP port + 1) mapping its random RTP timestamp base to wall-clock time, with one CNAME: the
+/// stream's rtpbin puts audio and video on one timeline by them.
 fn per_medium_legs(
     video: Map,
     audio: Map,
@@ -424,7 +430,7 @@ fn per_medium_legs(
         args.extend([drop_other, "-sn", "-dn"].map(str::to_string));
         args.extend(codec);
         args.extend(
-            ["-f", "rtp", "-rtpflags", "skip_rtcp", "-ssrc"]
+            ["-f", "rtp", "-cname", LEG_CNAME, "-ssrc"]
                 .map(str::to_string)
                 .into_iter()
                 .chain([
