@@ -182,24 +182,27 @@ class Streamcore(Server):
         base = f"http://127.0.0.1:{port}"
         shared = os.path.join(self.dir, "clip.mkv")
         deadline = time.time() + 30
+        # Ready first (an idempotent GET, retried: a cold start under load can take seconds while
+        # connections wait in the listen backlog), then one POST, so a slow answer is never sent twice.
         while True:
             try:
-                body = json.dumps({
-                    "id": "bench",
-                    "input": [{"address": shared, "options": ["-re", "-stream_loop", "-1"]}],
-                    "output": [{"address": "-", "options": ["-f", "null"]}],
-                    "webrtc": {"enabled": True}}).encode()
-                if not os.path.exists(shared):
-                    os.link(clip, shared) if os.stat(clip).st_dev == os.stat(self.dir).st_dev \
-                        else shutil.copy(clip, shared)
-                req = urllib.request.Request(f"{base}/api/v3/process", data=body, method="POST")
-                req.add_header("content-type", "application/json")
-                urllib.request.urlopen(req, timeout=5)
+                urllib.request.urlopen(f"{base}/api/v3/process", timeout=5)
                 break
-            except (urllib.error.URLError, ConnectionError) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if time.time() > deadline or self.server.poll() is not None:
                     raise RuntimeError(f"streamcore did not start ({e}), see {self.dir}.log")
                 time.sleep(0.2)
+        body = json.dumps({
+            "id": "bench",
+            "input": [{"address": shared, "options": ["-re", "-stream_loop", "-1"]}],
+            "output": [{"address": "-", "options": ["-f", "null"]}],
+            "webrtc": {"enabled": True}}).encode()
+        if not os.path.exists(shared):
+            os.link(clip, shared) if os.stat(clip).st_dev == os.stat(self.dir).st_dev \
+                else shutil.copy(clip, shared)
+        req = urllib.request.Request(f"{base}/api/v3/process", data=body, method="POST")
+        req.add_header("content-type", "application/json")
+        urllib.request.urlopen(req, timeout=30)
         self.pid = self.server.pid
         self.client_args = ["--whep", f"{base}/whep/bench"]
 
