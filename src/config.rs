@@ -36,6 +36,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// The built-in SRT server (datarhei Core's `srt` section).
     pub srt: SrtConfig,
+    /// The TLS certificate (datarhei Core's `tls` section; used by RTMPS).
+    pub tls: TlsConfig,
 }
 
 /// Names under which clients reach this server (datarhei `host`).
@@ -116,11 +118,12 @@ impl Default for MetricsConfig {
 pub struct RtmpConfig {
     /// Listen for RTMP (`STREAMCORE_RTMP_ENABLE`).
     pub enable: bool,
-    /// RTMPS; streamcore has no TLS certificate, so this is accepted and logged as unsupported.
+    /// Also listen for RTMPS on `address_tls` with the `tls` certificate; needs `tls.enable`
+    /// (`STREAMCORE_RTMP_ENABLE_TLS`).
     pub enable_tls: bool,
     /// `host:port` or Go's `:port` (`STREAMCORE_RTMP_ADDRESS`).
     pub address: String,
-    /// The RTMPS address (unused, see `enable_tls`).
+    /// The RTMPS address, `host:port` or `:port` (`STREAMCORE_RTMP_ADDRESS_TLS`).
     pub address_tls: String,
     /// Path prefix every published name must start with (`STREAMCORE_RTMP_APP`).
     pub app: String,
@@ -139,6 +142,22 @@ impl Default for RtmpConfig {
             token: String::new(),
         }
     }
+}
+
+/// The certificate RTMPS serves (Core's `tls`; `address` and `email` are Core-only keys carried in
+/// the stored document: streamcore serves no HTTPS and has no ACME client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TLS is on: `cert_file` and `key_file` must load (`STREAMCORE_TLS_ENABLE`).
+    pub enable: bool,
+    /// Core's Let's Encrypt certificates; refused while `enable` is on (`STREAMCORE_TLS_AUTO`).
+    pub auto: bool,
+    /// PEM certificate chain, leaf first (`STREAMCORE_TLS_CERT_FILE`). Set through the API, it
+    /// must be inside the data directory (relative paths are taken from there).
+    pub cert_file: String,
+    /// PEM private key: PKCS#8, PKCS#1 or SEC1 (`STREAMCORE_TLS_KEY_FILE`); as `cert_file`.
+    pub key_file: String,
 }
 
 /// The SRT server: stream ids `<name>,mode:publish|request[,token:<t>]`, MPEG-TS payload.
@@ -767,6 +786,12 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STREAMCORE_RTMP_ADDRESS", "rtmp.address"),
     ("STREAMCORE_RTMP_APP", "rtmp.app"),
     ("STREAMCORE_RTMP_TOKEN", "rtmp.token"),
+    ("STREAMCORE_RTMP_ENABLE_TLS", "rtmp.enable_tls"),
+    ("STREAMCORE_RTMP_ADDRESS_TLS", "rtmp.address_tls"),
+    ("STREAMCORE_TLS_ENABLE", "tls.enable"),
+    ("STREAMCORE_TLS_AUTO", "tls.auto"),
+    ("STREAMCORE_TLS_CERT_FILE", "tls.cert_file"),
+    ("STREAMCORE_TLS_KEY_FILE", "tls.key_file"),
     ("STREAMCORE_SRT_ENABLE", "srt.enable"),
     ("STREAMCORE_SRT_ADDRESS", "srt.address"),
     ("STREAMCORE_SRT_PASSPHRASE", "srt.passphrase"),
@@ -799,6 +824,7 @@ impl Config {
         // Checked against the schema before the overrides so a typo in the file is reported as such.
         serde_json::from_value::<Config>(tree.clone())
             .with_context(|| format!("invalid configuration file {}", display(path)))?;
+        let api_paths = api_set_paths(&tree, stored, env);
         if let Some(doc) = stored {
             crate::coreconfig::keys::overlay(&mut tree, doc);
             serde_json::from_value::<Config>(tree.clone())
@@ -819,9 +845,18 @@ impl Config {
                 auth.remove("enable");
             }
         }
-        let config: Config = serde_json::from_value(tree)
+        let mut config: Config = serde_json::from_value(tree)
             .context("invalid value in a STREAMCORE_* environment variable")?;
         config.validate()?;
+        for key in api_paths {
+            let data_dir = config.storage.data_dir.clone();
+            let path = match key {
+                "tls.cert_file" => &mut config.tls.cert_file,
+                _ => &mut config.tls.key_file,
+            };
+            *path = crate::tls::confine(key, path, &data_dir)?;
+        }
+        crate::tls::check(&config)?;
         Ok(config)
     }
 
@@ -890,6 +925,7 @@ impl Config {
                 anyhow::bail!("rtmp.app must start with '/'");
             }
         }
+        self.validate_tls()?;
         if self.srt.enable {
             listen_address(&self.srt.address).context("srt.address")?;
             // libsrt's rule: 10 to 79 characters, or none.
@@ -900,6 +936,52 @@ impl Config {
         }
         if self.auth.login_max_failures == 0 {
             anyhow::bail!("auth.login_max_failures must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The file-path keys whose value comes from the document stored through the API: neither the
+/// configuration file (`file_tree`) nor the environment gives it.
+fn api_set_paths(
+    file_tree: &serde_json::Value,
+    stored: Option<&serde_json::Value>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Vec<&'static str> {
+    let Some(doc) = stored else {
+        return Vec::new();
+    };
+    let get = crate::coreconfig::keys::get;
+    crate::tls::PATH_KEYS
+        .into_iter()
+        .filter(|key| {
+            let from_env = ENV_OVERRIDES
+                .iter()
+                .any(|(var, k)| k == key && env(var).is_some());
+            let value = get(doc, key).filter(|v| !v.is_null());
+            !from_env && value.is_some() && value != get(file_tree, key)
+        })
+        .collect()
+}
+
+impl Config {
+    /// Core's rules for `tls` and RTMPS (config/config.go), and streamcore's refusal of ACME.
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        let tls = &self.tls;
+        if tls.enable && tls.auto {
+            anyhow::bail!("tls.auto: streamcore cannot obtain Let's Encrypt (ACME) certificates; turn it off and give the certificate and key files");
+        }
+        if tls.enable && (tls.cert_file.is_empty() || tls.key_file.is_empty()) {
+            anyhow::bail!("tls.cert_file and tls.key_file must both be set while tls.enable is on");
+        }
+        if self.rtmp.enable_tls {
+            if !self.rtmp.enable {
+                anyhow::bail!("rtmp.enable_tls needs rtmp.enable: RTMPS is a second listener of the RTMP server");
+            }
+            if !tls.enable {
+                anyhow::bail!("rtmp.enable_tls needs tls.enable and a certificate");
+            }
+            listen_address(&self.rtmp.address_tls).context("rtmp.address_tls")?;
         }
         Ok(())
     }
@@ -966,8 +1048,10 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
                 .collect(),
         ),
         // Tokens, passphrases and app paths are text even when they are all digits.
-        "rtmp.token" | "rtmp.app" | "rtmp.address" | "srt.token" | "srt.passphrase"
-        | "srt.address" => serde_json::Value::String(raw.to_string()),
+        "rtmp.token" | "rtmp.app" | "rtmp.address" | "rtmp.address_tls" | "srt.token"
+        | "srt.passphrase" | "srt.address" | "tls.cert_file" | "tls.key_file" => {
+            serde_json::Value::String(raw.to_string())
+        }
         "demo.enabled"
         | "webrtc.enabled"
         | "ffmpeg.sandbox"
@@ -978,6 +1062,9 @@ fn typed_value(key: &str, raw: &str) -> serde_json::Value {
         | "sessions.enable"
         | "metrics.enable"
         | "rtmp.enable"
+        | "rtmp.enable_tls"
+        | "tls.enable"
+        | "tls.auto"
         | "srt.enable" => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => serde_json::Value::Bool(true),
             "0" | "false" | "no" | "off" => serde_json::Value::Bool(false),
@@ -1092,6 +1179,30 @@ mod tests {
             ("STREAMCORE_RTMP_APP", "live"),
         ]);
         assert!(Config::load(None, app).is_err());
+    }
+
+    #[test]
+    fn certificate_paths_from_the_api_stay_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let path = dir.path().join("c.toml");
+        let toml = format!(
+            "[storage]\ndata_dir = {:?}\n[tls]\ncert_file = \"/etc/ssl/x.pem\"\n",
+            data.to_str().unwrap()
+        );
+        std::fs::write(&path, toml).unwrap();
+        let api = serde_json::json!({"tls": {"cert_file": "/etc/passwd"}});
+        let e = Config::load_with(Some(&path), &|_| None, Some(&api)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("inside the data directory"),
+            "{e:#}"
+        );
+        // The file's own value, carried in a stored document, and the environment's stay free.
+        let same = serde_json::json!({"tls": {"cert_file": "/etc/ssl/x.pem"}});
+        assert!(Config::load_with(Some(&path), &|_| None, Some(&same)).is_ok());
+        let env = |k: &str| (k == "STREAMCORE_TLS_CERT_FILE").then(|| "/etc/passwd".to_string());
+        assert!(Config::load_with(Some(&path), &env, Some(&api)).is_ok());
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod server;
 mod sessions;
 mod skills;
 mod store;
+mod tls;
 mod webrtc;
 
 pub use config::{Config, LogFormat};

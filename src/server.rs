@@ -309,6 +309,10 @@ fn reserved_files(config: &Config) -> Vec<std::path::PathBuf> {
         ]
         .map(|f| data.join(f)),
     );
+    // The RTMPS private key, where it lies in the data directory (set through the API, it must).
+    if !config.tls.key_file.is_empty() {
+        files.extend(std::path::absolute(&config.tls.key_file).ok());
+    }
     files
 }
 

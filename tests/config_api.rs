@@ -5,33 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{testsrc_process, ServerLogOnPanic, TestServer, PASS, USER};
+use common::{reload, testsrc_process, ServerLogOnPanic, TestServer, PASS, USER};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-
-/// Reloads and waits until `GET /api` shows the restarted instance (its `created_at` changes),
-/// as restreamer-ui does after a reload.
-async fn reload(server: &TestServer) {
-    let before = server.get("/api").await.1["created_at"].clone();
-    let (status, body) = server.get("/api/v3/config/reload").await;
-    assert_eq!((status, &body), (StatusCode::OK, &json!("OK")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = server.http.get(server.url("/api")).send().await {
-            if let Ok(about) = res.json::<Value>().await {
-                // The minimal About of a server that now wants a token has no created_at.
-                if about["created_at"] != before {
-                    return;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not come back after the reload"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn config_round_trip_409_and_reload_keep_processes() {

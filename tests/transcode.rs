@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::media::{clip, connect_when_ready, webrtc_process};
 use common::whep::{OfferOptions, Receiver};
-use common::TestServer;
+use common::{start_fails, TestServer};
 use gstreamer::prelude::*;
 use serde_json::json;
 
@@ -189,45 +189,6 @@ async fn joining_a_transcoded_stream_mid_gop_starts_at_once() {
     for t in &startup {
         assert!(*t < Duration::from_millis(1500), "first frame after {t:?}");
     }
-}
-
-/// Runs the server binary with `env` and expects it to refuse to start; returns its stderr.
-fn start_fails(env: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_streamcore"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
-        .env("STREAMCORE_DATA_DIR", dir.path())
-        .env("STREAMCORE_DEMO", "false");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("run streamcore");
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    // A start-up error makes the server exit by itself; still running after this long means it
-    // started, which is the failure this test looks for.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started:\n{}", reader.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success());
-    reader.join().unwrap()
 }
 
 #[test]

@@ -234,7 +234,7 @@ mod tests {
         let config = Config::default();
         let doc = render(
             &config,
-            &json!({"tls": {"enable": true}, "rtmp": {"enable": true}}),
+            &json!({"tls": {"enable": true, "email": "a@b.c"}, "rtmp": {"enable": true}}),
             &Identity {
                 id: "i",
                 name: "n",
@@ -244,7 +244,8 @@ mod tests {
         assert_eq!(doc["address"], "0.0.0.0:8080");
         assert_eq!(doc["api"]["auth"]["enable"], false);
         // A Core-only section is carried as stored; one streamcore has shows its real value.
-        assert_eq!(doc["tls"]["enable"], true);
+        assert_eq!(doc["tls"]["email"], "a@b.c");
+        assert_eq!(doc["tls"]["enable"], false);
         assert_eq!(doc["rtmp"]["enable"], false);
         assert_eq!(doc["rtmp"]["address"], ":1935");
         assert_eq!(doc["ffmpeg"]["log"]["max_lines"], 50);

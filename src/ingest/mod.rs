@@ -47,7 +47,14 @@ impl Ingest {
     pub async fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Ingest> {
         let sessions = sessions::Sessions::new(metrics);
         let rtmp = match config.rtmp.enable {
-            true => Some(rtmp::RtmpServer::start(&config.rtmp, sessions.clone()).await?),
+            true => {
+                // The configuration's load checked the certificate; it is read again here.
+                let tls = match config.rtmp.enable_tls {
+                    true => Some(crate::tls::server_config(&config.tls)?),
+                    false => None,
+                };
+                Some(rtmp::RtmpServer::start(&config.rtmp, tls, sessions.clone()).await?)
+            }
             false => None,
         };
         let srt = match config.srt.enable {

@@ -233,3 +233,41 @@ pub async fn second_publisher_refused(
         "the first publisher goes on"
     );
 }
+
+/// An external publisher of the live test picture to `url` until it is dropped (killed then:
+/// FFmpeg itself, so no wrapper is left behind) or 120 s have passed.
+pub fn spawn_publisher(url: &str, format: &str) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+    ]);
+    cmd.args(["-i", "testsrc=size=320x240:rate=30", "-re", "-f", "lavfi"]);
+    cmd.args(["-i", "sine=sample_rate=48000", "-t", "120"]);
+    cmd.args(ENCODE).args(["-f", format, url]);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    cmd.spawn().expect("run ffmpeg")
+}
+
+/// Waits until `GET /api/v3/rtmp` lists `name`.
+pub async fn wait_rtmp_listed(server: &TestServer, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = server.get("/api/v3/rtmp").await;
+        if body
+            .as_array()
+            .is_some_and(|list| list.iter().any(|c| c["name"] == name))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is not published: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

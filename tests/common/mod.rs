@@ -435,3 +435,66 @@ pub fn assert_no_growth(after: (usize, usize), baseline: (usize, usize), what: &
         "threads/fds after {what}: {after:?} vs baseline {baseline:?}"
     );
 }
+
+/// Runs the server binary with `env` and expects it to refuse to start; returns its stderr.
+pub fn start_fails(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_streamcore"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("STREAMCORE_DATA_DIR", dir.path())
+        .env("STREAMCORE_DEMO", "false");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run streamcore");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // A start-up error makes the server exit by itself; still running after this long means it
+    // started, which is the failure this test looks for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started:\n{}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    reader.join().unwrap()
+}
+
+/// Reloads and waits until `GET /api` shows the restarted instance (its `created_at` changes),
+/// as restreamer-ui does after a reload.
+pub async fn reload(server: &TestServer) {
+    let before = server.get("/api").await.1["created_at"].clone();
+    let (status, body) = server.get("/api/v3/config/reload").await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!("OK")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(res) = server.http.get(server.url("/api")).send().await {
+            if let Ok(about) = res.json::<Value>().await {
+                // The minimal About of a server that now wants a token has no created_at.
+                if about["created_at"] != before {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not come back after the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,8 +8,7 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 
@@ -49,9 +48,10 @@ struct Conn<'a> {
     closing: bool,
 }
 
-pub async fn serve(
+/// Serves one connection, plain TCP or the stream of a finished TLS handshake.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     server: &Arc<RtmpServer>,
-    mut socket: TcpStream,
+    mut socket: S,
     remote: SocketAddr,
 ) -> anyhow::Result<()> {
     let accepted = Instant::now();
@@ -115,7 +115,7 @@ pub async fn serve(
 }
 
 /// Runs the server side of the handshake; returns the bytes that followed it.
-async fn handshake(socket: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) -> anyhow::Result<Vec<u8>> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = [0u8; 4096];
     loop {
@@ -128,17 +128,23 @@ async fn handshake(socket: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
             .map_err(|e| anyhow::anyhow!("bad handshake: {e:?}"))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                socket.write_all(&response_bytes).await?;
+                write(socket, &response_bytes).await?;
             }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                socket.write_all(&response_bytes).await?;
+                write(socket, &response_bytes).await?;
                 return Ok(remaining_bytes);
             }
         }
     }
+}
+
+/// Writes and flushes: TLS keeps written bytes in its buffer until flushed (a no-op on TCP).
+async fn write<S: AsyncWrite + Unpin>(socket: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    socket.write_all(bytes).await?;
+    socket.flush().await
 }
 
 impl Conn<'_> {
@@ -371,11 +377,11 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn flush(&mut self, socket: &mut TcpStream) -> anyhow::Result<()> {
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, socket: &mut S) -> anyhow::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        timeout(WRITE_TIMEOUT, socket.write_all(&self.out))
+        timeout(WRITE_TIMEOUT, write(socket, &self.out))
             .await
             .map_err(|_| anyhow::anyhow!("write timed out"))??;
         if let Role::Playing { session, .. } = &self.role {

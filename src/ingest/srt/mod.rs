@@ -215,7 +215,8 @@ async fn handle(server: Arc<SrtServer>, request: ConnectionRequest) {
     }
 }
 
-/// Finishes the handshake; a wrong passphrase fails here (srt-protocol answers BADSECRET).
+/// Finishes the handshake. A passphrase mismatch fails here: srt-protocol answers BADSECRET to
+/// a wrong one, and UNSECURE to a caller that encrypts when we have none or does not when we do.
 async fn accept(
     server: &SrtServer,
     request: ConnectionRequest,
@@ -225,7 +226,7 @@ async fn accept(
     match request.accept(key).await {
         Ok(socket) => Some(socket),
         Err(e) => {
-            tracing::warn!(%remote, error = %e, "SRT handshake failed (wrong passphrase?)");
+            tracing::warn!(%remote, error = %e, "SRT handshake failed (passphrase mismatch?)");
             server.sessions.refused("srt", "handshake");
             None
         }
