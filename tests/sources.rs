@@ -1004,3 +1004,9 @@ async fn lip_sync_on_the_transcode_path_and_after_a_restart() {
 async fn lip_sync_of_a_webm_source_and_after_a_restart() {
     lip_sync("lipsync.webm", false, true).await;
 }
+
+/// The same WebM source decoded and encoded again by the server (force_transcode).
+#[tokio::test]
+async fn lip_sync_of_a_webm_source_on_the_transcode_path_after_a_restart() {
+    lip_sync("lipsync.webm", true, true).await;
+}

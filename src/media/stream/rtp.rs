@@ -7,6 +7,7 @@
 //! moves the jitter buffers' output (ts-offset) so both media leave on one timeline, which the
 //! chains keep and the viewers' sender reports pass on.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,8 @@ pub(super) fn build(
     let pipeline = gst::Pipeline::with_name(&format!("stream-{id}"));
     let rtpbin = gst::ElementFactory::make("rtpbin")
         .property("latency", shared.config.jitter_latency_ms)
+        // Sources of FFmpeg runs that ended go (see link_sources).
+        .property("autoremove", true)
         .build()
         .map_err(|e| e.to_string())?;
     pipeline.add(&rtpbin).map_err(|e| e.to_string())?;
@@ -85,28 +88,7 @@ pub(super) fn build(
             gop: chain.gop,
         });
     }
-    // One pad per session, SSRC and payload type: the leg's SSRC is fixed per port, so a
-    // restarted FFmpeg continues on the same pad; a pad of another SSRC replaces the old one.
-    let name = id.to_string();
-    rtpbin.connect_pad_added(move |_, pad| {
-        let Some(session) = pad
-            .name()
-            .strip_prefix("recv_rtp_src_")
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
-            return;
-        };
-        let Some(sink) = sinks.get(session) else {
-            return;
-        };
-        if let Some(old) = sink.peer() {
-            let _ = old.unlink(sink);
-        }
-        if let Err(e) = pad.link(sink) {
-            tracing::warn!(stream = %name, pad = %pad.name(), error = ?e, "cannot link an RTP source");
-        }
-    });
+    link_sources(&pipeline, &rtpbin, sinks, id);
     Built::start(
         Built {
             pipeline,
@@ -129,9 +111,58 @@ fn receiver(ports: &PortPair, port: u16, caps: &gst::Caps) -> Result<gst::Elemen
     gst::ElementFactory::make("udpsrc")
         .property("socket", &socket)
         .property("caps", caps)
-        // A restarted FFmpeg sends the same SSRC from a new source port; with the sender's
-        // address rtpsession would drop it as a third-party SSRC collision.
-        .property("retrieve-sender-address", false)
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// Links rtpbin's pads into the chains. rtpbin has one pad per session, SSRC and payload type,
+/// and each FFmpeg run is a new SSRC (its RTP muxer picks one): the new run's pad takes the chain
+/// over, the old one is drained into a fakesink until rtpbin times its source out. A new source
+/// gets a fresh jitter buffer timed from its first packet. With the SSRC fixed per port, the
+/// restarted run's jump in sequence numbers and timestamps made the old jitter buffer re-base
+/// itself from a later packet ("big gap" handling), and audio played 80–120 ms late after a
+/// restart until FFmpeg's next sender report about 5 s later.
+fn link_sources(pipeline: &gst::Pipeline, rtpbin: &gst::Element, sinks: Vec<gst::Pad>, id: &str) {
+    let drains: Arc<Mutex<HashMap<String, gst::Element>>> = Arc::default();
+    let (name, weak, drained) = (id.to_string(), pipeline.downgrade(), drains.clone());
+    rtpbin.connect_pad_added(move |_, pad| {
+        let Some(session) = pad
+            .name()
+            .strip_prefix("recv_rtp_src_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let Some(sink) = sinks.get(session) else {
+            return;
+        };
+        if let Some(old) = sink.peer() {
+            let _ = old.unlink(sink);
+            let fake = weak.upgrade().and_then(|p| chain::fakesink(&p).ok());
+            if let Some(fake) = fake {
+                let _ = old.link(&fake);
+                if let Some(element) = fake.parent_element() {
+                    lock(&drained).insert(old.name().to_string(), element);
+                }
+            }
+        }
+        if let Err(e) = pad.link(sink) {
+            tracing::warn!(stream = %name, pad = %pad.name(), error = ?e, "cannot link an RTP source");
+        }
+    });
+    let weak = pipeline.downgrade();
+    rtpbin.connect_pad_removed(move |_, pad| {
+        let Some(element) = lock(&drains).remove(pad.name().as_str()) else {
+            return;
+        };
+        let _ = element.set_state(gst::State::Null);
+        if let Some(pipeline) = weak.upgrade() {
+            let _ = pipeline.remove(&element);
+        }
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -396,10 +396,10 @@ pub fn webrtc_legs(
 /// and video RTP clocks by it.
 const LEG_CNAME: &str = "streamcore-leg";
 
-/// One RTP leg per medium with the SDP file the stream reads. SSRCs are fixed per port so a
-/// restarted FFmpeg continues the same RTP sources. Each leg sends RTCP sender reports (to its
-/// RTP port + 1) mapping its random RTP timestamp base to wall-clock time, with one CNAME: the
-/// stream's rtpbin puts audio and video on one timeline by them.
+/// One RTP leg per medium with the SDP file the stream reads. Each leg sends RTCP sender reports
+/// (to its RTP port + 1) mapping its random RTP timestamp base to wall-clock time, with one
+/// CNAME: the stream's rtpbin puts audio and video on one timeline by them. Each run is a new
+/// RTP source (FFmpeg's random SSRC), which the stream takes over from the previous one.
 fn per_medium_legs(
     video: Map,
     audio: Map,
@@ -426,15 +426,13 @@ fn per_medium_legs(
             Map::Auto => {}
             Map::User(m) => args.extend(["-map".to_string(), m]),
         }
-        let ssrc = 0x5c00_0000u32 | u32::from(port);
         args.extend([drop_other, "-sn", "-dn"].map(str::to_string));
         args.extend(codec);
         args.extend(
-            ["-f", "rtp", "-cname", LEG_CNAME, "-ssrc"]
+            ["-f", "rtp", "-cname", LEG_CNAME]
                 .map(str::to_string)
                 .into_iter()
                 .chain([
-                    ssrc.to_string(),
                     "-payload_type".to_string(),
                     pt.to_string(),
                     format!("rtp://127.0.0.1:{port}?pkt_size=1200"),

@@ -407,8 +407,6 @@ fn webm_sources_get_per_medium_legs_with_opus_audio() {
         "rtp",
         "-cname",
         "streamcore-leg",
-        "-ssrc",
-        &0x5c00_9c40u32.to_string(),
         "-payload_type",
         "96",
         "rtp://127.0.0.1:40000?pkt_size=1200",
