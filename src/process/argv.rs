@@ -16,7 +16,7 @@ use crate::model::process::ProcessConfig;
 
 mod codecs;
 mod legs;
-pub use codecs::InputCodecs;
+pub use codecs::{waits_for_publisher, InputCodecs};
 pub use legs::{leg_format, webrtc_legs, LegEncoding, LegFormat};
 
 /// The input address that makes an input a WHIP input.

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Weak};
 
-use super::argv::{self, InputCodecs, LegEncoding, LegFormat, WHIP_ADDRESS};
+use super::argv::{self, waits_for_publisher, InputCodecs, LegEncoding, LegFormat};
 use super::progress::{IoRef, ProbeIo};
 use super::runner::Legs;
 use crate::media::{Stream, StreamOptions};
@@ -165,29 +165,6 @@ impl Legs for WebRtcLegs {
         self.restarted.store(true, Ordering::Relaxed);
         true
     }
-}
-
-/// An input whose codecs exist only once a publisher connects to it.
-fn waits_for_publisher(io: &ProcessIo) -> bool {
-    let address = io.address.trim();
-    let option = |name: &str, on: &dyn Fn(&str) -> bool| {
-        io.options.windows(2).any(|w| w[0] == name && on(&w[1]))
-    };
-    let query = address.split_once('?').map_or("", |(_, q)| q);
-    let param = |name: &str, on: &dyn Fn(&str) -> bool| {
-        query.split('&').any(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, "1"));
-            k == name && on(v)
-        })
-    };
-    address == WHIP_ADDRESS
-        || address.contains("{rtmp")
-        || address.contains("{srt")
-        || option("-listen", &|v| v != "0")
-        || option("-rtsp_flags", &|v| v.contains("listen"))
-        || option("-mode", &|v| v == "listener")
-        || param("listen", &|v| v != "0")
-        || param("mode", &|v| v == "listener")
 }
 
 /// A regular file on this machine (not a device, FIFO or socket, which a probe would read

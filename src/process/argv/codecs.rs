@@ -3,7 +3,10 @@
 //! leg (VP8/VP9, which TS cannot carry), or encoded once by FFmpeg (raw frames and samples, and
 //! every codec no chain of the server takes).
 
+use crate::model::process::ProcessIo;
 use crate::process::progress::ProbeIo;
+
+use super::WHIP_ADDRESS;
 
 /// The streams of each input, in FFmpeg's order: `(kind, codec)` as the prelude names them
 /// (`video`/`audio`, `h264`/`rawvideo`/`pcm_s16le`/…).
@@ -115,4 +118,27 @@ pub fn handling(medium: char, codec: &str) -> Handling {
     } else {
         Handling::Encode
     }
+}
+
+/// An input whose codecs exist only once a publisher connects to it.
+pub fn waits_for_publisher(io: &ProcessIo) -> bool {
+    let address = io.address.trim();
+    let option = |name: &str, on: &dyn Fn(&str) -> bool| {
+        io.options.windows(2).any(|w| w[0] == name && on(&w[1]))
+    };
+    let query = address.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str, on: &dyn Fn(&str) -> bool| {
+        query.split('&').any(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, "1"));
+            k == name && on(v)
+        })
+    };
+    address == WHIP_ADDRESS
+        || address.contains("{rtmp")
+        || address.contains("{srt")
+        || option("-listen", &|v| v != "0")
+        || option("-rtsp_flags", &|v| v.contains("listen"))
+        || option("-mode", &|v| v == "listener")
+        || param("listen", &|v| v != "0")
+        || param("mode", &|v| v == "listener")
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 use crate::model::process::{ProcessConfig, ProcessIo, WebRtcSettings};
 use crate::model::transcode::TranscodeSettings;
 
-use super::codecs::{handling, Handling, InputCodecs, Selected};
+use super::codecs::{handling, waits_for_publisher, Handling, InputCodecs, Selected};
 
 /// How FFmpeg sends a process's media to its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,14 +240,17 @@ fn maps(map: &Map, other: &Map, medium: char, config: &ProcessConfig) -> Vec<(St
 
 /// What the rules say a medium of an input needs when its codec is not known: raw inputs are
 /// encoded, WebM/Ogg video gets its own leg and its audio (maybe Vorbis) is encoded to Opus.
+/// WebM/Ogg video from an input that waits for a publisher is encoded into the TS leg instead:
+/// its codecs are never discovered (a restart would drop the publisher), and a per-medium leg
+/// fails FFmpeg, the process's other outputs with it, when the publisher sends no audio or no
+/// video, which a TS leg with optional maps survives.
 fn by_rules(config: &ProcessConfig, input: usize, medium: char) -> Handling {
-    match config
-        .input
-        .get(input)
-        .map_or(SourceKind::Coded, input_kind)
-    {
+    let io = config.input.get(input);
+    match io.map_or(SourceKind::Coded, input_kind) {
         SourceKind::Raw => Handling::Encode,
-        SourceKind::WebM if medium == 'v' => Handling::CopyPerMedium,
+        SourceKind::WebM if medium == 'v' && !io.is_some_and(waits_for_publisher) => {
+            Handling::CopyPerMedium
+        }
         SourceKind::WebM => Handling::Encode,
         SourceKind::Coded => Handling::Copy,
     }

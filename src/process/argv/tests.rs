@@ -425,6 +425,25 @@ fn webm_sources_get_per_medium_legs_with_opus_audio() {
     );
 }
 
+/// A WebM input that waits for a publisher is never probed or restarted, and a per-medium leg
+/// would fail FFmpeg (and the process's other outputs) when the publisher sends only one medium:
+/// its video is encoded into the TS leg, whose optional maps survive a missing medium.
+#[test]
+fn webm_publisher_inputs_take_the_ts_leg_with_video_encoded() {
+    let config = leg_config(
+        "http://0.0.0.0:8088/in.webm",
+        &["-listen", "1", "-f", "webm"],
+        "",
+        "",
+    );
+    assert_eq!(leg_format(&config, None), LegFormat::MpegTs);
+    let legs = legs_of(&config);
+    assert_eq!(legs[..4], strings(&["-map", "0:v:0?", "-map", "0:a:0?"]));
+    assert!(legs.windows(2).any(|w| w == ["-c:v", "libx264"]));
+    assert!(legs.windows(2).any(|w| w == ["-c:a", "libopus"]));
+    assert!(!legs.iter().any(|a| a == "-sdp_file"));
+}
+
 #[test]
 fn refusals_of_the_access_rules_are_the_message() {
     let f = Fixture::new();
