@@ -99,25 +99,13 @@ pub(super) fn build(
 ) -> Result<Built, String> {
     let port = ports.video();
     let pipeline = gst::Pipeline::with_name(&format!("stream-{id}"));
-    let src = gst::ElementFactory::make("udpsrc")
-        .name("src")
-        .property(
-            "caps",
-            gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("clock-rate", 90000i32)
-                .field("encoding-name", "MP2T")
-                .field("payload", 33i32)
-                .build(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-    let socket = ports
-        .socket(port)
-        .map_err(|e| format!("no socket for port {port}: {e}"))?;
-    let socket =
-        gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
-    src.set_property("socket", &socket);
+    let caps = gst::Caps::builder("application/x-rtp")
+        .field("media", "video")
+        .field("clock-rate", 90000i32)
+        .field("encoding-name", "MP2T")
+        .field("payload", 33i32)
+        .build();
+    let src = super::rtp::receiver(ports, port, &caps)?;
     pipeline.add(&src).map_err(|e| e.to_string())?;
     let last_packet_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_packet_ms.clone();

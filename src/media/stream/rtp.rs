@@ -101,8 +101,13 @@ pub(super) fn build(
     )
 }
 
-/// A udpsrc on the stream's own bound socket for `port` (never left open for others).
-fn receiver(ports: &PortPair, port: u16, caps: &gst::Caps) -> Result<gst::Element, String> {
+/// A udpsrc on the stream's own bound socket for `port` (never left open for others); the TS
+/// leg's front starts with one too.
+pub(super) fn receiver(
+    ports: &PortPair,
+    port: u16,
+    caps: &gst::Caps,
+) -> Result<gst::Element, String> {
     let socket = ports
         .socket(port)
         .map_err(|e| format!("no socket for port {port}: {e}"))?;

@@ -74,7 +74,7 @@ impl Timeline {
             move |pad, info| {
                 match &mut info.data {
                     Some(gst::PadProbeData::Buffer(buffer)) => {
-                        let clock = element.upgrade().and_then(|p| clock_running_time(&p));
+                        let clock = || element.upgrade().and_then(|p| clock_running_time(&p));
                         timeline.restamp(pad, buffer.make_mut(), clock);
                     }
                     Some(gst::PadProbeData::Event(event)) => match timeline.event(pad, event) {
@@ -90,13 +90,13 @@ impl Timeline {
     }
 
     /// The current run's offset, decided on its first buffer at `media` (running time in the
-    /// demux's segment) from the clock's running time `clock`.
-    fn offset(&self, media: i64, clock: Option<i64>) -> i64 {
+    /// demux's segment) from the clock's running time, which `clock` reads only then.
+    fn offset(&self, media: i64, clock: impl FnOnce() -> Option<i64>) -> i64 {
         let mut state = self.lock();
         if let Some(offset) = state.offset {
             return offset;
         }
-        let lag = clock.map(|now| now - media);
+        let lag = clock().map(|now| now - media);
         if state.lead.is_none() {
             state.lead = lag;
         }
@@ -118,7 +118,12 @@ impl Timeline {
         offset
     }
 
-    fn restamp(&self, pad: &gst::Pad, buffer: &mut gst::BufferRef, clock: Option<i64>) {
+    fn restamp(
+        &self,
+        pad: &gst::Pad,
+        buffer: &mut gst::BufferRef,
+        clock: impl FnOnce() -> Option<i64>,
+    ) {
         let Some(reference) = buffer.pts().or(buffer.dts()) else {
             return;
         };
