@@ -137,7 +137,7 @@ async fn viewer_cycles_leak_no_threads_or_fds() {
         drop(rx);
     }
     let after = settled_counts(server.pid(), Some(baseline)).await;
-    common::assert_no_growth(after, baseline, "30 cycles");
+    common::assert_no_growth(server.pid(), after, baseline, "30 cycles");
 }
 
 /// Makes a viewer vanish without a DELETE: everything it would send is dropped, as if its network

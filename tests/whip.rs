@@ -624,7 +624,7 @@ async fn publish_cycles_leak_no_threads_or_fds() {
         cycle(n).await;
     }
     let after = settled_counts(server.pid(), Some(baseline)).await;
-    common::assert_no_growth(after, baseline, "20 publish cycles");
+    common::assert_no_growth(server.pid(), after, baseline, "20 publish cycles");
 }
 
 /// With the periodic requests off, a restarted FFmpeg still gets a key frame asked for: the
