@@ -53,14 +53,32 @@ pub(super) fn build(
     let bin = gst::parse::bin_from_description(&description, true).map_err(|e| e.to_string())?;
     // Resolution caps as exact even sizes keeping the aspect ratio (encoders refuse odd ones).
     fit_video_sizes(bin.upcast_ref());
+    pipeline
+        .add(bin.upcast_ref::<gst::Element>())
+        .map_err(|e| e.to_string())?;
+    let (tee, gop) = tee(pipeline, shared, source, decision)?;
+    bin.link(&tee).map_err(|e| e.to_string())?;
+    bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+    Ok(Chain {
+        sink: bin.static_pad("sink").ok_or("the chain has no sink")?,
+        tee: Some(tee),
+        gop,
+    })
+}
+
+/// The tee viewers hang off, added to `pipeline` and playing, with what the decided path needs
+/// at it; for a chain above, or for a front that already is the passthrough chain.
+pub(super) fn tee(
+    pipeline: &gst::Pipeline,
+    shared: &Shared,
+    source: &SourceTrack,
+    decision: &Decision,
+) -> Result<(gst::Element, Option<Arc<GopCache>>), String> {
     let tee = gst::ElementFactory::make("tee")
         .property("allow-not-linked", true)
         .build()
         .map_err(|e| e.to_string())?;
-    pipeline
-        .add_many([bin.upcast_ref::<gst::Element>(), &tee])
-        .map_err(|e| e.to_string())?;
-    bin.link(&tee).map_err(|e| e.to_string())?;
+    pipeline.add(&tee).map_err(|e| e.to_string())?;
     let tee_sink = tee.static_pad("sink").ok_or("tee has no sink pad")?;
     let mut gop = None;
     if decision.path == "transcode" {
@@ -73,12 +91,7 @@ pub(super) fn build(
         gop = Some(GopCache::install(&tee_sink, key, gop::MAX_BYTES));
     }
     tee.sync_state_with_parent().map_err(|e| e.to_string())?;
-    bin.sync_state_with_parent().map_err(|e| e.to_string())?;
-    Ok(Chain {
-        sink: bin.static_pad("sink").ok_or("the chain has no sink")?,
-        tee: Some(tee),
-        gop,
-    })
+    Ok((tee, gop))
 }
 
 /// A playing fakesink in `pipeline` for media that go nowhere; its sink pad.

@@ -1,6 +1,8 @@
-//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpmp2tdepay → tsdemux`,
-//! then per elementary stream `queue → parse → pay`, which yields the same RTP an RTP leg would
-//! bring, into the same chains (the passthrough and transcode descriptions) and a tee.
+//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpmp2tdepay → tsdemux`, then per elementary
+//! stream `parse → pay`, which yields the same RTP an RTP leg would bring, into the same chains
+//! (the passthrough and transcode descriptions) and a tee. Where the codec has a passthrough
+//! description, the front is that description after its depayloader, and passthrough needs no
+//! chain behind it.
 //!
 //! Nothing is known before media arrives: tracks appear as tsdemux exposes its pads, each once
 //! its payloader has seen the first buffer (caps then carry sprop-parameter-sets, profile and
@@ -17,7 +19,7 @@ use super::timeline::Timeline;
 use super::{chain, now_ms, Built, Track};
 use crate::media::ports::PortPair;
 use crate::media::sdp::{Kind, SourceTrack};
-use crate::media::transcode::{decide, Decision};
+use crate::media::transcode::{decide, BranchKind, Decision, Vars};
 use crate::media::{Shared, StreamOptions};
 
 /// What tsdemux has exposed so far.
@@ -62,31 +64,58 @@ impl Discovery {
     }
 }
 
-/// The elements that turn one elementary stream from tsdemux into RTP the pipeline descriptions
-/// start from (their depayloader), by the pad's caps.
-fn front(caps: &gst::CapsRef) -> Option<(Kind, &'static str)> {
+/// How one elementary stream from tsdemux becomes the RTP the pipeline descriptions start from:
+/// its parser, then its payloader; `encoding` is the RTP encoding name the payloader gives.
+struct Front {
+    kind: Kind,
+    encoding: &'static str,
+    parse: &'static str,
+    pay: &'static str,
+}
+
+/// The front of an elementary stream, by the pad's caps.
+fn front(caps: &gst::CapsRef) -> Option<Front> {
     let s = caps.structure(0)?;
     let version = s.get::<i32>("mpegversion").unwrap_or(0);
-    Some(match (s.name().as_str(), version) {
+    let (kind, encoding, parse, pay) = match (s.name().as_str(), version) {
         ("video/x-h264", _) => (
             Kind::Video,
-            "h264parse config-interval=-1 ! rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96",
+            "H264",
+            "h264parse config-interval=-1",
+            "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96",
         ),
         ("video/x-h265", _) => (
             Kind::Video,
-            "h265parse config-interval=-1 ! rtph265pay config-interval=-1 pt=96",
+            "H265",
+            "h265parse config-interval=-1",
+            "rtph265pay config-interval=-1 pt=96",
         ),
-        ("video/mpeg", 1 | 2) => (Kind::Video, "mpegvideoparse ! rtpmpvpay pt=96"),
+        ("video/mpeg", 1 | 2) => (Kind::Video, "MPV", "mpegvideoparse", "rtpmpvpay pt=96"),
         ("video/mpeg", 4) => (
             Kind::Video,
-            "mpeg4videoparse ! rtpmp4vpay config-interval=-1 pt=96",
+            "MP4V-ES",
+            "mpeg4videoparse",
+            "rtpmp4vpay config-interval=-1 pt=96",
         ),
-        ("audio/mpeg", 2 | 4) => (Kind::Audio, "aacparse ! rtpmp4gpay pt=97"),
-        ("audio/mpeg", 1) => (Kind::Audio, "mpegaudioparse ! rtpmpapay pt=97"),
-        ("audio/x-opus", _) => (Kind::Audio, "opusparse ! rtpopuspay pt=97"),
-        ("audio/x-ac3", _) => (Kind::Audio, "ac3parse ! rtpac3pay pt=97"),
+        ("audio/mpeg", 2 | 4) => (Kind::Audio, "MPEG4-GENERIC", "aacparse", "rtpmp4gpay pt=97"),
+        ("audio/mpeg", 1) => (Kind::Audio, "MPA", "mpegaudioparse", "rtpmpapay pt=97"),
+        ("audio/x-opus", _) => (Kind::Audio, "OPUS", "opusparse", "rtpopuspay pt=97"),
+        ("audio/x-ac3", _) => (Kind::Audio, "AC3", "ac3parse", "rtpac3pay pt=97"),
         _ => return None,
+    };
+    Some(Front {
+        kind,
+        encoding,
+        parse,
+        pay,
     })
+}
+
+/// The rest of a chain description after its leading depayloader, if it starts with one.
+fn after_depayloader(chain: &str) -> Option<&str> {
+    let (first, rest) = chain.split_once(" ! ")?;
+    let element = first.split_whitespace().next()?;
+    (element.starts_with("rtp") && element.ends_with("depay")).then(|| rest.trim())
 }
 
 /// Builds and starts the pipeline of a TS stream; tracks are added as they are discovered.
@@ -274,10 +303,11 @@ impl TrackContext {
             }
             return;
         }
-        let Some((kind, front)) = front(&caps) else {
+        let Some(front) = front(&caps) else {
             self.unsupported(&pipeline, pad, &caps);
             return;
         };
+        let kind = front.kind;
         {
             let mut claimed = self
                 .discovery
@@ -291,8 +321,7 @@ impl TrackContext {
             }
             claimed.push(kind);
         }
-        let description =
-            format!("queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 leaky=downstream ! {front}");
+        let (description, is_passthrough) = self.front_description(&front);
         let bin = match gst::parse::bin_from_description(&description, true) {
             Ok(bin) => bin,
             Err(e) => {
@@ -321,15 +350,51 @@ impl TrackContext {
         out.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |out, _| {
-                context.attach(kind, out);
+                context.attach(kind, out, is_passthrough);
                 context.discovery.pending.fetch_sub(1, Ordering::AcqRel);
                 gst::PadProbeReturn::Remove
             },
         );
     }
 
+    /// A front's description, and whether it already is the codec's passthrough chain.
+    ///
+    /// A passthrough description depayloads and payloads again; fed from tsdemux, its payloader
+    /// can take the parsed stream itself. The front is then the description after its
+    /// depayloader, and a passthrough decision links it straight to the tee: every packet is
+    /// payloaded once. No queue after tsdemux either: nothing downstream blocks (viewers' sinks
+    /// send without waiting), and a queue per medium cost two thread switches per packet.
+    fn front_description(&self, front: &Front) -> (String, bool) {
+        let shared = &self.shared;
+        let pt = if front.kind == Kind::Video { 96 } else { 97 };
+        let vars = Vars::new(
+            pt,
+            rand::random::<u32>(),
+            &self.options.transcode,
+            shared.capabilities.as_ref(),
+        );
+        let branch = BranchKind::Passthrough {
+            encoding: front.encoding.to_string(),
+        };
+        let passthrough = shared
+            .descriptions
+            .has_passthrough(front.encoding)
+            .then(|| shared.descriptions.render(&branch, &vars).ok())
+            .flatten();
+        if let Some(rest) = passthrough.as_deref().and_then(after_depayloader) {
+            let parser = front.parse.split_whitespace().next();
+            return if rest.split_whitespace().next() == parser {
+                (rest.to_string(), true)
+            } else {
+                (format!("{} ! {rest}", front.parse), true)
+            };
+        }
+        (format!("{} ! {}", front.parse, front.pay), false)
+    }
+
     /// The payloaded elementary stream's first buffer: decide, build its chain and tee.
-    fn attach(&self, kind: Kind, out: &gst::Pad) {
+    /// `is_passthrough`: the front already is the passthrough chain.
+    fn attach(&self, kind: Kind, out: &gst::Pad, is_passthrough: bool) {
         let Some(pipeline) = self.pipeline.upgrade() else {
             return;
         };
@@ -348,10 +413,20 @@ impl TrackContext {
             capabilities,
         );
         tracing::info!(stream = %self.id, kind = ?kind, codec = %source.encoding(), path = decision.path, reason = %decision.reason, "track");
-        let linked = chain::build(&pipeline, shared, &self.options, &source, &decision)
-            .and_then(|c| out.link(&c.sink).map(|_| c).map_err(|e| e.to_string()));
+        let linked = if is_passthrough && decision.path == "passthrough" {
+            chain::tee(&pipeline, shared, &source, &decision).and_then(|(tee, gop)| {
+                let sink = tee.static_pad("sink").ok_or("tee has no sink pad")?;
+                out.link(&sink).map_err(|e| e.to_string())?;
+                Ok((Some(tee), gop))
+            })
+        } else {
+            chain::build(&pipeline, shared, &self.options, &source, &decision).and_then(|c| {
+                out.link(&c.sink).map_err(|e| e.to_string())?;
+                Ok((c.tee, c.gop))
+            })
+        };
         let (tee, gop) = match linked {
-            Ok(c) => (c.tee, c.gop),
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(stream = %self.id, error = %e, "cannot build a track chain");
                 decision = Decision {
@@ -431,7 +506,7 @@ fn caps_name(caps: &gst::Caps) -> String {
 impl TrackContext {
     /// Links a new program's stream into the existing front of the same codec.
     fn relink(&self, pad: &gst::Pad, caps: &gst::Caps) -> bool {
-        let Some((kind, _)) = front(caps) else {
+        let Some(Front { kind, .. }) = front(caps) else {
             return false;
         };
         let name = caps_name(caps);
@@ -462,5 +537,24 @@ fn ssrc_of(buffer: &gst::BufferRef) -> Option<u32> {
 fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
     if let Ok(sink) = chain::fakesink(pipeline) {
         let _ = pad.link(&sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_depayloader;
+
+    #[test]
+    fn a_chain_after_its_depayloader() {
+        assert_eq!(
+            after_depayloader("rtph264depay ! h264parse ! rtph264pay pt=96"),
+            Some("h264parse ! rtph264pay pt=96")
+        );
+        assert_eq!(
+            after_depayloader("rtpopusdepay ! rtpopuspay"),
+            Some("rtpopuspay")
+        );
+        assert_eq!(after_depayloader("h264parse ! rtph264pay"), None);
+        assert_eq!(after_depayloader("rtpopusdepay"), None);
     }
 }
