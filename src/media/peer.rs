@@ -229,6 +229,7 @@ pub fn new_webrtcbin(ice: &IceConfig) -> Result<gst::Element, NegotiationError> 
         .property_from_str("bundle-policy", "max-bundle")
         .build()?;
     configure_ice(&webrtcbin, ice);
+    super::funnel::install(&webrtcbin);
     // Sender reports map RTP to NTP from the media's running time (capture time). With send
     // time rtpsession adds the pipeline latency, which a stream pipeline fed by a live source
     // and joined by viewers never configures: every packet's time was unknown, the reports
