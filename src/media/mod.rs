@@ -3,6 +3,7 @@
 //! [`Media`] owns the GStreamer setup, the UDP port range and the viewer budget; every
 //! WebRTC-enabled process gets one [`Stream`].
 
+mod aud;
 mod funnel;
 mod gop;
 mod ice;

@@ -53,6 +53,7 @@ pub(super) fn build(
     let bin = gst::parse::bin_from_description(&description, true).map_err(|e| e.to_string())?;
     // Resolution caps as exact even sizes keeping the aspect ratio (encoders refuse odd ones).
     fit_video_sizes(bin.upcast_ref());
+    crate::media::aud::strip_in(bin.upcast_ref());
     pipeline
         .add(bin.upcast_ref::<gst::Element>())
         .map_err(|e| e.to_string())?;

@@ -330,6 +330,7 @@ impl TrackContext {
                 return;
             }
         };
+        crate::media::aud::strip_in(bin.upcast_ref());
         let linked = pipeline.add(&bin).is_ok()
             && bin.sync_state_with_parent().is_ok()
             && bin.static_pad("sink").is_some_and(|s| pad.link(&s).is_ok());
