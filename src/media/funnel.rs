@@ -144,39 +144,75 @@ mod tests {
         (sink, seen)
     }
 
+    /// A playing rtpfunnel (with the probe when `probe`) whose two inputs each sent a segment
+    /// and a TOS event, then pushed 20 packets each, alternating.
+    struct Switching {
+        funnel: gst::Element,
+        video: gst::Pad,
+        audio: gst::Pad,
+        _sink: gst::Pad,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Switching {
+        fn new(probe: bool) -> Switching {
+            gst::init().unwrap();
+            let funnel = gst::ElementFactory::make("rtpfunnel").build().unwrap();
+            if probe {
+                super::skip_repeated_events(&funnel.static_pad("src").unwrap());
+            }
+            let (_sink, seen) = output(&funnel);
+            funnel.set_state(gst::State::Playing).unwrap();
+            let (video, audio) = (input(&funnel, 1), input(&funnel, 2));
+            let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+            for (pad, mid) in [(&video, "0"), (&audio, "1")] {
+                assert!(pad.push_event(gst::event::Segment::new(&segment)));
+                assert!(pad.push_event(tos(mid)));
+            }
+            for seq in 0..20u16 {
+                video.push(packet(1, seq)).unwrap();
+                audio.push(packet(2, seq)).unwrap();
+            }
+            Switching {
+                funnel,
+                video,
+                audio,
+                _sink,
+                seen,
+            }
+        }
+
+        fn count(&self, name: &str) -> usize {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|n| *n == name)
+                .count()
+        }
+    }
+
+    impl Drop for Switching {
+        fn drop(&mut self) {
+            let _ = self.funnel.set_state(gst::State::Null);
+        }
+    }
+
     #[test]
     fn the_funnel_sends_repeated_events_once() {
-        gst::init().unwrap();
-        let funnel = gst::ElementFactory::make("rtpfunnel").build().unwrap();
-        let src = funnel.static_pad("src").unwrap();
-        super::skip_repeated_events(&src);
-        let (_sink, seen) = output(&funnel);
-        funnel.set_state(gst::State::Playing).unwrap();
-        let (video, audio) = (input(&funnel, 1), input(&funnel, 2));
-        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
-        for (pad, mid) in [(&video, "0"), (&audio, "1")] {
-            assert!(pad.push_event(gst::event::Segment::new(&segment)));
-            assert!(pad.push_event(tos(mid)));
-        }
-        let count = |name: &str| seen.lock().unwrap().iter().filter(|n| *n == name).count();
-        // Alternating inputs: rtpfunnel forwards segment and TOS event on every switch.
-        for seq in 0..20u16 {
-            video.push(packet(1, seq)).unwrap();
-            audio.push(packet(2, seq)).unwrap();
-        }
-        assert_eq!(count("Segment"), 1, "{:?}", seen.lock().unwrap());
-        assert_eq!((count("0"), count("1")), (1, 1));
+        let f = Switching::new(true);
+        assert_eq!(f.count("Segment"), 1, "{:?}", f.seen.lock().unwrap());
+        assert_eq!((f.count("0"), f.count("1")), (1, 1));
         // Segments that differ go through at every switch; a transceiver's new event at once.
         let mut later = gst::FormattedSegment::<gst::ClockTime>::new();
         later.set_base(gst::ClockTime::from_seconds(5));
-        assert!(audio.push_event(gst::event::Segment::new(&later)));
-        assert!(audio.push_event(tos("1")));
-        assert_eq!((count("0"), count("1")), (1, 2));
-        video.push(packet(1, 99)).unwrap();
-        audio.push(packet(2, 99)).unwrap();
-        video.push(packet(1, 100)).unwrap();
-        assert_eq!(count("Segment"), 3, "{:?}", seen.lock().unwrap());
-        funnel.set_state(gst::State::Null).unwrap();
+        assert!(f.audio.push_event(gst::event::Segment::new(&later)));
+        assert!(f.audio.push_event(tos("1")));
+        assert_eq!((f.count("0"), f.count("1")), (1, 2));
+        f.video.push(packet(1, 99)).unwrap();
+        f.audio.push(packet(2, 99)).unwrap();
+        f.video.push(packet(1, 100)).unwrap();
+        assert_eq!(f.count("Segment"), 3, "{:?}", f.seen.lock().unwrap());
     }
 
     #[test]
@@ -215,23 +251,8 @@ mod tests {
     /// GStreamer release stops doing that, this fails and the probe can go.
     #[test]
     fn rtpfunnel_repeats_events_on_every_switch() {
-        gst::init().unwrap();
-        let funnel = gst::ElementFactory::make("rtpfunnel").build().unwrap();
-        let (_sink, seen) = output(&funnel);
-        funnel.set_state(gst::State::Playing).unwrap();
-        let (video, audio) = (input(&funnel, 1), input(&funnel, 2));
-        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
-        for (pad, mid) in [(&video, "0"), (&audio, "1")] {
-            assert!(pad.push_event(gst::event::Segment::new(&segment)));
-            assert!(pad.push_event(tos(mid)));
-        }
-        for seq in 0..20u16 {
-            video.push(packet(1, seq)).unwrap();
-            audio.push(packet(2, seq)).unwrap();
-        }
-        let count = |name: &str| seen.lock().unwrap().iter().filter(|n| *n == name).count();
-        assert!(count("Segment") >= 39, "{:?}", seen.lock().unwrap());
-        assert!(count("0") >= 19 && count("1") >= 19);
-        funnel.set_state(gst::State::Null).unwrap();
+        let f = Switching::new(false);
+        assert!(f.count("Segment") >= 39, "{:?}", f.seen.lock().unwrap());
+        assert!(f.count("0") >= 19 && f.count("1") >= 19);
     }
 }
