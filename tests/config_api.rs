@@ -213,3 +213,40 @@ async fn webrtc_stream_serves_viewers_again_after_a_reload() {
         "no frames after the reload"
     );
 }
+
+/// A request sent the moment a reload has answered waits in the listening socket's backlog for
+/// the restarted instance. The stopping instance must not accept it: it would close it, unread,
+/// in its graceful shutdown, and the client would get a reset instead of an answer (seen in 3
+/// of 40 such reloads before the accept loop looked at shutdown first).
+#[tokio::test]
+async fn a_request_right_after_a_reload_is_answered_by_the_new_instance() {
+    let server = TestServer::start().await;
+    let _log = ServerLogOnPanic(&server);
+    server.create(testsrc_process("runs")).await;
+    // A connection per request, as a browser opening a new one after the reload's answer.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for round in 0..25 {
+        let before = server.get("/api").await.1["created_at"].clone();
+        let answer = fresh
+            .get(server.url("/api/v3/config/reload"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "round {round}");
+        let answer = fresh
+            .get(server.url("/api"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer right after a reload: {e:?}"));
+        assert_eq!(answer.status(), StatusCode::OK, "round {round}");
+        let about: serde_json::Value = answer.json().await.unwrap();
+        assert_ne!(
+            about["created_at"], before,
+            "round {round}: answered by the instance that was stopping"
+        );
+    }
+}

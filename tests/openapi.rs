@@ -171,22 +171,26 @@ async fn parameters(run: &mut Run, method: &str, template: &str, operation: &Val
     }
 }
 
-/// `GET /api/v3/config/reload` answers before the server restarts its services; a request sent
-/// in that moment can meet the old instance closing its connections (as with Core, whose UI
-/// waits for the server to come back). Waits, bounded, until every requested reload has brought
-/// the server back, so the next operation is checked against the restarted instance.
-async fn settle_reloads(server: &TestServer) {
-    let count = |needle: &str| {
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains(needle))
-            .count()
-    };
+/// How many times the server has logged that it listens (once per start and per reload).
+fn starts(server: &TestServer) -> usize {
+    server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("streamcore listening"))
+        .count()
+}
+
+/// `GET /api/v3/config/reload` answers before the server restarts its services (as Core does,
+/// whose UI waits for the server to come back). Waits, bounded, until the server has started
+/// again since `before` (its count of starts before the reload was asked for), so the next
+/// operation is checked against the restarted instance. The count is taken before the request,
+/// not compared with the "reload requested" lines: the log is read by another thread and may
+/// not hold that line yet when the answer arrives.
+async fn settle_reload(server: &TestServer, before: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while count("streamcore listening") <= count("configuration reload requested") {
+    while starts(server) <= before {
         assert!(
             std::time::Instant::now() < deadline,
             "the server did not come back after a reload"
@@ -263,10 +267,11 @@ async fn every_operation_answers_as_documented() {
             ("bad token", Some("not-a-jwt".to_string())),
             ("valid token", Some(valid.clone())),
         ];
+        let before = starts(&server);
         exercise(&mut run, method, template, operation, &tokens).await;
         parameters(&mut run, method, template, operation, valid).await;
         if template.ends_with("/config/reload") {
-            settle_reloads(&server).await;
+            settle_reload(&server, before).await;
         }
     }
     assert!(server.alive(), "the server died during the run");

@@ -77,7 +77,13 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Backoff::default();
     loop {
+        // Shutdown first: a reload is told before its answer is written, so a client that sends
+        // its next request at once must find the old loop gone and wait in the backlog for the
+        // new one. Accepted here, the connection would be closed by the graceful shutdown before
+        // its request was read, and the client would get no answer at all.
         let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -85,7 +91,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
         };
         backoff.reset();
         let Some(connection) = table.admit() else {
