@@ -46,6 +46,8 @@ fn hls_output(id: &str, codecs: &[&str]) -> Value {
 struct Watched {
     tracks: Value,
     first_frame: Option<Duration>,
+    /// Each m-line of the server's answer: its media and its direction (`rejected` at port 0).
+    answered: Vec<(String, String)>,
 }
 
 /// Connects a viewer offering video and audio, waits for `frames` video frames (0: none
@@ -97,7 +99,28 @@ async fn watch(server: &TestServer, id: &str, frames: u64, size: Option<(i32, i3
     Watched {
         tracks: info["tracks"].clone(),
         first_frame: rx.first_frame_after(),
+        answered: answered(rx.webrtcbin()),
     }
+}
+
+/// The media and direction of every m-line of the answer the viewer applied.
+fn answered(webrtcbin: &gstreamer::Element) -> Vec<(String, String)> {
+    use gstreamer::prelude::*;
+    let answer = webrtcbin
+        .property::<Option<gstreamer_webrtc::WebRTCSessionDescription>>("remote-description")
+        .expect("the viewer applied the answer");
+    answer
+        .sdp()
+        .medias()
+        .map(|m| {
+            let direction = ["sendonly", "recvonly", "sendrecv", "inactive"]
+                .into_iter()
+                .find(|d| m.attribute_val(d).is_some())
+                .unwrap_or("sendrecv");
+            let direction = if m.port() == 0 { "rejected" } else { direction };
+            (m.media().unwrap_or("").to_string(), direction.to_string())
+        })
+        .collect()
 }
 
 fn paths(tracks: &Value) -> Vec<(String, String, String)> {
@@ -118,6 +141,12 @@ fn paths(tracks: &Value) -> Vec<(String, String, String)> {
 fn owned(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     v.iter()
         .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+fn owned2(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
 
@@ -227,6 +256,11 @@ async fn audio_only_source_needs_no_map() {
     assert_eq!(
         paths(&watched.tracks),
         owned(&[("audio", "MPEG4-GENERIC", "transcode")])
+    );
+    // Both offered m-lines are answered, the one the source lacks as inactive.
+    assert_eq!(
+        watched.answered,
+        owned2(&[("video", "inactive"), ("audio", "sendonly")])
     );
 }
 

@@ -13,6 +13,7 @@ mod peer;
 mod ports;
 pub mod promise;
 pub mod sdp;
+mod sendpath;
 mod session;
 mod slots;
 mod stats;

@@ -500,11 +500,7 @@ impl Inner {
     fn refresh_mpegts(&self) {
         let (generation, options) = {
             let mut state = self.lock();
-            let current = state
-                .built
-                .as_ref()
-                .is_some_and(|b| b.discovery.as_ref().is_some_and(|d| !d.changed()));
-            if current && !state.stale {
+            if ts_current(&state) {
                 return;
             }
             state.generation += 1;
@@ -539,6 +535,26 @@ impl Inner {
         for id in ids {
             self.remove_viewer(&id);
         }
+    }
+
+    /// Whether a viewer is due to be reaped (flags only: cheap, never blocks).
+    fn any_stale(&self) -> bool {
+        let (timeout, consent) = (
+            self.shared.config.connect_timeout,
+            self.shared.config.consent_timeout,
+        );
+        self.lock()
+            .viewers
+            .values()
+            .any(|a| a.viewer.session.is_stale(timeout, consent))
+    }
+
+    /// Whether [`Self::refresh`] would find nothing to do, known without touching the file
+    /// system (a TS stream whose media has not changed); per-medium legs read FFmpeg's SDP file
+    /// and are never settled here.
+    fn settled(&self) -> bool {
+        let state = self.lock();
+        state.options.mpegts && ts_current(&state)
     }
 
     /// Viewers that never connected, whose connection died, or whose consent expired go.
@@ -583,6 +599,15 @@ impl Drop for Inner {
     }
 }
 
+/// A TS stream's pipeline is built and its media have not changed under it.
+fn ts_current(state: &State) -> bool {
+    !state.stale
+        && state
+            .built
+            .as_ref()
+            .is_some_and(|b| b.discovery.as_ref().is_some_and(|d| !d.changed()))
+}
+
 async fn watch(inner: Weak<Inner>, mut dead: tokio::sync::mpsc::UnboundedReceiver<String>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_reap = Instant::now();
@@ -598,6 +623,12 @@ async fn watch(inner: Weak<Inner>, mut dead: tokio::sync::mpsc::UnboundedReceive
                 let reap = last_reap.elapsed() >= Duration::from_secs(1);
                 if reap {
                     last_reap = Instant::now();
+                }
+                // Most ticks find nothing to do; the checks read flags only, so they stay on the
+                // runtime and a thread of the blocking pool is woken only for real work.
+                let reap = reap && strong.any_stale();
+                if !reap && strong.settled() {
+                    continue;
                 }
                 let _ = tokio::task::spawn_blocking(move || {
                     strong.refresh();

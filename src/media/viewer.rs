@@ -15,6 +15,7 @@ use super::gop::GopCache;
 use super::keyframe;
 use super::peer::{self, NegotiationError, PeerFlags, Watchers};
 use super::sdp::{Offer, SourceTrack};
+use super::sendpath;
 use super::session::Session;
 use super::IceConfig;
 
@@ -219,6 +220,7 @@ fn branch(
     install_gate(
         &gated,
         &tee_pad,
+        sink,
         keyframe::detector(&track.source.encoding()),
         pt,
         flags,
@@ -287,9 +289,14 @@ fn merged_caps(incoming: &gst::CapsRef, ours: &gst::Caps) -> gst::Caps {
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
 /// With a GOP cache the gate opens on any packet: the cached frames that lead up to it go first.
+/// When it opens, webrtcbin has long linked its `sink` (caps reach it on the first push after
+/// the branch is linked, DTLS takes longer), and no packet has gone down the branch yet: the
+/// moment to shorten webrtcbin's send path ([`sendpath`]), from the one thread that pushes there.
+#[allow(clippy::too_many_arguments)]
 fn install_gate(
     pad: &gst::Pad,
     tee_pad: &gst::Pad,
+    sink: &gst::Pad,
     key: Option<fn(&[u8]) -> bool>,
     pt: u8,
     flags: Arc<PeerFlags>,
@@ -319,6 +326,8 @@ fn install_gate(
     // 1.22 can unref the probe's data pointer after the binding took it.
     // Set while the catch-up list is pushed from inside this probe (same thread, re-entered).
     let replaying = AtomicBool::new(false);
+    let sink = sink.downgrade();
+    let shortened = AtomicBool::new(false);
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |pad, info| {
@@ -327,6 +336,12 @@ fn install_gate(
             }
             if !flags.connected() {
                 return gst::PadProbeReturn::Handled;
+            }
+            if !shortened.swap(true, Ordering::Relaxed) {
+                if let Some(sink) = sink.upgrade() {
+                    let done = sendpath::shorten(&sink);
+                    tracing::debug!(pad = %sink.name(), shortened = done, "viewer send path");
+                }
             }
             if let (false, Some(gop)) = (started.load(Ordering::Relaxed), &gop) {
                 let first = match info.data.as_ref() {

@@ -113,9 +113,13 @@ pub(super) fn receiver(
         .map_err(|e| format!("no socket for port {port}: {e}"))?;
     let socket =
         gio::Socket::from_fd(std::os::fd::OwnedFd::from(socket)).map_err(|e| e.to_string())?;
+    // The sender is always the process's FFmpeg on loopback, and nothing downstream reads the
+    // address: without it udpsrc no longer builds two GObjects (GInetAddress and
+    // GInetSocketAddress) and a meta for every datagram.
     gst::ElementFactory::make("udpsrc")
         .property("socket", &socket)
         .property("caps", caps)
+        .property("retrieve-sender-address", false)
         .build()
         .map_err(|e| e.to_string())
 }
