@@ -2,6 +2,7 @@
 # Server CPU (CPU-seconds per second, from utime+stime in /proc/<pid>/stat) for one 2 Mbit/s
 # publisher and for N readers, RTMP, RTMPS (self-signed certificate from the openssl CLI, readers
 # over RTMPS too) then SRT. Usage: cpu.sh <streamcore binary> [readers] [seconds]
+# With SRT_PASSPHRASE set (10-79 characters) the SRT server and its callers encrypt.
 set -u
 BIN=$1; N=${2:-4}; SECS=${3:-20}; D=$(mktemp -d); HZ=$(getconf CLK_TCK)
 RTMP=127.0.0.1:$((20000 + RANDOM % 10000)); SRT=127.0.0.1:$((30000 + RANDOM % 10000))
@@ -13,6 +14,7 @@ STREAMCORE_HTTP_ADDRESS=127.0.0.1:0 STREAMCORE_DATA_DIR=$D/data STREAMCORE_DEMO=
   STREAMCORE_RTMP_ENABLE=true STREAMCORE_RTMP_ADDRESS=$RTMP STREAMCORE_RTMP_ENABLE_TLS=true \
   STREAMCORE_RTMP_ADDRESS_TLS=$RTMPS STREAMCORE_TLS_ENABLE=true STREAMCORE_TLS_CERT_FILE=$D/cert.pem \
   STREAMCORE_TLS_KEY_FILE=$D/key.pem STREAMCORE_SRT_ENABLE=true STREAMCORE_SRT_ADDRESS=$SRT \
+  STREAMCORE_SRT_PASSPHRASE=${SRT_PASSPHRASE:-} \
   STREAMCORE_LOG=warn $BIN > $D/server.log 2>&1 &
 PID=$!; sleep 2
 cpu() { awk '{print $14+$15}' /proc/$PID/stat; }
@@ -28,6 +30,6 @@ run() { # proto publish-url read-url fmt
 idle=$(measure)
 run rtmp "rtmp://$RTMP/cam" "rtmp://$RTMP/cam" flv
 run rtmps "rtmps://$RTMPS/cam" "rtmps://$RTMPS/cam" flv
-S="srt://$SRT?mode=caller&transtype=live&latency=20000&streamid=cam"
+S="srt://$SRT?mode=caller&transtype=live&latency=20000${SRT_PASSPHRASE:+&passphrase=$SRT_PASSPHRASE}&streamid=cam"
 run srt "$S,mode:publish" "$S,mode:request" mpegts
 kill $PID; wait $PID 2>/dev/null; rm -rf $D

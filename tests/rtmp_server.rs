@@ -53,30 +53,7 @@ async fn rtmp_server_relays_refuses_and_survives() {
     let (status, body) = server.get("/api/v3/rtmp").await;
     assert_eq!((status.as_u16(), body), (200, json!([{"name": "/cam"}])));
     // The session API lists the publisher and the reading process under collector `rtmp`.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = server.get("/api/v3/session/active?collectors=rtmp").await;
-        let locals: Vec<String> = body["rtmp"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter(|s| {
-                        s["bytes_rx"].as_u64() > Some(0) || s["bytes_tx"].as_u64() > Some(0)
-                    })
-                    .filter_map(|s| s["local"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if locals.contains(&"publish:/cam".to_string()) && locals.contains(&"play:/cam".to_string())
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rtmp sessions with traffic for publish:/cam and play:/cam: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    ingest::sessions_listed(&server, "rtmp", &["publish:/cam", "play:/cam"]).await;
 
     // A second reader of the same name, outside the server.
     let (decoded, log) = read_frames(&url(TOKEN), 30).await;

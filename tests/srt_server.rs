@@ -80,6 +80,8 @@ async fn srt_server_relays_refuses_and_survives() {
         Some(1),
         "{body}"
     );
+    // The session API lists the publisher and the reading process under collector `srt`.
+    ingest::sessions_listed(&server, "srt", &["publish:cam", "play:cam"]).await;
 
     let reader = |streamid: &str, passphrase: Option<&str>| srt_url(&address, streamid, passphrase);
     let good = format!("cam,mode:request,token:{TOKEN}");

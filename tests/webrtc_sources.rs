@@ -289,3 +289,71 @@ async fn raw_lavfi_input_is_encoded_once_for_the_stream() {
         ])
     );
 }
+
+/// A listener input learns its codecs only when the publisher connects, so the leg copies what
+/// comes: here E-AC-3 audio in MPEG-TS over SRT, which no browser path takes. The audio is
+/// listed as unsupported with its reason, the video still reaches the viewer, and the process
+/// keeps running and writing its own output.
+#[tokio::test]
+async fn a_medium_without_a_browser_path_is_unsupported_and_the_process_keeps_its_output() {
+    let server = TestServer::start().await;
+    let file = clip(
+        &server.data_dir,
+        "eac3.ts",
+        "640x360",
+        6,
+        "-c:v libx264 -profile:v baseline -pix_fmt yuv420p -g 30 -c:a eac3 -b:a 96k -f mpegts",
+    );
+    let port = free_udp_port();
+    server
+        .create(json!({
+            "id": "eac3",
+            "input": [{"id": "in", "address": format!("srt://127.0.0.1:{port}?mode=listener"), "options": []}],
+            "output": [hls_output("eac3", &["-c", "copy"])],
+            "reconnect": true,
+            "reconnect_delay_seconds": 1,
+            "webrtc": {"enabled": true}
+        }))
+        .await;
+    let _publisher = common::sources::Feeder::ffmpeg(
+        &file,
+        &[
+            "-f",
+            "mpegts",
+            &format!("srt://127.0.0.1:{port}?mode=caller&pkt_size=1316"),
+        ],
+    );
+    let (rx, _, _) = connect_when_ready(&server, "eac3", &OfferOptions::default()).await;
+    let before = segments(&server, "eac3");
+    assert!(
+        rx.wait_frames(30, Duration::from_secs(30)),
+        "{} frames, errors {:?}",
+        rx.frames_decoded(),
+        rx.errors()
+    );
+    assert_eq!(rx.resolution(), Some((640, 360)));
+    let info = server.get("/api/v3/process/eac3/webrtc").await.1;
+    let tracks = info["tracks"].as_array().expect("tracks");
+    let audio = tracks
+        .iter()
+        .find(|t| t["kind"] == "audio")
+        .unwrap_or_else(|| panic!("no audio track listed: {info}"));
+    assert_eq!(audio["path"], "unsupported", "{info}");
+    assert!(
+        audio["reason"].as_str().is_some_and(|r| r.contains("eac3")),
+        "{info}"
+    );
+    assert_eq!(
+        paths(&info["tracks"])[0],
+        ("video".into(), "H264".into(), "passthrough".into())
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while segments(&server, "eac3").is_subset(&before) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !segments(&server, "eac3").is_subset(&before),
+        "the HLS output stalled while watched"
+    );
+    assert_eq!(server.state("eac3").await["exec"], "running");
+}

@@ -271,3 +271,33 @@ pub async fn wait_rtmp_listed(server: &TestServer, name: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits (bounded) until the session API lists, under `collector`, a session with traffic for
+/// each of `locals` (Core's `publish:<name>` / `play:<name>`).
+pub async fn sessions_listed(server: &TestServer, collector: &str, locals: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = server
+            .get(&format!("/api/v3/session/active?collectors={collector}"))
+            .await;
+        let listed: Vec<String> = body[collector]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|s| {
+                        s["bytes_rx"].as_u64() > Some(0) || s["bytes_tx"].as_u64() > Some(0)
+                    })
+                    .filter_map(|s| s["local"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if locals.iter().all(|l| listed.iter().any(|x| x == l)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{collector} sessions with traffic for {locals:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
