@@ -523,12 +523,29 @@ async fn run_row(
     if status != StatusCode::OK {
         return Err(format!("create answered {status}: {body}"));
     }
-    let rx = try_connect(server, id, &browser_offer(), Duration::from_secs(40)).await?;
+    let mut rx = try_connect(server, id, &browser_offer(), Duration::from_secs(40)).await?;
     let info_path = format!("/api/v3/process/{id}/webrtc");
-    let first_media = if row.size.is_some() {
-        wait_until(Duration::from_secs(25), || rx.frames_decoded() > 0).await
-    } else {
-        wait_until(Duration::from_secs(25), || rx.audio_samples() > 0).await
+    let has_media = |rx: &whep::Receiver| match row.size {
+        Some(_) => rx.frames_decoded() > 0,
+        None => rx.audio_samples() > 0,
+    };
+    // A network pull whose first run shows other codecs than its address suggested restarts
+    // with other legs, and the rebuilt pipeline drops the viewers it had (docs/sources.md); a
+    // viewer that joined in between connects again, as a WHEP client whose session ended would.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut reconnected = false;
+    let first_media = loop {
+        if wait_until(Duration::from_secs(1), || has_media(&rx)).await {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        let viewers = server.get(&info_path).await.1["viewers"].as_u64();
+        if viewers == Some(0) && !reconnected {
+            reconnected = true;
+            rx = try_connect(server, id, &browser_offer(), Duration::from_secs(20)).await?;
+        }
     };
     let info = server.get(&info_path).await.1;
     out.lock().unwrap().paths = paths(&info);

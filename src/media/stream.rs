@@ -28,6 +28,7 @@ use super::viewer::{self, TrackPlan, Viewer};
 use super::Shared;
 
 mod chain;
+mod leg;
 mod mpegts;
 mod rtp;
 mod timeline;

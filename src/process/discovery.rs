@@ -153,7 +153,7 @@ impl Legs for WebRtcLegs {
             return false;
         };
         self.memory.put(&self.config, codecs);
-        if used.is_empty() || self.args() == used {
+        if used.is_empty() || same_but_datagram_size(&self.args(), used) {
             self.restarted.store(false, Ordering::Relaxed);
             return false;
         }
@@ -165,6 +165,18 @@ impl Legs for WebRtcLegs {
         self.restarted.store(true, Ordering::Relaxed);
         true
     }
+}
+
+/// Two command lines that differ at most in the datagram size of a leg: a size learnt from a
+/// run's report (a network pull's bitrate) is not worth restarting the run for.
+fn same_but_datagram_size(a: &[String], b: &[String]) -> bool {
+    fn without_size(arg: &str) -> &str {
+        arg.split_once("?pkt_size=").map_or(arg, |(leg, _)| leg)
+    }
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| without_size(a) == without_size(b))
 }
 
 /// A regular file on this machine (not a device, FIFO or socket, which a probe would read
@@ -217,6 +229,22 @@ mod tests {
         ] {
             assert!(!waits_for_publisher(&io(address, options)), "{address}");
         }
+    }
+
+    #[test]
+    fn a_new_datagram_size_alone_restarts_nothing() {
+        let leg = |size: u32| {
+            vec![
+                "-map".to_string(),
+                "0:v:0?".to_string(),
+                format!("[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size={size}"),
+            ]
+        };
+        assert!(same_but_datagram_size(&leg(1328), &leg(4712)));
+        let mut other_map = leg(1328);
+        other_map[1] = "0:v:1?".to_string();
+        assert!(!same_but_datagram_size(&leg(1328), &other_map));
+        assert!(!same_but_datagram_size(&leg(1328), &leg(1328)[..2]));
     }
 
     #[test]

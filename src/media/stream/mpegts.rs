@@ -1,4 +1,4 @@
-//! A stream fed by one `rtp_mpegts` leg: `udpsrc → rtpmp2tdepay → tsdemux`, then per elementary
+//! A stream fed by one `rtp_mpegts` leg: `udpsrc → tsdemux`, then per elementary
 //! stream `parse → pay`, which yields the same RTP an RTP leg would bring, into the same chains
 //! (the passthrough and transcode descriptions) and a tee. Where the codec has a passthrough
 //! description, the front is that description after its depayloader, and passthrough needs no
@@ -9,12 +9,13 @@
 //! config). Audio and video leave tsdemux timestamped from the one TS clock (PTS/PCR), so the RTP
 //! timestamps and the viewers' RTCP sender reports map both media to the same time.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::leg::{LegReceiver, Received};
 use super::timeline::Timeline;
 use super::{chain, now_ms, Built, Track};
 use crate::media::ports::PortPair;
@@ -38,9 +39,9 @@ pub(super) struct Discovery {
     fronts: Mutex<Vec<(Kind, String, gst::Pad)>>,
     /// When `no-more-pads` came (ms since the epoch).
     exposed_at: std::sync::atomic::AtomicU64,
-    /// The SSRC of the FFmpeg run the front receives (0 before the first packet).
-    ssrc: AtomicU32,
-    /// `rtpmp2tdepay ! tsdemux` of the current FFmpeg run.
+    /// The RTP of the leg: which FFmpeg run it comes from, and its losses.
+    leg: LegReceiver,
+    /// The `tsdemux` of the current FFmpeg run.
     front: Mutex<Vec<gst::Element>>,
     /// Keeps running time continuous over FFmpeg runs.
     timeline: Arc<Timeline>,
@@ -128,13 +129,15 @@ pub(super) fn build(
 ) -> Result<Built, String> {
     let port = ports.video();
     let pipeline = gst::Pipeline::with_name(&format!("stream-{id}"));
-    let caps = gst::Caps::builder("application/x-rtp")
-        .field("media", "video")
-        .field("clock-rate", 90000i32)
-        .field("encoding-name", "MP2T")
-        .field("payload", 33i32)
+    // The RTP header comes off in the probe below, so udpsrc hands tsdemux plain TS.
+    let caps = gst::Caps::builder("video/mpegts")
+        .field("systemstream", true)
+        .field("packetsize", 188i32)
         .build();
     let src = super::rtp::receiver(ports, port, &caps)?;
+    // The leg's datagrams are up to 7908 bytes (process::argv::legs): received whole, without
+    // udpsrc's 64 KiB overflow buffer for each one above its default MTU.
+    src.set_property("mtu", 8192u32);
     pipeline.add(&src).map_err(|e| e.to_string())?;
     let last_packet_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_packet_ms.clone();
@@ -152,25 +155,22 @@ pub(super) fn build(
     });
     let src_pad = src.static_pad("src").ok_or("udpsrc has no pad")?;
     context.new_front(&pipeline, &src_pad)?;
-    // A restarted FFmpeg is a new RTP sender (SSRC) with a new TS timeline: it gets a new front.
-    src_pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |pad, info| {
-            seen.store(now_ms(), Ordering::Relaxed);
-            let ssrc = match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => ssrc_of(b),
-                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(ssrc_of),
-                _ => None,
-            };
-            if let Some(ssrc) = ssrc {
-                let previous = context.discovery.ssrc.swap(ssrc, Ordering::AcqRel);
-                if previous != 0 && previous != ssrc {
-                    context.restarted(pad);
-                }
+    // The leg's RTP header comes off here (see `leg`); a restarted FFmpeg is a new RTP sender
+    // (SSRC) with a new TS timeline, and gets a new front.
+    src_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        seen.store(now_ms(), Ordering::Relaxed);
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match context.discovery.leg.take(buffer) {
+            Received::Payload => gst::PadProbeReturn::Ok,
+            Received::NewRun => {
+                context.restarted(pad);
+                gst::PadProbeReturn::Ok
             }
-            gst::PadProbeReturn::Ok
-        },
-    );
+            Received::NotRtp => gst::PadProbeReturn::Drop,
+        }
+    });
 
     Built::start(
         Built {
@@ -200,7 +200,7 @@ impl TrackContext {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `udpsrc ! rtpmp2tdepay ! tsdemux`, for the first or a restarted FFmpeg.
+    /// `udpsrc ! tsdemux`, for the first or a restarted FFmpeg.
     ///
     /// No jitter buffer: the leg comes over loopback, which neither reorders nor delays, and
     /// tsdemux times the media from the TS's own clock. A jitter buffer here only moved every
@@ -211,11 +211,9 @@ impl TrackContext {
                 .build()
                 .map_err(|e| e.to_string())
         };
-        let depay = make("rtpmp2tdepay")?;
         let demux = make("tsdemux")?;
-        let elements = [depay.clone(), demux.clone()];
+        let elements = [demux.clone()];
         pipeline.add_many(&elements).map_err(|e| e.to_string())?;
-        gst::Element::link_many(&elements).map_err(|e| e.to_string())?;
         let context = self.clone();
         demux.connect_pad_added(move |_, pad| context.exposed(pad));
         let done = self.discovery.clone();
@@ -228,7 +226,7 @@ impl TrackContext {
                 .sync_state_with_parent()
                 .map_err(|e| e.to_string())?;
         }
-        let sink = depay.static_pad("sink").ok_or("no depayloader sink")?;
+        let sink = demux.static_pad("sink").ok_or("no demuxer sink")?;
         src.link(&sink).map_err(|e| e.to_string())?;
         *self
             .discovery
@@ -526,13 +524,6 @@ impl TrackContext {
         tracing::info!(stream = %self.id, codec = %name, linked, "the restarted source continues in its track");
         linked
     }
-}
-
-/// The SSRC of an RTP packet.
-fn ssrc_of(buffer: &gst::BufferRef) -> Option<u32> {
-    let map = buffer.map_readable().ok()?;
-    let bytes: [u8; 4] = map.get(8..12)?.try_into().ok()?;
-    Some(u32::from_be_bytes(bytes))
 }
 
 fn sink_into_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {

@@ -120,6 +120,9 @@ pub(super) fn receiver(
         .property("socket", &socket)
         .property("caps", caps)
         .property("retrieve-sender-address", false)
+        // An I-frame arrives as one burst; while the streaming thread serves viewers the
+        // kernel holds it. The system's maximum caps it (Debian: 208 KiB).
+        .property("buffer-size", 2i32 << 20)
         .build()
         .map_err(|e| e.to_string())
 }

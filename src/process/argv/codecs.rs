@@ -9,9 +9,14 @@ use crate::process::progress::ProbeIo;
 use super::WHIP_ADDRESS;
 
 /// The streams of each input, in FFmpeg's order: `(kind, codec)` as the prelude names them
-/// (`video`/`audio`, `h264`/`rawvideo`/`pcm_s16le`/…).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InputCodecs(Vec<Vec<(String, String)>>);
+/// (`video`/`audio`, `h264`/`rawvideo`/`pcm_s16le`/…), and each input's bitrate where FFmpeg
+/// knew it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputCodecs {
+    streams: Vec<Vec<(String, String)>>,
+    /// kbit/s per input, 0 when unknown (live inputs).
+    bitrates_kbps: Vec<f64>,
+}
 
 /// How one medium reaches the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,7 @@ impl InputCodecs {
     /// (a failed open, or a log level that hides the prelude), which leaves the rules in force.
     pub fn from_streams(streams: &[ProbeIo]) -> Option<InputCodecs> {
         let mut inputs: Vec<Vec<(String, String)>> = Vec::new();
+        let mut bitrates_kbps: Vec<f64> = Vec::new();
         for s in streams {
             let file = usize::try_from(s.index).ok()?;
             if file > 64 {
@@ -47,10 +53,25 @@ impl InputCodecs {
             }
             if inputs.len() <= file {
                 inputs.resize(file + 1, Vec::new());
+                bitrates_kbps.resize(file + 1, 0.0);
             }
             inputs[file].push((s.r#type.clone(), s.codec.clone()));
+            // The input's own figure, else what its streams add up to (those that say).
+            bitrates_kbps[file] = match s.input_bitrate_kbps {
+                whole if whole > 0.0 => whole,
+                _ if s.bitrate_kbps > 0.0 => bitrates_kbps[file] + s.bitrate_kbps,
+                _ => bitrates_kbps[file],
+            };
         }
-        (!inputs.is_empty()).then_some(InputCodecs(inputs))
+        (!inputs.is_empty()).then_some(InputCodecs {
+            streams: inputs,
+            bitrates_kbps,
+        })
+    }
+
+    /// What an input carries per second (kbit/s), if FFmpeg said.
+    pub fn bitrate_kbps(&self, input: usize) -> Option<f64> {
+        self.bitrates_kbps.get(input).copied().filter(|b| *b > 0.0)
     }
 
     /// The stream a `-map` value (`I`, `I:v`, `I:v:N`, `I:a:N`, `I:N`, with or without `?`) picks
@@ -62,7 +83,7 @@ impl InputCodecs {
         let Some(streams) = parts
             .next()
             .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| self.0.get(i))
+            .and_then(|i| self.streams.get(i))
         else {
             return Selected::Unknown;
         };

@@ -365,13 +365,15 @@ pub fn webrtc_legs(
     }
     match leg_format_of(video.as_ref()) {
         LegFormat::MpegTs => {
+            let packets = ts_packets_per_datagram(video.as_ref(), known);
             let mut args = mpegts_args(video, audio, encoding);
             args.extend([
                 "-f".to_string(),
                 "tee".to_string(),
                 format!(
-                    "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:{}?pkt_size=1316",
-                    ports.0
+                    "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:{}?pkt_size={}",
+                    ports.0,
+                    RTP_HEADER + TS_PACKET * packets
                 ),
             ]);
             args
@@ -393,6 +395,33 @@ pub fn webrtc_legs(
             )
         }
     }
+}
+
+const RTP_HEADER: usize = 12;
+const TS_PACKET: usize = 188;
+/// The fewest TS packets per datagram: FFmpeg's RTP muxer sends a datagram only once it is
+/// full, so a small stream would otherwise wait for its packets.
+const TS_PACKETS_MIN: usize = 7;
+/// The most: 7908-byte datagrams, well within loopback's MTU and the stream's udpsrc buffers.
+const TS_PACKETS_MAX: usize = 42;
+
+/// How many TS packets one datagram of the TS leg carries: for copied video whose input's
+/// bitrate FFmpeg reported (files), what the stream brings in about 16 ms, half a frame at 30
+/// fps. tsdemux hands on a video frame only once the next one starts, and FFmpeg writes a frame
+/// at once, so a datagram no larger than a frame delays nothing; a stream of 2.4 Mbit/s then
+/// comes in 64 datagrams a second instead of 266, and each datagram is a wake-up and a trip
+/// through the receiver (docs/performance.md, idle stream). Everything else keeps the small
+/// datagrams: live inputs report no bitrate, and an encoder's bitrate is a ceiling that simple
+/// pictures stay far below, where large datagrams would hold frames back.
+fn ts_packets_per_datagram(video: Option<&Medium>, known: Option<&InputCodecs>) -> usize {
+    let kbps = video.and_then(|v| match v.handling? {
+        Handling::Copy => known?.bitrate_kbps(input_of(v.maps.first()?)?),
+        Handling::Encode | Handling::CopyPerMedium => None,
+    });
+    // kbit/s × 16 ms = 2 bytes per kbit/s.
+    kbps.map_or(TS_PACKETS_MIN, |kbps| {
+        ((kbps * 2.0) as usize / TS_PACKET).clamp(TS_PACKETS_MIN, TS_PACKETS_MAX)
+    })
 }
 
 /// The CNAME both per-medium legs put in their RTCP sender reports: the stream pairs the audio

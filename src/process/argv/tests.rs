@@ -318,7 +318,7 @@ fn coded_sources_get_one_optional_mpegts_leg_that_cannot_fail_the_process() {
     let tee = strings(&[
         "-f",
         "tee",
-        "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1316",
+        "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1328",
     ]);
     let legs = |video: &str, audio: &str| {
         legs_of(&leg_config(
@@ -639,7 +639,7 @@ fn a_medium_the_source_lacks_gets_no_leg() {
     assert!(!legs.iter().any(|a| a.contains("40002")), "{legs:?}");
     // Audio-only Vorbis or Opus: the TS leg, Vorbis encoded to Opus, Opus copied; no video map.
     let ogg = leg_config("{diskfs}/audio.ogg", &[], "", "");
-    let tee = "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1316";
+    let tee = "[f=rtp_mpegts:onfail=ignore]rtp://127.0.0.1:40000?pkt_size=1328";
     let legs = legs_known(&ogg, Some(&reported(&[&[("audio", "vorbis")]])));
     assert_eq!(legs[..4], strings(&["-map", "0:a:0?", "-c:a", "libopus"]));
     assert_eq!(legs.last().unwrap(), tee);
@@ -681,4 +681,47 @@ fn maps_beyond_the_simple_grammar_fall_back_to_the_rules() {
     assert!(has(&legs_known(&config, Some(&known)), ["-c:a", "libopus"]));
     let config = leg_config("{diskfs}/multi.mkv", &[], "", "0:m:language:eng");
     assert!(has(&legs_known(&config, Some(&known)), ["-c:a", "copy"]));
+}
+
+/// The TS leg's datagrams hold what copied video brings in about 16 ms where FFmpeg reported
+/// the input's bitrate, between 7 and 42 TS packets; anything unknown or encoded keeps 7.
+#[test]
+fn ts_datagrams_grow_with_the_reported_bitrate_of_copied_video() {
+    let file = leg_config("{diskfs}/clip.mkv", &["-re"], "", "");
+    let with_bitrate = |kbps: f64, video: &str| {
+        let streams = [("video", video), ("audio", "opus")].map(|(kind, codec)| ProbeIo {
+            r#type: kind.into(),
+            codec: codec.into(),
+            input_bitrate_kbps: kbps,
+            ..Default::default()
+        });
+        InputCodecs::from_streams(&streams).unwrap()
+    };
+    let size = |known: Option<&InputCodecs>| {
+        let legs = legs_known(&file, known);
+        let tee = legs.last().unwrap().clone();
+        tee.rsplit_once("pkt_size=")
+            .unwrap()
+            .1
+            .parse::<usize>()
+            .unwrap()
+    };
+    let packets = |size: usize| (size - 12) as f64 / 188.0;
+    assert_eq!(packets(size(Some(&with_bitrate(2409.0, "h264")))), 25.0);
+    assert_eq!(packets(size(Some(&with_bitrate(300.0, "h264")))), 7.0);
+    assert_eq!(packets(size(Some(&with_bitrate(20_000.0, "h264")))), 42.0);
+    // Unknown (live) and encoded video: the small datagrams.
+    assert_eq!(packets(size(Some(&with_bitrate(0.0, "h264")))), 7.0);
+    assert_eq!(packets(size(None)), 7.0);
+    assert_eq!(packets(size(Some(&with_bitrate(2409.0, "rawvideo")))), 7.0);
+    // Per-stream figures add up where the input has none of its own.
+    let streams = [("video", 1800.0), ("audio", 128.0)].map(|(kind, kbps)| ProbeIo {
+        r#type: kind.into(),
+        codec: if kind == "video" { "h264" } else { "aac" }.into(),
+        bitrate_kbps: kbps,
+        ..Default::default()
+    });
+    let summed = InputCodecs::from_streams(&streams).unwrap();
+    assert_eq!(summed.bitrate_kbps(0), Some(1928.0));
+    assert_eq!(packets(size(Some(&summed))), 20.0);
 }

@@ -30,6 +30,7 @@ pub(super) struct FileInfo {
     pub(super) format: String,
     pub(super) url: String,
     pub(super) duration: f64,
+    pub(super) bitrate_kbps: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,6 +103,7 @@ impl Prelude {
                     sampling_hz: s.sampling_hz,
                     layout: s.layout.clone(),
                     channels: s.channels,
+                    input_bitrate_kbps: file.bitrate_kbps,
                 }
             })
             .collect()
@@ -147,6 +149,9 @@ impl Prelude {
         if let Some(c) = re!(r"^Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)").captures(t) {
             if let (Section::Input, Some(f)) = (self.section, self.in_files.last_mut()) {
                 f.duration = num(c.get(1)) * 3600.0 + num(c.get(2)) * 60.0 + num(c.get(3));
+                if let Some(b) = re!(r"bitrate: (\d+(?:\.\d+)?) kb/s").captures(t) {
+                    f.bitrate_kbps = num(b.get(1));
+                }
             }
             return true;
         }
@@ -201,6 +206,7 @@ fn file_info(c: &regex::Captures) -> FileInfo {
         format: c[2].to_string(),
         url: c[3].to_string(),
         duration: 0.0,
+        bitrate_kbps: 0.0,
     }
 }
 
@@ -395,6 +401,9 @@ mod tests {
             .map(|s| (s.index, s.r#type.as_str(), s.codec.as_str()))
             .collect();
         assert_eq!(s, [(0, "audio", "vorbis"), (1, "video", "h264")]);
+        // The whole input's bitrate where its Duration line has one (not a live HLS input).
+        let bitrates: Vec<_> = streams.iter().map(|s| s.input_bitrate_kbps).collect();
+        assert_eq!(bitrates, [30.0, 0.0]);
     }
 
     #[test]

@@ -160,6 +160,10 @@ pub struct ProbeIo {
     pub layout: String,
     /// Audio channel count.
     pub channels: u64,
+    /// The bitrate of the whole input (kbit/s, 0 when unknown), from its `Duration:` line: it
+    /// sizes the datagrams of the WebRTC leg. Not part of the contract.
+    #[serde(skip)]
+    pub input_bitrate_kbps: f64,
 }
 
 fn is_zero(v: &u64) -> bool {
