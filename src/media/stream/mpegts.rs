@@ -39,7 +39,7 @@ pub(super) struct Discovery {
     fronts: Mutex<Vec<(Kind, String, gst::Pad)>>,
     /// When `no-more-pads` came (ms since the epoch).
     exposed_at: std::sync::atomic::AtomicU64,
-    /// The RTP of the leg: which FFmpeg run it comes from, and its losses.
+    /// The RTP of the leg: which FFmpeg run it comes from.
     leg: LegReceiver,
     /// The `tsdemux` of the current FFmpeg run.
     front: Mutex<Vec<gst::Element>>,
