@@ -311,6 +311,7 @@ async fn a_2mb_login_body_is_413_at_once() {
         "chunked answer after {took:?}: {answer}"
     );
     assert!(answer.contains(r#""code":413"#), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
     assert!(took < Duration::from_millis(500), "413 after {took:?}");
     let written = tokio::time::timeout(Duration::from_secs(5), writer).await;
     assert!(
@@ -660,4 +661,109 @@ async fn a_trickled_body_is_cut_at_the_body_read_timeout() {
         "answered after {took:?}"
     );
     assert_eq!(ids(&srv).await, Vec::<String>::new());
+}
+
+/// One answer read off a kept-alive socket: its head (lower-cased) and body.
+async fn read_answer(socket: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the head: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec())
+        .unwrap()
+        .to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    while buf.len() < head_end + length {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+            .await
+            .expect("the body within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed inside the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8(buf[head_end..head_end + length].to_vec()).unwrap();
+    (head, body)
+}
+
+/// A refusal sent before the body was read ends the connection, and the answer says so: a
+/// client that is still sending must not put the socket back in its pool and send its next
+/// request into it (reqwest did, and got "connection closed before message completed" instead
+/// of the next 413). A body that was read keeps the connection.
+#[tokio::test]
+async fn an_answer_given_before_the_body_was_read_says_connection_close() {
+    let srv = TestServer::start().await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+
+    // Read, refused (400), kept: a second request on the same socket is answered.
+    let mut socket = TcpStream::connect(&addr).await.unwrap();
+    let request = format!("POST /api/v3/process HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n{{");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut socket).await;
+    assert!(head.starts_with("http/1.1 400 "), "{head}{body}");
+    assert!(!head.contains("connection: close"), "{head}");
+    socket
+        .write_all(format!("GET /ping HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_answer(&mut socket).await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+
+    // Over the limit: 413 once the limit is passed, with most of the body still unsent, and
+    // the header.
+    let mut socket = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /api/v3/process HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        4 << 20,
+        "x".repeat(2 << 20)
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut socket).await;
+    assert!(head.starts_with("http/1.1 413 "), "{head}{body}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the server closes its side after the 413: {closed:?}"
+    );
+
+    // A pooled client sending many such bodies gets every answer (none lost to reuse).
+    let big = "x".repeat(2 << 20);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, big) = (srv.http.clone(), srv.url("/api/v3/process"), big.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..4 {
+                    let res = http
+                        .post(&url)
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(big.clone())
+                        .send()
+                        .await
+                        .expect("an answer, not a closed connection");
+                    statuses.push(res.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), vec![413; 4]);
+    }
 }

@@ -117,15 +117,15 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
     .into_response()
 }
 
-/// 413; the connection is closed after it (the unread rest of the body cannot be skipped
-/// cheaply), and saying so keeps the client from reusing it.
+/// 413; the accept loop closes the connection after it (the rest of the body is unread) and
+/// says so in the answer.
 fn too_large() -> Response {
-    let error = ApiError::new(
+    ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "Payload Too Large",
         format!("a login body has at most {LOGIN_BODY_LIMIT} bytes"),
-    );
-    ([(header::CONNECTION, "close")], error).into_response()
+    )
+    .into_response()
 }
 
 /// 429 with the seconds to wait, rounded up so a client that waits them is let in.

@@ -1,8 +1,11 @@
-//! Body wrappers of the accept loop: a request body must arrive by a deadline, and a response
-//! body keeps its connection busy until it is sent.
+//! Body wrappers of the accept loop: a request body must arrive by a deadline (and tells
+//! whether it was read to its end), and a response body keeps its connection busy until it is
+//! sent.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,16 +21,31 @@ pub struct Deadline {
     body: Incoming,
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    ended: Arc<AtomicBool>,
+}
+
+/// Whether a request body was read to its end (an empty body counts as read).
+#[derive(Clone)]
+pub struct BodyEnd(Arc<AtomicBool>);
+
+impl BodyEnd {
+    /// True once the whole body was read.
+    pub fn reached(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Deadline {
     /// `body` must be read completely within `timeout` from now.
-    pub fn new(body: Incoming, timeout: Duration) -> Deadline {
-        Deadline {
+    pub fn new(body: Incoming, timeout: Duration) -> (Deadline, BodyEnd) {
+        let ended = Arc::new(AtomicBool::new(body.is_end_stream()));
+        let deadline = Deadline {
             body,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
-        }
+            ended: ended.clone(),
+        };
+        (deadline, BodyEnd(ended))
     }
 }
 
@@ -45,6 +63,9 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if frame.is_none() || self.body.is_end_stream() {
+                self.ended.store(true, Ordering::Relaxed);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.sleep.as_mut().poll(cx) {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::Request;
+use axum::http::{header, HeaderValue, Version};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -132,12 +133,23 @@ impl ConnectionTask {
         let body_timeout = self.body_timeout;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let busy = tracker.busy();
-            let mut request =
-                request.map(|body| Body::new(bodies::Deadline::new(body, body_timeout)));
+            let (parts, body) = request.into_parts();
+            let (body, body_end) = bodies::Deadline::new(body, body_timeout);
+            let mut request = Request::from_parts(parts, Body::new(body));
             request.extensions_mut().insert(ConnectInfo(peer));
+            let http1 = request.version() <= Version::HTTP_11;
             let response = router.clone().oneshot(request);
             async move {
-                let response = response.await?;
+                let mut response = response.await?;
+                // Answered before the body was read (a 413 on its Content-Length): hyper will
+                // close the connection after this response, so the client must hear it now.
+                // Without the header a client still sending the body keeps the connection in its
+                // pool and sends the next request into a socket that is closing.
+                if http1 && !body_end.reached() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(
                     response.map(|body| Body::new(bodies::Tracked::new(body, busy))),
                 )

@@ -99,7 +99,10 @@ impl TestServer {
             .env("STREAMCORE_HTTP_ADDRESS", "127.0.0.1:0")
             .env("STREAMCORE_DATA_DIR", dir)
             .env("STREAMCORE_DEMO", "false")
-            .env("STREAMCORE_LOG", "info")
+            .env(
+                "STREAMCORE_LOG",
+                std::env::var("STREAMCORE_TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("STREAMCORE_FFMPEG_KILL_TIMEOUT_SECONDS", "2")
             .env("STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS", "300");
         // Each server of a test run gets its own loopback RTP range. WHIP inputs hand their ports
