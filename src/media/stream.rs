@@ -30,6 +30,7 @@ use super::Shared;
 mod chain;
 mod leg;
 mod mpegts;
+mod relay;
 mod rtp;
 mod timeline;
 use crate::model::transcode::TranscodeSettings;

@@ -1,4 +1,4 @@
-//! A stream fed by one `rtp_mpegts` leg: `udpsrc → tsdemux`, then per elementary
+//! A stream fed by one `rtp_mpegts` leg: `udpsrc → relay → tsdemux`, then per elementary
 //! stream `parse → pay`, which yields the same RTP an RTP leg would bring, into the same chains
 //! (the passthrough and transcode descriptions) and a tee. Where the codec has a passthrough
 //! description, the front is that description after its depayloader, and passthrough needs no
@@ -16,6 +16,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::leg::{LegReceiver, Received};
+use super::relay::Relay;
 use super::timeline::Timeline;
 use super::{chain, now_ms, Built, Track};
 use crate::media::ports::PortPair;
@@ -152,12 +153,23 @@ pub(super) fn build(
         options: options.clone(),
         tracks: tracks.clone(),
         discovery: discovery.clone(),
+        relay: Mutex::new(None),
     });
+    // A failed demux gets replaced instead of stopping udpsrc (see `relay`).
+    let failed = Arc::downgrade(&context);
+    let relay = Relay::new(move || {
+        if let Some(context) = failed.upgrade() {
+            context.fresh_front("tsdemux failed on the leg's data");
+        }
+    });
+    pipeline.add(&relay).map_err(|e| e.to_string())?;
+    src.link(&relay).map_err(|e| e.to_string())?;
+    *context.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay.src_pad());
+    context.new_front(&pipeline, &relay.src_pad())?;
     let src_pad = src.static_pad("src").ok_or("udpsrc has no pad")?;
-    context.new_front(&pipeline, &src_pad)?;
     // The leg's RTP header comes off here (see `leg`); a restarted FFmpeg is a new RTP sender
     // (SSRC) with a new TS timeline, and gets a new front.
-    src_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+    src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         seen.store(now_ms(), Ordering::Relaxed);
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
@@ -165,7 +177,7 @@ pub(super) fn build(
         match context.discovery.leg.take(buffer) {
             Received::Payload => gst::PadProbeReturn::Ok,
             Received::NewRun => {
-                context.restarted(pad);
+                context.fresh_front("the restarted source");
                 gst::PadProbeReturn::Ok
             }
             Received::NotRtp => gst::PadProbeReturn::Drop,
@@ -193,6 +205,8 @@ struct TrackContext {
     options: StreamOptions,
     tracks: Arc<Mutex<Vec<Track>>>,
     discovery: Arc<Discovery>,
+    /// The relay's src pad, where each front's demux is linked.
+    relay: Mutex<Option<gst::Pad>>,
 }
 
 impl TrackContext {
@@ -200,7 +214,7 @@ impl TrackContext {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `udpsrc ! tsdemux`, for the first or a restarted FFmpeg.
+    /// `relay ! tsdemux`, for the first FFmpeg run, a restarted one, or after a failed demux.
     ///
     /// No jitter buffer: the leg comes over loopback, which neither reorders nor delays, and
     /// tsdemux times the media from the TS's own clock. A jitter buffer here only moved every
@@ -236,12 +250,19 @@ impl TrackContext {
         Ok(())
     }
 
-    /// A new SSRC on the leg: FFmpeg restarted. Its TS (new PCR base, continuity, PTS) starts
-    /// in a fresh front; the old demux's state would carry the old timeline into it.
-    fn restarted(self: &Arc<Self>, src: &gst::Pad) {
+    /// A fresh demux for the leg, on the streaming thread. For a new SSRC (FFmpeg restarted):
+    /// its TS (new PCR base, continuity, PTS) starts in a fresh front, where the old demux's
+    /// state would carry the old timeline into it. For a failed demux: a new one picks the
+    /// stream up at the next PAT/PMT and key frame; its tracks continue in their chains either
+    /// way, with their viewers.
+    fn fresh_front(self: &Arc<Self>, why: &str) {
         let Some(pipeline) = self.pipeline.upgrade() else {
             return;
         };
+        let Some(src) = self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let src = &src;
         let old = std::mem::take(
             &mut *self
                 .discovery
@@ -258,8 +279,10 @@ impl TrackContext {
         }
         self.discovery.timeline.new_run();
         match self.new_front(&pipeline, src) {
-            Ok(()) => tracing::info!(stream = %self.id, "the restarted source gets a new TS front"),
-            Err(e) => tracing::warn!(stream = %self.id, error = %e, "cannot build a TS front"),
+            Ok(()) => tracing::info!(stream = %self.id, %why, "a new TS front"),
+            Err(e) => {
+                tracing::warn!(stream = %self.id, %why, error = %e, "cannot build a TS front")
+            }
         }
     }
 
