@@ -251,7 +251,7 @@ class Clients:
                 p.kill()
 
 
-def measure(server, levels, seconds, python, processes):
+def measure(server, levels, seconds, python, processes, smaps=None):
     rows = {}
     clients = Clients(python, server.client_args, processes)
     try:
@@ -264,6 +264,9 @@ def measure(server, levels, seconds, python, processes):
             start = time.monotonic()
             time.sleep(seconds)
             t1, threads, rss = sample(server.pid)
+            if smaps:
+                # The server's memory map at each level, for smaps.py.
+                shutil.copy(f"/proc/{server.pid}/smaps", os.path.join(smaps, f"{server.name}-{n}.smaps"))
             wall = time.monotonic() - start
             fps_min, fps_avg = clients.fps() if n else (float("nan"), float("nan"))
             rows[n] = dict(cpu=(t1 - t0) / TICKS / wall, threads=threads, rss=rss / 2**20,
@@ -285,6 +288,8 @@ def main():
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/streamcore"))
     parser.add_argument("--servers", default="janus,streamcore")
+    parser.add_argument("--smaps", metavar="DIR",
+                        help="copy each server's /proc/<pid>/smaps here at every level (last run kept)")
     args = parser.parse_args()
     levels = [int(v) for v in args.viewers.split(",")]
     clip = make_clip(os.path.join(tempfile.gettempdir(), "sidebyside-720p.mkv"))
@@ -297,7 +302,7 @@ def main():
             try:
                 print(f"run {run} {name} (pid {server.pid})", file=sys.stderr, flush=True)
                 results[name].append(measure(server, levels, args.seconds, sys.executable,
-                                             args.client_processes))
+                                             args.client_processes, args.smaps))
             finally:
                 server.stop()
 
