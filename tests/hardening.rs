@@ -663,20 +663,25 @@ async fn a_trickled_body_is_cut_at_the_body_read_timeout() {
     assert_eq!(ids(&srv).await, Vec::<String>::new());
 }
 
+/// Reads more of an answer into `buf`; the server must not close before `what`.
+async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>, what: &str) {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 5 s"))
+        .unwrap();
+    assert!(n > 0, "closed before {what}: {buf:?}");
+    buf.extend_from_slice(&chunk[..n]);
+}
+
 /// One answer read off a kept-alive socket: its head (lower-cased) and body.
 async fn read_answer(socket: &mut TcpStream) -> (String, String) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     let head_end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before the head: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(socket, &mut buf, "the head").await;
     };
     let head = String::from_utf8(buf[..head_end].to_vec())
         .unwrap()
@@ -689,12 +694,7 @@ async fn read_answer(socket: &mut TcpStream) -> (String, String) {
         .parse()
         .unwrap();
     while buf.len() < head_end + length {
-        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
-            .await
-            .expect("the body within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed inside the body");
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(socket, &mut buf, "the body").await;
     }
     let body = String::from_utf8(buf[head_end..head_end + length].to_vec()).unwrap();
     (head, body)
