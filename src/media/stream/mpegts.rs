@@ -43,7 +43,7 @@ pub(super) struct Discovery {
     /// The RTP of the leg: which FFmpeg run it comes from.
     leg: LegReceiver,
     /// The `tsdemux` of the current FFmpeg run.
-    front: Mutex<Vec<gst::Element>>,
+    demux: Mutex<Option<gst::Element>>,
     /// Keeps running time continuous over FFmpeg runs.
     timeline: Arc<Timeline>,
 }
@@ -145,27 +145,28 @@ pub(super) fn build(
 
     let tracks: Arc<Mutex<Vec<Track>>> = Arc::default();
     let discovery = Arc::new(Discovery::default());
-    let context = Arc::new(TrackContext {
-        id: id.to_string(),
-        port,
-        pipeline: pipeline.downgrade(),
-        shared: shared.clone(),
-        options: options.clone(),
-        tracks: tracks.clone(),
-        discovery: discovery.clone(),
-        relay: Mutex::new(None),
-    });
-    // A failed demux gets replaced instead of stopping udpsrc (see `relay`).
-    let failed = Arc::downgrade(&context);
-    let relay = Relay::new(move || {
-        if let Some(context) = failed.upgrade() {
-            context.fresh_front("tsdemux failed on the leg's data");
+    let context = Arc::new_cyclic(|context: &std::sync::Weak<TrackContext>| {
+        // A failed demux gets replaced instead of stopping udpsrc (see `relay`).
+        let failed = context.clone();
+        let relay = Relay::new(move || {
+            if let Some(context) = failed.upgrade() {
+                context.fresh_front("tsdemux failed on the leg's data");
+            }
+        });
+        TrackContext {
+            id: id.to_string(),
+            port,
+            pipeline: pipeline.downgrade(),
+            shared: shared.clone(),
+            options: options.clone(),
+            tracks: tracks.clone(),
+            discovery: discovery.clone(),
+            relay,
         }
     });
-    pipeline.add(&relay).map_err(|e| e.to_string())?;
-    src.link(&relay).map_err(|e| e.to_string())?;
-    *context.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay.src_pad());
-    context.new_front(&pipeline, &relay.src_pad())?;
+    pipeline.add(&context.relay).map_err(|e| e.to_string())?;
+    src.link(&context.relay).map_err(|e| e.to_string())?;
+    context.new_front(&pipeline)?;
     let src_pad = src.static_pad("src").ok_or("udpsrc has no pad")?;
     // The leg's RTP header comes off here (see `leg`); a restarted FFmpeg is a new RTP sender
     // (SSRC) with a new TS timeline, and gets a new front.
@@ -205,8 +206,8 @@ struct TrackContext {
     options: StreamOptions,
     tracks: Arc<Mutex<Vec<Track>>>,
     discovery: Arc<Discovery>,
-    /// The relay's src pad, where each front's demux is linked.
-    relay: Mutex<Option<gst::Pad>>,
+    /// Between udpsrc and the demux; each new demux is linked to its src pad.
+    relay: Relay,
 }
 
 impl TrackContext {
@@ -219,15 +220,11 @@ impl TrackContext {
     /// No jitter buffer: the leg comes over loopback, which neither reorders nor delays, and
     /// tsdemux times the media from the TS's own clock. A jitter buffer here only moved every
     /// packet to a second thread, two context switches per packet for an idle stream.
-    fn new_front(self: &Arc<Self>, pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<(), String> {
-        let make = |name: &str| {
-            gst::ElementFactory::make(name)
-                .build()
-                .map_err(|e| e.to_string())
-        };
-        let demux = make("tsdemux")?;
-        let elements = [demux.clone()];
-        pipeline.add_many(&elements).map_err(|e| e.to_string())?;
+    fn new_front(self: &Arc<Self>, pipeline: &gst::Pipeline) -> Result<(), String> {
+        let demux = gst::ElementFactory::make("tsdemux")
+            .build()
+            .map_err(|e| e.to_string())?;
+        pipeline.add(&demux).map_err(|e| e.to_string())?;
         let context = self.clone();
         demux.connect_pad_added(move |_, pad| context.exposed(pad));
         let done = self.discovery.clone();
@@ -235,18 +232,17 @@ impl TrackContext {
             done.exposed_at.store(now_ms(), Ordering::Release);
             done.exposed.store(true, Ordering::Release);
         });
-        for element in elements.iter().rev() {
-            element
-                .sync_state_with_parent()
-                .map_err(|e| e.to_string())?;
-        }
+        demux.sync_state_with_parent().map_err(|e| e.to_string())?;
         let sink = demux.static_pad("sink").ok_or("no demuxer sink")?;
-        src.link(&sink).map_err(|e| e.to_string())?;
+        self.relay
+            .src_pad()
+            .link(&sink)
+            .map_err(|e| e.to_string())?;
         *self
             .discovery
-            .front
+            .demux
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = elements.to_vec();
+            .unwrap_or_else(|e| e.into_inner()) = Some(demux);
         Ok(())
     }
 
@@ -259,26 +255,22 @@ impl TrackContext {
         let Some(pipeline) = self.pipeline.upgrade() else {
             return;
         };
-        let Some(src) = self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return;
-        };
-        let src = &src;
-        let old = std::mem::take(
-            &mut *self
-                .discovery
-                .front
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let old = self
+            .discovery
+            .demux
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let src = self.relay.src_pad();
         if let Some(peer) = src.peer() {
             let _ = src.unlink(&peer);
         }
-        for element in &old {
-            let _ = element.set_state(gst::State::Null);
-            let _ = pipeline.remove(element);
+        if let Some(old) = old {
+            let _ = old.set_state(gst::State::Null);
+            let _ = pipeline.remove(&old);
         }
         self.discovery.timeline.new_run();
-        match self.new_front(&pipeline, src) {
+        match self.new_front(&pipeline) {
             Ok(()) => tracing::info!(stream = %self.id, %why, "a new TS front"),
             Err(e) => {
                 tracing::warn!(stream = %self.id, %why, error = %e, "cannot build a TS front")

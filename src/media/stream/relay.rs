@@ -145,18 +145,15 @@ mod imp {
         fn pad_templates() -> &'static [gst::PadTemplate] {
             static TEMPLATES: std::sync::LazyLock<Vec<gst::PadTemplate>> =
                 std::sync::LazyLock::new(|| {
-                    let any = gst::Caps::new_any();
-                    [gst::PadDirection::Sink, gst::PadDirection::Src]
-                        .into_iter()
-                        .map(|direction| {
-                            let name = match direction {
-                                gst::PadDirection::Sink => "sink",
-                                _ => "src",
-                            };
-                            gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &any)
-                                .expect("a static pad template")
-                        })
-                        .collect()
+                    let always = |name, direction| {
+                        let any = gst::Caps::new_any();
+                        gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &any)
+                            .expect("a static pad template")
+                    };
+                    vec![
+                        always("sink", gst::PadDirection::Sink),
+                        always("src", gst::PadDirection::Src),
+                    ]
                 });
             TEMPLATES.as_ref()
         }
