@@ -24,9 +24,8 @@ const UNSEEN_LOSS: usize = 16;
 
 /// An FFmpeg that sends its `rtp_mpegts` leg to `relay_port` and leaves the stream's own port
 /// in `port_file`.
-fn wrapper(dir: &Path, relay_port: u16, port_file: &Path) -> PathBuf {
-    let path = dir.join("ffmpeg-via-relay");
-    let script = format!(
+fn wrapper(relay_port: u16, port_file: &Path) -> String {
+    format!(
         r#"#!/usr/bin/env python3
 import os, re, sys
 args = []
@@ -40,11 +39,7 @@ for arg in sys.argv[1:]:
 os.execvp("ffmpeg", ["ffmpeg"] + args)
 "#,
         port_file = port_file.to_str().unwrap(),
-    );
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+    )
 }
 
 /// What the test tells the relay, and what it learns from it.
@@ -131,7 +126,6 @@ async fn sixteen_lost_audio_packets_do_not_stop_the_stream() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let relay_port = socket.local_addr().unwrap().port();
     let port_file = dir.path().join("leg-port");
-    let ffmpeg = wrapper(dir.path(), relay_port, &port_file);
     let (cut, stop) = (Arc::new(Cut::default()), Arc::new(AtomicBool::new(false)));
     let relaying = {
         let (port_file, cut, stop) = (port_file.clone(), cut.clone(), stop.clone());
@@ -145,14 +139,9 @@ async fn sixteen_lost_audio_packets_do_not_stop_the_stream() {
     }
     let _stop = Stop(stop.clone());
 
-    // The wrapper and its port file live in the test's directory, which the sandboxed FFmpeg
-    // account could not use; this test is about the leg.
-    let server = TestServer::start_with(&[
-        ("STREAMCORE_FFMPEG_BINARY", ffmpeg.to_str().unwrap()),
-        ("STREAMCORE_FFMPEG_USER", ""),
-        ("STREAMCORE_FFMPEG_SANDBOX", "false"),
-    ])
-    .await;
+    let ffmpeg = dir.path().join("ffmpeg-via-relay");
+    let server =
+        TestServer::start_with_ffmpeg_script(&ffmpeg, &wrapper(relay_port, &port_file)).await;
     let _log = ServerLogOnPanic(&server);
     // H.264 + Opus, copied into the leg.
     let file = shared_into(&server, source());

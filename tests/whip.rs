@@ -755,11 +755,8 @@ async fn taken_ports_move_the_input() {
     let stealer_pid = dir.path().join("stealer.pid");
     // Stands in for FFmpeg: the first run starts "another program" that binds the four ports
     // named in the SDP file and keeps them, then fails; later runs are the real FFmpeg.
-    let wrapper = dir.path().join("ffmpeg");
-    std::fs::write(
-        &wrapper,
-        format!(
-            r#"#!/bin/sh
+    let script = format!(
+        r#"#!/bin/sh
 if [ -e {steal} ]; then
   rm -f {steal}
   sdp=""; for a in "$@"; do case "$a" in *.sdp) sdp="$a";; esac; done
@@ -774,22 +771,11 @@ time.sleep(600)' "$port" &
 fi
 exec ffmpeg "$@"
 "#,
-            steal = steal.display(),
-            pid = stealer_pid.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        steal = steal.display(),
+        pid = stealer_pid.display()
+    );
     std::fs::write(&steal, "").unwrap();
-    // The wrapper lives in a private temporary directory and writes its own files there, which
-    // the unprivileged, Landlock-confined FFmpeg account could not; this test is about ports.
-    let server = TestServer::start_with(&[
-        ("STREAMCORE_FFMPEG_BINARY", wrapper.to_str().unwrap()),
-        ("STREAMCORE_FFMPEG_USER", ""),
-        ("STREAMCORE_FFMPEG_SANDBOX", "false"),
-    ])
-    .await;
+    let server = TestServer::start_with_ffmpeg_script(&dir.path().join("ffmpeg"), &script).await;
     let _log = ServerLogOnPanic(&server);
     struct Kill(std::path::PathBuf);
     impl Drop for Kill {

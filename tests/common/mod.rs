@@ -82,6 +82,26 @@ impl TestServer {
         .await
     }
 
+    /// Starts a server whose FFmpeg is `script`, written to `path` and made executable: a
+    /// stand-in that ends in the real `ffmpeg`. The sandbox is off, since the script lives in
+    /// the test's own temporary directory and writes files there, which the unprivileged,
+    /// Landlock-confined FFmpeg account could not.
+    pub async fn start_with_ffmpeg_script(path: &Path, script: &str) -> TestServer {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, script).expect("write the FFmpeg script");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .expect("make the FFmpeg script executable");
+        Self::start_with(&[
+            (
+                "STREAMCORE_FFMPEG_BINARY",
+                path.to_str().expect("a UTF-8 path"),
+            ),
+            ("STREAMCORE_FFMPEG_USER", ""),
+            ("STREAMCORE_FFMPEG_SANDBOX", "false"),
+        ])
+        .await
+    }
+
     /// Starts a server with auth on.
     pub async fn start_with_auth(extra: &[(&str, &str)]) -> TestServer {
         let mut env = vec![
