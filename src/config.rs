@@ -225,6 +225,11 @@ pub struct WebRtcConfig {
     /// Packets a per-viewer leaky queue holds before dropping the oldest; 0 (the default) puts no
     /// queue in the branch, which saves two threads per viewer (see docs/performance.md).
     pub viewer_queue_buffers: u32,
+    /// Viewers' webrtcbins kept prepared (ICE, DTLS and RTP session built) before their offers
+    /// arrive, so that a burst of viewers is answered sooner; each costs two threads and about
+    /// 1 MiB while it waits. The pool fills once the first viewer has asked and empties after an
+    /// hour without one. 0 prepares none.
+    pub viewer_pool: usize,
     /// Viewers per stream; more get 503.
     pub max_viewers_per_stream: usize,
     /// Viewers in all; more get 503.
@@ -286,6 +291,7 @@ impl Default for WebRtcConfig {
             rtp_port_max: 40999,
             jitter_latency_ms: 200,
             viewer_queue_buffers: 0,
+            viewer_pool: 4,
             max_viewers_per_stream: 200,
             max_viewers_total: 500,
             connect_timeout_seconds: 10,
@@ -728,6 +734,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "STREAMCORE_WEBRTC_VIEWER_QUEUE_BUFFERS",
         "webrtc.viewer_queue_buffers",
     ),
+    ("STREAMCORE_WEBRTC_VIEWER_POOL", "webrtc.viewer_pool"),
     ("STREAMCORE_WEBRTC_RTP_PORT_MAX", "webrtc.rtp_port_max"),
     (
         "STREAMCORE_WEBRTC_JITTER_LATENCY_MS",

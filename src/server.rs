@@ -349,6 +349,7 @@ fn media_config(config: &Config) -> MediaConfig {
     MediaConfig {
         jitter_latency_ms: w.jitter_latency_ms,
         viewer_queue_buffers: w.viewer_queue_buffers,
+        viewer_pool: w.viewer_pool,
         max_viewers_per_stream: w.max_viewers_per_stream,
         max_viewers_total: w.max_viewers_total,
         connect_timeout: Duration::from_secs(w.connect_timeout_seconds),

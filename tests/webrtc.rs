@@ -109,6 +109,63 @@ async fn ten_viewers_survive_an_ffmpeg_restart() {
     }
 }
 
+/// Viewers after the first get a webrtcbin prepared before their offer (`webrtc.viewer_pool`):
+/// its transceivers and transport were made ahead, and each viewer still decodes video and audio
+/// of its own.
+#[tokio::test]
+async fn viewers_on_prepared_webrtcbins_decode_video_and_audio() {
+    let server = TestServer::start_with(&[
+        ("STREAMCORE_WEBRTC_VIEWER_POOL", "2"),
+        ("STREAMCORE_LOG", "info,streamcore::media::pool=debug"),
+    ])
+    .await;
+    let source = make_source(&server.data_dir);
+    server.create(webrtc_process("pool", &source)).await;
+    let (first, first_resource, _) =
+        connect_when_ready(&server, "pool", &OfferOptions::default()).await;
+    let id = |resource: &str| resource.rsplit('/').next().unwrap().to_string();
+    assert!(
+        server.logged(&format!("viewer={} prepared=false", id(&first_resource))),
+        "the pool is empty until a viewer asks"
+    );
+    assert!(
+        server
+            .wait_logged("viewer pool: one prepared ready=2", Duration::from_secs(20))
+            .await,
+        "the pool never filled"
+    );
+    let mut viewers = Vec::new();
+    for _ in 0..2 {
+        let (rx, resource, _) = whep::connect(
+            &server.http,
+            &server.url("/whep/pool"),
+            None,
+            &OfferOptions::default(),
+        )
+        .await;
+        assert!(
+            server.logged(&format!("viewer={} prepared=true", id(&resource))),
+            "viewer {resource} did not get a prepared webrtcbin"
+        );
+        viewers.push(rx);
+    }
+    for rx in viewers.iter().chain([&first]) {
+        assert!(
+            rx.wait_frames(30, Duration::from_secs(15)),
+            "frames: {} state {} errors {:?}",
+            rx.frames_decoded(),
+            rx.connection_state(),
+            rx.errors()
+        );
+        assert_eq!(rx.resolution(), Some((640, 360)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rx.audio_samples() < 4800 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(rx.audio_samples() >= 4800, "audio: {}", rx.audio_samples());
+    }
+}
+
 #[tokio::test]
 async fn viewer_cycles_leak_no_threads_or_fds() {
     let server = TestServer::start().await;

@@ -1,7 +1,12 @@
 """Signalling under a burst: N WHEP offers (aiortc, gathered) prepared first, then POSTed at once
-to a streamcore started as in bench.py; prints POST -> 201 percentiles.
+to a streamcore started as in bench.py; prints POST -> 201 percentiles, and the server's threads
+and RSS just before each burst (prepared webrtcbins included).
 
-  target/bench-venv/bin/python benches/sidebyside/burst.py --posts 50 --runs 3
+  target/bench-venv/bin/python benches/sidebyside/burst.py --posts 50 --runs 3 [--pool 50]
+
+--pool sets webrtc.viewer_pool (webrtcbins prepared before the offers; the server's default
+when not given). The pool fills after the first viewer, which the script connects before the
+first burst.
 """
 
 import argparse
@@ -42,7 +47,10 @@ def main():
     parser.add_argument("--posts", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--binary", default=os.path.join(bench.ROOT, "target/release/streamcore"))
+    parser.add_argument("--pool", type=int, help="webrtc.viewer_pool (default: the server's)")
     args = parser.parse_args()
+    if args.pool is not None:
+        os.environ["STREAMCORE_WEBRTC_VIEWER_POOL"] = str(args.pool)
     clip = bench.make_clip(os.path.join(tempfile.gettempdir(), "sidebyside-720p.mkv"))
     server = bench.Streamcore(clip, args.binary)
     url = server.client_args[1]
@@ -62,12 +70,14 @@ def main():
         for run in range(args.runs):
             pcs = loop.run_until_complete(offers(args.posts))
             time.sleep(2)
+            _, threads, rss = bench.sample(server.server.pid)
             with concurrent.futures.ThreadPoolExecutor(args.posts) as pool:
                 results = list(pool.map(lambda pc: post(url, pc.localDescription.sdp), pcs))
             ms = sorted(t for status, t in results if status == 201)
             q = lambda p: ms[min(len(ms) - 1, round((len(ms) - 1) * p))]
             print(f"run {run}: {len(ms)}/{args.posts} answered 201, POST->201 p50 {q(0.5):.1f} ms, "
-                  f"p95 {q(0.95):.1f} ms, max {ms[-1]:.1f} ms", flush=True)
+                  f"p95 {q(0.95):.1f} ms, max {ms[-1]:.1f} ms; before it: {threads} threads, "
+                  f"RSS {rss / 2**20:.1f} MiB", flush=True)
             for pc in pcs:
                 loop.run_until_complete(pc.close())
             time.sleep(12)  # the unanswered viewers are reaped after the connect timeout

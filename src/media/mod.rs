@@ -10,6 +10,7 @@ mod ice;
 pub mod ingest;
 mod keyframe;
 mod peer;
+mod pool;
 mod ports;
 pub mod promise;
 pub mod sdp;
@@ -61,6 +62,8 @@ pub struct MediaConfig {
     pub jitter_latency_ms: u32,
     /// Packets a per-viewer leaky queue holds; 0 means no queue in the branch.
     pub viewer_queue_buffers: u32,
+    /// Viewers' webrtcbins kept prepared before their offers arrive (see `pool.rs`).
+    pub viewer_pool: usize,
     /// Viewers per stream.
     pub max_viewers_per_stream: usize,
     /// Viewers in all.
@@ -97,6 +100,8 @@ pub(crate) struct Shared {
     /// The server-wide viewer cap; each attached viewer holds one slot.
     viewers: Arc<slots::Slots>,
     negotiations: tokio::sync::Semaphore,
+    /// Viewers' webrtcbins prepared ahead.
+    pool: pool::Pool,
     /// Every session, viewers and publishers, by resource id.
     sessions: session::Sessions,
 }
@@ -206,6 +211,11 @@ impl Media {
             ports: ports::PortAllocator::new(config.rtp_port_min, config.rtp_port_max),
             shared: Arc::new(Shared {
                 viewers: slots::Slots::new(config.max_viewers_total),
+                // More prepared than may ever watch would only hold threads.
+                pool: pool::Pool::new(
+                    config.viewer_pool.min(config.max_viewers_total),
+                    config.ice.clone(),
+                ),
                 config,
                 descriptions,
                 capabilities,

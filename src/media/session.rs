@@ -115,20 +115,21 @@ pub enum Patched {
 }
 
 impl Session {
-    /// A session about to negotiate, with its own webrtcbin.
+    /// A session about to negotiate on `webrtcbin`, which becomes its own.
     pub(super) fn new(
         resource: String,
         process: &str,
         direction: Direction,
         codecs: Vec<String>,
+        webrtcbin: gst::Element,
         ice: &super::IceConfig,
         owner: Weak<dyn Owner>,
-    ) -> Result<Session, NegotiationError> {
-        Ok(Session {
+    ) -> Session {
+        Session {
             resource,
             process: process.to_string(),
             direction,
-            webrtcbin: super::peer::new_webrtcbin(ice)?,
+            webrtcbin,
             flags: Arc::new(PeerFlags::default()),
             codecs,
             created: Instant::now(),
@@ -136,7 +137,7 @@ impl Session {
             restart: tokio::sync::Mutex::new(()),
             owner,
             public_ip: ice.public_ip,
-        })
+        }
     }
 
     pub(super) fn webrtcbin(&self) -> &gst::Element {

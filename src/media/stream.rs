@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::gop::GopCache;
-use super::peer::{Direction, Watchers};
+use super::peer::{self, Direction, Watchers};
 use super::ports::PortPair;
 use super::sdp::{parse_source, select_format, Kind, Offer, SourceTrack};
 use super::session::{Answered, OfferError, Owner, Session};
@@ -258,21 +258,31 @@ impl Stream {
         let dead_id = id.clone();
         let config = &inner.shared.config;
         let owner: Weak<Inner> = Arc::downgrade(inner);
+        let kinds: Vec<Kind> = plans.iter().map(|t| t.source.kind).collect();
+        let (webrtcbin, prepared) = match inner.shared.pool.take(&kinds) {
+            Some(prepared) => {
+                let (webrtcbin, sinks) = prepared.into_parts();
+                (webrtcbin, Some(sinks))
+            }
+            None => (peer::new_webrtcbin(&config.ice)?, None),
+        };
+        let from_pool = prepared.is_some();
         let session = Arc::new(Session::new(
             id.clone(),
             &inner.id,
             Direction::Send,
             plans.iter().map(|t| t.source.encoding()).collect(),
+            webrtcbin,
             &config.ice,
             owner,
-        )?);
+        ));
         let mut viewer = viewer::create(
             &pipeline,
             session.clone(),
             offer,
             plans,
-            &config.ice,
-            config.viewer_queue_buffers,
+            prepared,
+            config,
             Watchers {
                 on_dead: Box::new(move || {
                     let _ = dead_tx.send(dead_id.clone());
@@ -288,7 +298,7 @@ impl Stream {
             viewer.teardown(&pipeline);
             return Err(OfferError::NotReady);
         }
-        tracing::info!(stream = %inner.id, viewer = %id, "viewer added");
+        tracing::info!(stream = %inner.id, viewer = %id, prepared = from_pool, "viewer added");
         inner.shared.sessions.insert(&session);
         state.viewers.insert(
             id.clone(),

@@ -14,10 +14,10 @@ use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 use super::gop::GopCache;
 use super::keyframe;
 use super::peer::{self, NegotiationError, PeerFlags, Watchers};
-use super::sdp::{Offer, SourceTrack};
+use super::sdp::{Kind, Offer, SourceTrack};
 use super::sendpath;
 use super::session::Session;
-use super::IceConfig;
+use super::MediaConfig;
 
 /// A negotiation step failed.
 type ViewerError = NegotiationError;
@@ -56,13 +56,15 @@ pub struct Viewer {
 }
 
 /// Builds the viewer inside `pipeline`, negotiates, and returns once all candidates are gathered.
+/// `prepared` are the sink pads by kind of a webrtcbin from the [`super::pool`], whose
+/// transceivers exist already; without them each track asks webrtcbin for a new one.
 pub fn create(
     pipeline: &gst::Pipeline,
     session: Arc<Session>,
     offer: &Offer,
     tracks: Vec<TrackPlan>,
-    ice: &IceConfig,
-    queue_buffers: u32,
+    prepared: Option<[(Kind, gst::Pad); 2]>,
+    config: &MediaConfig,
     watchers: Watchers,
 ) -> Result<Viewer, ViewerError> {
     pipeline.add(session.webrtcbin())?;
@@ -83,9 +85,10 @@ pub fn create(
         pipeline,
         viewer,
         tracks,
-        queue_buffers,
+        prepared,
+        queue_buffers: config.viewer_queue_buffers,
     };
-    let answer = session.negotiate(offer, ice, &mut plan, watchers)?;
+    let answer = session.negotiate(offer, &config.ice, &mut plan, watchers)?;
     let mut viewer = unfinished.viewer.take().expect("taken only here");
     viewer.answer = answer;
     Ok(viewer)
@@ -112,6 +115,7 @@ struct Plan<'a> {
     pipeline: &'a gst::Pipeline,
     viewer: &'a mut Viewer,
     tracks: Vec<TrackPlan>,
+    prepared: Option<[(Kind, gst::Pad); 2]>,
     queue_buffers: u32,
 }
 
@@ -133,9 +137,18 @@ impl peer::Tracks for Plan<'_> {
         tracks.sort_by_key(|t| t.mline);
         let mut keep = Vec::new();
         for track in tracks {
-            let sink = webrtcbin
-                .request_pad_simple("sink_%u")
-                .ok_or_else(|| ViewerError::Failed("webrtcbin gave no sink pad".into()))?;
+            let prepared = self.prepared.as_ref().and_then(|sinks| {
+                sinks
+                    .iter()
+                    .find(|(kind, _)| *kind == track.source.kind)
+                    .map(|(_, pad)| pad.clone())
+            });
+            let sink = match prepared {
+                Some(pad) => pad,
+                None => webrtcbin
+                    .request_pad_simple("sink_%u")
+                    .ok_or_else(|| ViewerError::Failed("webrtcbin gave no sink pad".into()))?,
+            };
             let transceiver = sink
                 .property::<Option<WebRTCRTPTransceiver>>("transceiver")
                 .ok_or_else(|| ViewerError::Failed("webrtcbin pad without transceiver".into()))?;

@@ -145,9 +145,10 @@ impl Ingest {
             &inner.id,
             Direction::Receive,
             codecs.collect(),
+            super::peer::new_webrtcbin(&config.ice)?,
             &config.ice,
             owner,
-        )?);
+        ));
         let publisher = Publisher::create(
             &format!("whip-{}", inner.id),
             session.clone(),
