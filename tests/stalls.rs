@@ -60,8 +60,9 @@ fn assert_stalled(status: StatusCode, elapsed: Duration, body: &str) {
 
 #[tokio::test]
 async fn a_webrtcbin_that_never_answers_is_a_504_within_the_bound_and_frees_what_it_held() {
-    // The server takes one negotiation per CPU at a time; it sees the same CPUs as this test.
-    let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // The server takes four negotiations per CPU at a time (`NEGOTIATIONS_PER_CPU` in
+    // src/media/mod.rs); it sees the same CPUs as this test.
+    let permits = 4 * std::thread::available_parallelism().map_or(2, |n| n.get());
     // One stalled POST to find the stream ready, then one per permit at once: if a stalled
     // negotiation kept its permit or its viewer slot, the viewer after them would find none left.
     let stalls = (1 + permits).to_string();

@@ -124,6 +124,12 @@ impl Endpoint {
     }
 }
 
+/// Negotiations running at once, per CPU. Much of a negotiation is a hand-over between the
+/// calling thread and webrtcbin's own: with one per CPU a burst of 50 POSTs left the CPUs idle in
+/// between (p50 61–92 ms with prepared webrtcbins against 52–72 ms with four per CPU, 41–81 ms
+/// with two; without prepared webrtcbins 85–140 against 76–126 ms; docs/performance.md).
+const NEGOTIATIONS_PER_CPU: usize = 4;
+
 /// The media engine.
 pub struct Media {
     shared: Arc<Shared>,
@@ -220,7 +226,8 @@ impl Media {
                 descriptions,
                 capabilities,
                 negotiations: tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    NEGOTIATIONS_PER_CPU
+                        * std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
                 sessions: session::Sessions::default(),
             }),
@@ -274,8 +281,9 @@ impl Media {
     }
 
     /// A new session from an offer: a viewer of the stream or the publisher of the input.
-    /// Negotiations are CPU work: a burst of them run a few at a time (one per CPU, first come
-    /// first served), which answers most of the burst quickly; each runs off the async runtime
+    /// Negotiations are CPU work: a burst of them run a few at a time
+    /// ([`NEGOTIATIONS_PER_CPU`], first come first served), which answers most of the burst
+    /// quickly; each runs off the async runtime
     /// and every webrtcbin step in it is bounded. `on_connected` runs once the peer connects.
     pub async fn offer(
         &self,
