@@ -176,6 +176,16 @@ async fn a_browser_joining_mid_gop_plays_live_at_once_and_smoothly() {
     let page = chrome.open(&server.url("/")).await;
     let before = first.frames_decoded();
     let (earlier, joined) = play_two(&page, "/whep/gop").await;
+    // Both of the page's viewers were answered on webrtcbins prepared before their offers (the
+    // server's viewer pool fills after the first viewer): what follows holds for them.
+    let prepared = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("viewer added") && line.contains("prepared=true"))
+        .count();
+    assert_eq!(prepared, 2, "viewers answered on prepared webrtcbins");
     let mut report = String::new();
     // The page's first connection also pays for Chrome's first decoder and DTLS set-up (0.7 s
     // seen on a loaded machine): it gets a looser bound; the joining viewer holds the target.
