@@ -90,20 +90,16 @@ fn sendonly_sink(webrtcbin: &gst::Element, kind: Kind) -> Result<gst::Pad, Negot
         .property::<Option<WebRTCRTPTransceiver>>("transceiver")
         .ok_or_else(|| NegotiationError::Failed("webrtcbin pad without transceiver".into()))?;
     transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
-    let caps = match kind {
-        Kind::Video => gst::Caps::builder("application/x-rtp")
-            .field("media", "video")
-            .field("encoding-name", "VP8")
-            .field("clock-rate", 90_000i32)
-            .field("payload", 96i32)
-            .build(),
-        Kind::Audio => gst::Caps::builder("application/x-rtp")
-            .field("media", "audio")
-            .field("encoding-name", "OPUS")
-            .field("clock-rate", 48_000i32)
-            .field("payload", 111i32)
-            .build(),
+    let (encoding, clock_rate, payload) = match kind {
+        Kind::Video => ("VP8", 90_000i32, 96i32),
+        Kind::Audio => ("OPUS", 48_000, 111),
     };
+    let caps = gst::Caps::builder("application/x-rtp")
+        .field("media", kind.as_str())
+        .field("encoding-name", encoding)
+        .field("clock-rate", clock_rate)
+        .field("payload", payload)
+        .build();
     transceiver.set_property("codec-preferences", &caps);
     Ok(sink)
 }
