@@ -184,26 +184,52 @@ async fn login_as(
     (status, body, retry_after, started.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_wrong_logins_are_locked_out_at_once() {
-    const DELAY: Duration = Duration::from_millis(1000);
-    let srv = TestServer::start_with_auth(&[
+const LOGIN_DELAY: Duration = Duration::from_millis(1000);
+
+/// A server whose login checks wait `LOGIN_DELAY` after a failure and lock a client out after five.
+async fn lockout_server() -> TestServer {
+    TestServer::start_with_auth(&[
         ("STREAMCORE_AUTH_LOGIN_FAILURE_DELAY_MS", "1000"),
         ("STREAMCORE_AUTH_LOGIN_MAX_FAILURES", "5"),
         ("STREAMCORE_AUTH_LOGIN_LOCKOUT_SECONDS", "4"),
     ])
-    .await;
-    let _log = common::ServerLogOnPanic(&srv);
-    let client = Client::new();
+    .await
+}
 
-    let started = Instant::now();
-    let guesses = (0..200).map(|i| {
-        let client = client.clone();
-        let srv = &srv;
-        async move { login_as(srv, &client, &format!("guess-{i}")).await }
-    });
-    let answers = futures_util::future::join_all(guesses).await;
-    let total = started.elapsed();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_logins_are_locked_out_at_once() {
+    const DELAY: Duration = LOGIN_DELAY;
+    let client = Client::new();
+    // A round is 200 wrong logins at once against a fresh server. A 429 must come without the
+    // failure delay; on this shared 2-core machine one answer in 200 was once 30 ms late
+    // (1.03 s), so the round may be repeated once on a new server. A server that delays its
+    // 429s fails both rounds.
+    let mut round = 0;
+    let (srv, answers, total) = loop {
+        round += 1;
+        let srv = lockout_server().await;
+        let started = Instant::now();
+        let guesses = (0..200).map(|i| {
+            let client = client.clone();
+            let srv = &srv;
+            async move { login_as(srv, &client, &format!("guess-{i}")).await }
+        });
+        let answers = futures_util::future::join_all(guesses).await;
+        let total = started.elapsed();
+        let slowest_429 = answers
+            .iter()
+            .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+            .map(|a| a.3)
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "round {round}: 200 parallel wrong logins in {total:?}; slowest 429 {slowest_429:?}"
+        );
+        if slowest_429 < DELAY || round == 2 {
+            break (srv, answers, total);
+        }
+    };
+    let _log = common::ServerLogOnPanic(&srv);
 
     let checked: Vec<_> = answers
         .iter()
@@ -223,7 +249,7 @@ async fn parallel_wrong_logins_are_locked_out_at_once() {
     assert_eq!(refused.len(), 195);
     assert!(
         slowest_429 < DELAY,
-        "429s are answered without the failure delay"
+        "429s are answered without the failure delay (in each of {round} rounds)"
     );
     assert!(total < DELAY * 3, "all 200 answered in {total:?}");
     for (status, body, retry_after, _) in &refused {

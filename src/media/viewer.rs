@@ -67,19 +67,20 @@ pub fn create(
     config: &MediaConfig,
     watchers: Watchers,
 ) -> Result<Viewer, ViewerError> {
-    pipeline.add(session.webrtcbin())?;
     let viewer = Viewer {
         session,
         answer: String::new(),
         branches: Vec::new(),
     };
     // Until negotiation succeeds the viewer belongs to this guard, which tears it down on an
-    // error and on a panic alike (unwinding drops it), so no webrtcbin threads or sockets stay.
+    // error and on a panic alike (unwinding drops it), so no webrtcbin threads or sockets stay:
+    // a prepared webrtcbin is in READY already, before it is even in the pipeline.
     let mut unfinished = Unfinished {
         pipeline,
         viewer: Some(viewer),
     };
     let viewer = unfinished.viewer.as_mut().expect("set just above");
+    pipeline.add(viewer.session.webrtcbin())?;
     let session = viewer.session.clone();
     let mut plan = Plan {
         pipeline,
