@@ -11,8 +11,8 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_sdp::SDPMessage;
 use gstreamer_webrtc::{
-    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiverDirection,
-    WebRTCSDPType, WebRTCSessionDescription,
+    WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
+    WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
 };
 
 use super::ice::credentials;
@@ -253,6 +253,27 @@ pub fn new_webrtcbin(ice: &IceConfig) -> Result<gst::Element, NegotiationError> 
         }
     }
     Ok(webrtcbin)
+}
+
+/// A new sink pad of `webrtcbin` (which makes its transceiver).
+pub fn request_sink(webrtcbin: &gst::Element) -> Result<gst::Pad, NegotiationError> {
+    webrtcbin
+        .request_pad_simple("sink_%u")
+        .ok_or_else(|| NegotiationError::Failed("webrtcbin gave no sink pad".into()))
+}
+
+/// Sets the direction and the codec preferences of the transceiver behind a sink pad.
+pub fn set_transceiver(
+    sink: &gst::Pad,
+    direction: WebRTCRTPTransceiverDirection,
+    caps: &gst::Caps,
+) -> Result<(), NegotiationError> {
+    let transceiver = sink
+        .property::<Option<WebRTCRTPTransceiver>>("transceiver")
+        .ok_or_else(|| NegotiationError::Failed("webrtcbin pad without transceiver".into()))?;
+    transceiver.set_property("direction", direction);
+    transceiver.set_property("codec-preferences", caps);
+    Ok(())
 }
 
 fn configure_ice(webrtcbin: &gst::Element, ice: &IceConfig) {

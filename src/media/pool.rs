@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
+use gstreamer_webrtc::WebRTCRTPTransceiverDirection;
 
-use super::peer::{new_webrtcbin, NegotiationError};
+use super::peer::{new_webrtcbin, request_sink, set_transceiver, NegotiationError};
 use super::sdp::Kind;
 use super::IceConfig;
 
@@ -34,8 +34,8 @@ const TICK: Duration = Duration::from_secs(1);
 pub(super) struct Prepared {
     /// `None` once taken apart by [`Prepared::into_parts`].
     webrtcbin: Option<gst::Element>,
-    video: gst::Pad,
-    audio: gst::Pad,
+    /// The sink pads of the two transceivers, by kind.
+    sinks: [(Kind, gst::Pad); 2],
 }
 
 impl Prepared {
@@ -45,8 +45,10 @@ impl Prepared {
         // From here on a failure drops `prepared`, whose Drop puts webrtcbin back to NULL (left
         // in READY it would keep its threads).
         let prepared = Prepared {
-            video: sendonly_sink(&webrtcbin, Kind::Video)?,
-            audio: sendonly_sink(&webrtcbin, Kind::Audio)?,
+            sinks: [
+                (Kind::Video, sendonly_sink(&webrtcbin, Kind::Video)?),
+                (Kind::Audio, sendonly_sink(&webrtcbin, Kind::Audio)?),
+            ],
             webrtcbin: Some(webrtcbin),
         };
         let webrtcbin = prepared.webrtcbin.as_ref().expect("set just above");
@@ -64,11 +66,7 @@ impl Prepared {
     /// The webrtcbin and its sink pads by kind, for a viewer to use.
     pub(super) fn into_parts(mut self) -> (gst::Element, [(Kind, gst::Pad); 2]) {
         let webrtcbin = self.webrtcbin.take().expect("taken apart only once");
-        let pads = [
-            (Kind::Video, self.video.clone()),
-            (Kind::Audio, self.audio.clone()),
-        ];
-        (webrtcbin, pads)
+        (webrtcbin, self.sinks.clone())
     }
 }
 
@@ -83,13 +81,7 @@ impl Drop for Prepared {
 /// A sink pad whose transceiver sends media of `kind`. The caps are placeholders for
 /// `create-offer`; the viewer's negotiation replaces them with the offer's format.
 fn sendonly_sink(webrtcbin: &gst::Element, kind: Kind) -> Result<gst::Pad, NegotiationError> {
-    let sink = webrtcbin
-        .request_pad_simple("sink_%u")
-        .ok_or_else(|| NegotiationError::Failed("webrtcbin gave no sink pad".into()))?;
-    let transceiver = sink
-        .property::<Option<WebRTCRTPTransceiver>>("transceiver")
-        .ok_or_else(|| NegotiationError::Failed("webrtcbin pad without transceiver".into()))?;
-    transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
+    let sink = request_sink(webrtcbin)?;
     let (encoding, clock_rate, payload) = match kind {
         Kind::Video => ("VP8", 90_000i32, 96i32),
         Kind::Audio => ("OPUS", 48_000, 111),
@@ -100,7 +92,7 @@ fn sendonly_sink(webrtcbin: &gst::Element, kind: Kind) -> Result<gst::Pad, Negot
         .field("clock-rate", clock_rate)
         .field("payload", payload)
         .build();
-    transceiver.set_property("codec-preferences", &caps);
+    set_transceiver(&sink, WebRTCRTPTransceiverDirection::Sendonly, &caps)?;
     Ok(sink)
 }
 
@@ -285,15 +277,12 @@ m=audio 40001 RTP/AVP 97\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:97 opus/48000/2\r\n";
         fn add(
             &mut self,
             _: &gst::Element,
-            _: WebRTCRTPTransceiverDirection,
+            direction: WebRTCRTPTransceiverDirection,
         ) -> Result<Vec<(u32, u8)>, NegotiationError> {
             let mut keep = Vec::new();
             for (kind, mline, caps) in &self.formats {
                 let (_, pad) = self.sinks.iter().find(|(k, _)| k == kind).unwrap();
-                let transceiver = pad
-                    .property::<Option<WebRTCRTPTransceiver>>("transceiver")
-                    .unwrap();
-                transceiver.set_property("codec-preferences", caps);
+                set_transceiver(pad, direction, caps)?;
                 let pt = caps.structure(0).unwrap().get::<i32>("payload").unwrap();
                 keep.push((*mline, pt as u8));
             }

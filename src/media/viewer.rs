@@ -9,7 +9,7 @@ use std::time::Duration;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
-use gstreamer_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
+use gstreamer_webrtc::WebRTCRTPTransceiverDirection;
 
 use super::gop::GopCache;
 use super::keyframe;
@@ -146,15 +146,9 @@ impl peer::Tracks for Plan<'_> {
             });
             let sink = match prepared {
                 Some(pad) => pad,
-                None => webrtcbin
-                    .request_pad_simple("sink_%u")
-                    .ok_or_else(|| ViewerError::Failed("webrtcbin gave no sink pad".into()))?,
+                None => peer::request_sink(webrtcbin)?,
             };
-            let transceiver = sink
-                .property::<Option<WebRTCRTPTransceiver>>("transceiver")
-                .ok_or_else(|| ViewerError::Failed("webrtcbin pad without transceiver".into()))?;
-            transceiver.set_property("direction", direction);
-            transceiver.set_property("codec-preferences", &track.caps);
+            peer::set_transceiver(&sink, direction, &track.caps)?;
             self.viewer.branches.push(branch(
                 self.pipeline,
                 &track,
