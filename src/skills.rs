@@ -201,15 +201,21 @@ async fn run(path: &Path, arg: &str) -> Result<String, SkillsError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// FFmpeg's listings are ASCII; the patterns use ASCII classes for small compiled regexes (see
+/// `process::progress`).
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")
 }
 
 /// Parses `ffmpeg -version`; an unknown version string yields "" instead of failing.
 pub fn parse_version(text: &str) -> FfmpegInfo {
-    static VERSION: LazyLock<Regex> = LazyLock::new(|| re(r"^ffmpeg version (\d+\.\d+(\.\d+)?)"));
-    static LIBRARY: LazyLock<Regex> =
-        LazyLock::new(|| re(r"^(lib[a-z]+)\s+(\d+\.\s*\d+\.\s*\d+)\s*/\s*(\d+\.\s*\d+\.\s*\d+)"));
+    static VERSION: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^ffmpeg version ([0-9]+\.[0-9]+(\.[0-9]+)?)"));
+    static LIBRARY: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"^(lib[a-z]+)[[:space:]]+([0-9]+\.[[:space:]]*[0-9]+\.[[:space:]]*[0-9]+)[[:space:]]*/[[:space:]]*([0-9]+\.[[:space:]]*[0-9]+\.[[:space:]]*[0-9]+)",
+        )
+    });
     let mut info = FfmpegInfo::default();
     for line in text.lines() {
         if let Some(c) = VERSION.captures(line) {
@@ -241,9 +247,13 @@ fn after_rule(text: &str) -> impl Iterator<Item = &str> {
 
 /// Parses `ffmpeg -codecs`; a D/E flag without an explicit list means the codec id is the implementation.
 pub fn parse_codecs(text: &str) -> Codecs {
-    static LINE: LazyLock<Regex> =
-        LazyLock::new(|| re(r"^\s([D.])([E.])([VASDT])[I.][L.][S.]\s+(\S+)\s+(.*)$"));
-    static LIST: LazyLock<Regex> = LazyLock::new(|| re(r"\s*\((decoders|encoders):([^)]*)\)"));
+    static LINE: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"^[[:space:]]([D.])([E.])([VASDT])[I.][L.][S.][[:space:]]+([^[:space:]]+)[[:space:]]+(.*)$",
+        )
+    });
+    static LIST: LazyLock<Regex> =
+        LazyLock::new(|| re(r"[[:space:]]*\((decoders|encoders):([^)]*)\)"));
     let mut codecs = Codecs::default();
     for c in after_rule(text).filter_map(|l| LINE.captures(l)) {
         let id = c[4].to_string();
@@ -277,8 +287,11 @@ pub fn parse_codecs(text: &str) -> Codecs {
 
 /// Parses `ffmpeg -filters`; the legend never matches because its flags are indented differently.
 pub fn parse_filters(text: &str) -> Vec<Named> {
-    static LINE: LazyLock<Regex> =
-        LazyLock::new(|| re(r"^\s[T.][S.][C.]\s+(\S+)\s+[AVN|]+->[AVN|]+\s+(.*)$"));
+    static LINE: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"^[[:space:]][T.][S.][C.][[:space:]]+([^[:space:]]+)[[:space:]]+[AVN|]+->[AVN|]+[[:space:]]+(.*)$",
+        )
+    });
     text.lines()
         .filter_map(|l| LINE.captures(l))
         .map(|c| Named {
@@ -290,7 +303,9 @@ pub fn parse_filters(text: &str) -> Vec<Named> {
 
 /// Shared by `-formats` and `-devices`: returns (demuxers, muxers); a `DE` entry lands in both.
 fn split_by_direction<T: Clone>(text: &str, make: impl Fn(Named) -> T) -> (Vec<T>, Vec<T>) {
-    static LINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s([D ])([E ])\s+(\S+)\s*(.*)$"));
+    static LINE: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^[[:space:]]([D ])([E ])[[:space:]]+([^[:space:]]+)[[:space:]]*(.*)$")
+    });
     let (mut demuxers, mut muxers) = (Vec::new(), Vec::new());
     for c in after_rule(text).filter_map(|l| LINE.captures(l)) {
         let entry = make(Named {

@@ -170,8 +170,6 @@ impl Media {
             );
         }
         promise::init();
-        // An uninitialised GnuTLS backend can crash libnice's STUN code later.
-        let _ = gio::TlsBackend::default();
         // The first dtlsdec generates the process-wide DTLS certificate (an RSA key: slow).
         let dtls = gst::ElementFactory::make("dtlsdec")
             .build()

@@ -225,6 +225,13 @@ fn now_ms() -> u64 {
 
 /// A webrtcbin with the server's ICE settings (max-bundle: browsers refuse anything else).
 pub fn new_webrtcbin(ice: &IceConfig) -> Result<gst::Element, NegotiationError> {
+    // An uninitialised GnuTLS backend can crash libnice's STUN code later. Set up before the
+    // first ICE agent rather than at start: the backend (glib-networking's GnuTLS module,
+    // GnuTLS, p11-kit, nettle and GMP) is 2.5 MiB of an idle server's memory.
+    static TLS_BACKEND: std::sync::Once = std::sync::Once::new();
+    TLS_BACKEND.call_once(|| {
+        let _ = gio::TlsBackend::default();
+    });
     let webrtcbin = gst::ElementFactory::make("webrtcbin")
         .property_from_str("bundle-policy", "max-bundle")
         .build()?;

@@ -10,7 +10,9 @@
 //! Core clients expect a 30 s moving average rather than FFmpeg's own instantaneous values.
 //! Stderr is untrusted: every number that does not parse counts as 0, and nothing panics.
 
-// Before the modules, so that they see it.
+// Before the modules, so that they see it. FFmpeg's lines are ASCII, and the patterns say so
+// (`[0-9]`, `[[:space:]]`, `[[:word:]]`, not `\d`, `\s`, `\w`): with Unicode classes the
+// compiled patterns held ~2 MiB of the server's heap (their one-pass DFAs alone 1.1 MiB).
 macro_rules! re {
     ($pat:expr) => {{
         static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();

@@ -117,7 +117,7 @@ impl Prelude {
             self.mapping_ended = true;
             self.section = Section::None;
         }
-        if let Some(c) = re!(r"^Input #(\d+), (.*), from '(.*)':$").captures(line) {
+        if let Some(c) = re!(r"^Input #([0-9]+), (.*), from '(.*)':$").captures(line) {
             self.section = Section::Input;
             self.input_open = true;
             self.in_files.push(file_info(&c));
@@ -126,7 +126,7 @@ impl Prelude {
         if !indented {
             self.input_open = false;
         }
-        if let Some(c) = re!(r"^Output #(\d+), (.*), to '(.*)':$").captures(line) {
+        if let Some(c) = re!(r"^Output #([0-9]+), (.*), to '(.*)':$").captures(line) {
             self.section = Section::Output;
             self.out_files.push(file_info(&c));
             return true;
@@ -146,16 +146,19 @@ impl Prelude {
     }
 
     fn feed_file_line(&mut self, t: &str) -> bool {
-        if let Some(c) = re!(r"^Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)").captures(t) {
+        if let Some(c) =
+            re!(r"^Duration: (?:([0-9]+):([0-9]+):([0-9]+(?:\.[0-9]+)?)|N/A)").captures(t)
+        {
             if let (Section::Input, Some(f)) = (self.section, self.in_files.last_mut()) {
                 f.duration = num(c.get(1)) * 3600.0 + num(c.get(2)) * 60.0 + num(c.get(3));
-                if let Some(b) = re!(r"bitrate: (\d+(?:\.\d+)?) kb/s").captures(t) {
+                if let Some(b) = re!(r"bitrate: ([0-9]+(?:\.[0-9]+)?) kb/s").captures(t) {
                     f.bitrate_kbps = num(b.get(1));
                 }
             }
             return true;
         }
-        let re = re!(r"^Stream #(\d+):(\d+)(?:\[[^\]]*\])?(?:\(([^)]*)\))?: (\w+): (.*)$");
+        let re =
+            re!(r"^Stream #([0-9]+):([0-9]+)(?:\[[^\]]*\])?(?:\(([^)]*)\))?: ([[:word:]]+): (.*)$");
         let Some(c) = re.captures(t) else {
             return false;
         };
@@ -175,13 +178,15 @@ impl Prelude {
     }
 
     fn feed_mapping(&mut self, t: &str) {
-        if let Some(c) = re!(r"^Stream #(\d+):(\d+) -> #(\d+):(\d+) \((.*)\)$").captures(t) {
+        if let Some(c) =
+            re!(r"^Stream #([0-9]+):([0-9]+) -> #([0-9]+):([0-9]+) \((.*)\)$").captures(t)
+        {
             let (inf, ins) = (num(c.get(1)) as u64, num(c.get(2)) as u64);
             let (outf, outs) = (num(c.get(3)) as u64, num(c.get(4)) as u64);
             if &c[5] == "copy" {
                 self.encoders.push((outf, outs, "copy".into()));
             } else if let Some(cc) =
-                re!(r"^(\S+) \(([^)]*)\) -> (\S+) \(([^)]*)\)$").captures(&c[5])
+                re!(r"^([^[:space:]]+) \(([^)]*)\) -> ([^[:space:]]+) \(([^)]*)\)$").captures(&c[5])
             {
                 // "native" means FFmpeg's built-in coder, which carries the codec's name.
                 let pick = |codec: &str, coder: &str| {
@@ -192,7 +197,7 @@ impl Prelude {
             } else {
                 self.encoders.push((outf, outs, String::new()));
             }
-        } else if let Some(c) = re!(r"-> Stream #(\d+):(\d+) \(([^()]*)\)$").captures(t) {
+        } else if let Some(c) = re!(r"-> Stream #([0-9]+):([0-9]+) \(([^()]*)\)$").captures(t) {
             // Output of a filter graph: "overlay -> Stream #0:0 (libx264)".
             self.encoders
                 .push((num(c.get(1)) as u64, num(c.get(2)) as u64, c[3].to_string()));
@@ -246,8 +251,8 @@ fn parse_stream(file: u64, index: u64, lang: &str, kind: &str, rest: &str) -> St
             .to_string(),
         ..Default::default()
     };
-    let unit_re = re!(r"^(\d+(?:\.\d+)?)(k?) (kb/s|fps|tbr|Hz)\b");
-    let (dims_re, name_re) = (re!(r"^(\d+)x(\d+)\b"), re!(r"^[a-z0-9_]+$"));
+    let unit_re = re!(r"^([0-9]+(?:\.[0-9]+)?)(k?) (kb/s|fps|tbr|Hz)(?-u:\b)");
+    let (dims_re, name_re) = (re!(r"^([0-9]+)x([0-9]+)(?-u:\b)"), re!(r"^[a-z0-9_]+$"));
     let (mut fps, mut tbr) = (0.0, 0.0);
     for (i, part) in parts.iter().enumerate().skip(1) {
         if let Some(c) = unit_re.captures(part) {
@@ -287,7 +292,7 @@ fn channels(layout: &str) -> u64 {
         "hexagonal" => 6,
         "octagonal" => 8,
         _ => {
-            if let Some(c) = re!(r"^(\d+)(?:\.(\d+))?").captures(base) {
+            if let Some(c) = re!(r"^([0-9]+)(?:\.([0-9]+))?").captures(base) {
                 (num(c.get(1)) + num(c.get(2))) as u64
             } else {
                 0

@@ -91,7 +91,7 @@ struct Stats {
 fn parse_stats(line: &str) -> (Stats, bool) {
     let mut st = Stats::default();
     let mut has_frame = false;
-    for c in re!(r"(\w+)=\s*(\S+)").captures_iter(line) {
+    for c in re!(r"([[:word:]]+)=[[:space:]]*([^[:space:]]+)").captures_iter(line) {
         let v = &c[2];
         let leading = |v: &str| {
             let end = v
@@ -122,7 +122,7 @@ fn parse_stats(line: &str) -> (Stats, bool) {
 
 /// `[-]HH:MM:SS.cc` to seconds; `N/A` and garbage yield 0.
 fn parse_time(v: &str) -> f64 {
-    match re!(r"^(-?)(\d+):(\d+):(\d+(?:\.\d+)?)$").captures(v) {
+    match re!(r"^(-?)([0-9]+):([0-9]+):([0-9]+(?:\.[0-9]+)?)$").captures(v) {
         Some(c) => {
             let secs = num(c.get(2)) * 3600.0 + num(c.get(3)) * 60.0 + num(c.get(4));
             if &c[1] == "-" {
