@@ -110,17 +110,22 @@ struct Samples {
 
 impl Samples {
     fn push(&mut self, ts: i64, values: Vec<(Key, f64)>, keep: usize) {
-        let values = values
-            .into_iter()
-            .map(|(key, v)| match self.keys.get(&key) {
-                Some(shared) => (shared.clone(), v),
-                None => {
-                    let shared = Arc::new(key.clone());
-                    self.keys.insert(key, shared.clone());
-                    (shared, v)
-                }
-            })
-            .collect();
+        // A fresh vector of its own size: `collect` would reuse the allocation of `values`,
+        // whose elements are 3.5 times larger, and keep all of it for the sample's life.
+        let mut shared_values = Vec::with_capacity(values.len());
+        shared_values.extend(
+            values
+                .into_iter()
+                .map(|(key, v)| match self.keys.get(&key) {
+                    Some(shared) => (shared.clone(), v),
+                    None => {
+                        let shared = Arc::new(key.clone());
+                        self.keys.insert(key, shared.clone());
+                        (shared, v)
+                    }
+                }),
+        );
+        let values = shared_values;
         self.kept.push_back(Sample { ts, values });
         if self.kept.len() > keep {
             while self.kept.len() > keep {
@@ -435,6 +440,7 @@ mod tests {
         }
         assert_eq!(samples.kept.len(), 3);
         assert_eq!(samples.keys.len(), 2);
+        assert!(samples.kept.iter().all(|s| s.values.capacity() == 2));
         let first = &samples.kept[0].values[0].0;
         assert!(samples
             .kept
