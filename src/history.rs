@@ -101,7 +101,7 @@ struct Sample {
 
 /// The samples kept, and one shared copy of each key they name: every sample repeats the same
 /// ~60 keys (a name and a label map each, ~0.6 KiB), so 150 samples holding their own copies
-/// came to 4–6 MiB of heap; shared, a sample is 16 bytes per value.
+/// came to ~4.5 MiB of heap; shared, a sample is 16 bytes per value.
 #[derive(Default)]
 struct Samples {
     kept: VecDeque<Sample>,
@@ -112,8 +112,8 @@ impl Samples {
     fn push(&mut self, ts: i64, values: Vec<(Key, f64)>, keep: usize) {
         // A fresh vector of its own size: `collect` would reuse the allocation of `values`,
         // whose elements are 3.5 times larger, and keep all of it for the sample's life.
-        let mut shared_values = Vec::with_capacity(values.len());
-        shared_values.extend(
+        let mut shared = Vec::with_capacity(values.len());
+        shared.extend(
             values
                 .into_iter()
                 .map(|(key, v)| match self.keys.get(&key) {
@@ -125,14 +125,14 @@ impl Samples {
                     }
                 }),
         );
-        let values = shared_values;
-        self.kept.push_back(Sample { ts, values });
-        if self.kept.len() > keep {
-            while self.kept.len() > keep {
-                self.kept.pop_front();
-            }
+        self.kept.push_back(Sample { ts, values: shared });
+        let full = self.kept.len() > keep;
+        while self.kept.len() > keep {
+            self.kept.pop_front();
+        }
+        if full {
             // Keys no sample names any more (a collector or state that went away).
-            self.keys.retain(|_, shared| Arc::strong_count(shared) > 1);
+            self.keys.retain(|_, key| Arc::strong_count(key) > 1);
         }
     }
 }
