@@ -112,8 +112,16 @@ async fn viewers_on_prepared_webrtcbins_decode_video_and_audio() {
     let (first, first_resource, _) =
         connect_when_ready(&server, "pool", &OfferOptions::default()).await;
     let id = |resource: &str| resource.rsplit('/').next().unwrap().to_string();
+    // The log line comes before the answer, but the test reads the server's log on a thread
+    // of its own: it may arrive after the answer does.
+    const WAIT: Duration = Duration::from_secs(5);
     assert!(
-        server.logged(&format!("viewer={} prepared=false", id(&first_resource))),
+        server
+            .wait_logged(
+                &format!("viewer={} prepared=false", id(&first_resource)),
+                WAIT
+            )
+            .await,
         "the pool is empty until a viewer asks"
     );
     assert!(
@@ -132,7 +140,9 @@ async fn viewers_on_prepared_webrtcbins_decode_video_and_audio() {
         )
         .await;
         assert!(
-            server.logged(&format!("viewer={} prepared=true", id(&resource))),
+            server
+                .wait_logged(&format!("viewer={} prepared=true", id(&resource)), WAIT)
+                .await,
             "viewer {resource} did not get a prepared webrtcbin"
         );
         viewers.push(rx);
