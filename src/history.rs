@@ -105,7 +105,7 @@ struct Sample {
 #[derive(Default)]
 struct Samples {
     kept: VecDeque<Sample>,
-    keys: std::collections::HashMap<Key, Arc<Key>>,
+    keys: std::collections::HashSet<Arc<Key>>,
 }
 
 impl Samples {
@@ -119,8 +119,8 @@ impl Samples {
                 .map(|(key, v)| match self.keys.get(&key) {
                     Some(shared) => (shared.clone(), v),
                     None => {
-                        let shared = Arc::new(key.clone());
-                        self.keys.insert(key, shared.clone());
+                        let shared = Arc::new(key);
+                        self.keys.insert(shared.clone());
                         (shared, v)
                     }
                 }),
@@ -132,7 +132,7 @@ impl Samples {
         }
         if full {
             // Keys no sample names any more (a collector or state that went away).
-            self.keys.retain(|_, key| Arc::strong_count(key) > 1);
+            self.keys.retain(|key| Arc::strong_count(key) > 1);
         }
     }
 }
@@ -451,6 +451,6 @@ mod tests {
             samples.push(ts, vec![(cpu.clone(), 1.0)], 3);
         }
         assert_eq!(samples.keys.len(), 1);
-        assert!(samples.keys.contains_key(&cpu));
+        assert!(samples.keys.contains(&cpu));
     }
 }
