@@ -40,7 +40,7 @@ async fn joining_a_10s_gop_passthrough_stream_decodes_within_a_second() {
     server.create(webrtc_process("gop", &source)).await;
     let (first, _, _) = connect_when_ready(&server, "gop", &OfferOptions::default()).await;
     assert!(first.wait_frames(5, Duration::from_secs(20)));
-    let mut startup = Vec::new();
+    let (mut startup, mut lost) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1700)).await; // somewhere inside the 10 s GOP
         let before = first.frames_decoded();
@@ -62,11 +62,16 @@ async fn joining_a_10s_gop_passthrough_stream_decodes_within_a_second() {
             first.frames_decoded() >= before + 30,
             "the first viewer stalled"
         );
+        // Reported, not asserted: this viewer's socket has the kernel's default buffer and the
+        // test process shares two cores with the server (the browser test asserts no loss).
+        lost.push(rx.packets_lost());
     }
     let (_, state) = server.get("/api/v3/process/gop/webrtc").await;
     assert_eq!(track_path(&state), Some("passthrough".into()), "{state}");
     startup.sort();
-    eprintln!("time to first frame after the answer, 10 s GOP passthrough: {startup:?}");
+    eprintln!(
+        "time to first frame after the answer, 10 s GOP passthrough: {startup:?}; packets lost by the joining viewers: {lost:?}"
+    );
     for t in &startup {
         assert!(*t < Duration::from_secs(1), "first frame after {t:?}");
     }
@@ -83,7 +88,7 @@ fn track_path(state: &Value) -> Option<String> {
 
 /// One WHEP viewer in a page: waits `delayMs`, POSTs, then samples the inbound video stats every 100 ms for
 /// `seconds` after its first decoded frame. Returns `{postToFirstFrameMs, samples: [{t,
-/// framesDecoded, freezeCount, jitterBufferDelay, jitterBufferEmittedCount}]}`.
+/// framesDecoded, freezeCount, jitterBufferDelay, jitterBufferEmittedCount, packetsLost}]}`.
 const VIEWER_JS: &str = r#"async (path, seconds, delayMs) => {
     await new Promise((r) => setTimeout(r, delayMs));
     const pc = new RTCPeerConnection();
@@ -120,7 +125,8 @@ const VIEWER_JS: &str = r#"async (path, seconds, delayMs) => {
         if (first !== null) {
             samples.push({ t: now - first, framesDecoded: s.framesDecoded, freezeCount: s.freezeCount ?? 0,
                            jitterBufferDelay: s.jitterBufferDelay ?? 0,
-                           jitterBufferEmittedCount: s.jitterBufferEmittedCount ?? 0 });
+                           jitterBufferEmittedCount: s.jitterBufferEmittedCount ?? 0,
+                           packetsLost: s.packetsLost ?? 0 });
             if (now - first > seconds * 1000) break;
         }
         await new Promise((r) => setTimeout(r, 100));
@@ -187,6 +193,9 @@ async fn a_browser_joining_mid_gop_plays_live_at_once_and_smoothly() {
         .count();
     assert_eq!(prepared, 2, "viewers answered on prepared webrtcbins");
     let mut report = String::new();
+    // Every viewer is checked before anything fails: whether the others stalled too tells a
+    // loss at the source from one on a viewer's path.
+    let mut failed = Vec::new();
     // The page's first connection also pays for Chrome's first decoder and DTLS set-up (0.7 s
     // seen on a loaded machine): it gets a looser bound; the joining viewer holds the target.
     for (name, result, first_bound) in [
@@ -206,26 +215,37 @@ async fn a_browser_joining_mid_gop_plays_live_at_once_and_smoothly() {
         }
         let delay = playout_delay(samples, 2000.0, 3000.0);
         report += &format!(
-            "{name}: first frame {first_ms:.0} ms after the POST, {} frames in {:.1} s, freezes {}, playout delay 2-3 s {:.0} ms; ",
+            "{name}: first frame {first_ms:.0} ms after the POST, {} frames in {:.1} s, freezes {}, lost {}, playout delay 2-3 s {:.0} ms; ",
             num(last, "framesDecoded"),
             num(last, "t") / 1000.0,
             num(last, "freezeCount"),
+            num(last, "packetsLost"),
             delay * 1000.0
         );
-        assert!(
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                failed.push(format!("{name}: {what}: {result}"));
+            }
+        };
+        check(
             stalls.is_empty(),
-            "{name}: no frames in 500 ms at {stalls:?}: {result}"
+            format!("no frames in 500 ms at {stalls:?}"),
         );
-        assert_eq!(num(last, "freezeCount"), 0.0, "{name}: {result}");
-        assert!(delay < 0.150, "{name}: playout delay {delay} s: {result}");
-        assert!(
+        // On loopback a packet is lost only where a burst overran the browser's socket (the
+        // catch-up is paced for that), and it stops the decoder until the next IDR, 10 s away.
+        check(num(last, "packetsLost") == 0.0, "packets lost".into());
+        check(num(last, "freezeCount") == 0.0, "froze".into());
+        check(delay < 0.150, format!("playout delay {delay} s"));
+        check(
             first_ms < first_bound,
-            "{name}: first frame after {first_ms} ms: {result}"
+            format!("first frame after {first_ms} ms"),
         );
     }
-    assert!(
-        first.frames_decoded() >= before + 90,
-        "the GStreamer viewer stalled while the browsers joined"
-    );
+    let gstreamer_viewer = first.frames_decoded() - before;
+    report += &format!("GStreamer viewer: {gstreamer_viewer} frames meanwhile");
+    if gstreamer_viewer < 90 {
+        failed.push("the GStreamer viewer stalled while the browsers joined".into());
+    }
+    assert!(failed.is_empty(), "{report}\n{}", failed.join("\n"));
     eprintln!("{report}");
 }

@@ -1,12 +1,7 @@
 //! Instant start on passthrough: a stream keeps the RTP packets of its current GOP (from the
 //! latest key frame on, bounded in bytes), and a joining viewer gets them at once instead of
 //! waiting up to a GOP for the source's next IDR (FFmpeg's sources cannot be asked for one).
-//!
-//! The cached frames are sent with their RTP timestamps squeezed to just below the live frame's
-//! (one tick apart, still increasing, sequence numbers untouched): the viewer's decoder catches
-//! up through them at once and then plays live, instead of replaying the GOP in real time and
-//! staying seconds behind. Browsers decode frames whose render time has passed without waiting
-//! and show the latest, so the catch-up costs decoding time, not latency.
+//! [`super::catchup`] sends them, faster than real time, until the viewer reaches the live edge.
 
 use std::sync::Mutex;
 
@@ -95,53 +90,41 @@ impl GopCache {
         gop.packets.push(buffer.clone());
     }
 
-    /// The cached packets that precede the packet with sequence number `next_seq` (the first
-    /// one a joining viewer is about to get live), rewritten for that viewer: payload type
-    /// `pt`, timestamps squeezed below `next_ts`, presentation time `pts`. `None` when the
-    /// cache does not lead up to that packet (nothing cached, or it starts there).
-    pub fn catch_up(
-        &self,
-        next_seq: u16,
-        next_ts: u32,
-        pts: Option<gst::ClockTime>,
-        pt: u8,
-    ) -> Option<gst::BufferList> {
-        let packets: Vec<gst::Buffer> = {
-            let gop = self.lock();
-            let Some(end) = gop.packets.iter().position(|b| seq(b) == Some(next_seq)) else {
-                tracing::debug!(
-                    next_seq,
-                    cached = gop.packets.len(),
-                    first = ?gop.packets.first().and_then(seq),
-                    last = ?gop.packets.last().and_then(seq),
-                    "the cached GOP does not lead to the viewer's first packet"
-                );
-                return None;
-            };
-            gop.packets[..end].to_vec()
+    /// Whether the cache leads up to the packet with sequence number `seq` (the first one a
+    /// joining viewer is about to get live): it holds that packet and some before it.
+    pub fn leads_to(&self, seq: u16) -> bool {
+        let gop = self.lock();
+        let found = position(&gop.packets, seq);
+        if found.is_none() {
+            tracing::debug!(
+                seq,
+                cached = gop.packets.len(),
+                first = ?gop.packets.first().and_then(seq_of),
+                last = ?gop.packets.last().and_then(seq_of),
+                "the cached GOP does not lead to the viewer's first packet"
+            );
+        }
+        found.is_some_and(|i| i > 0)
+    }
+
+    /// Up to `max` cached packets that follow the one numbered `last` (from the GOP's start
+    /// when `last` is `None`, or when the cache moved on to a new GOP since), and how many
+    /// bytes a second the cached GOP carries.
+    pub fn after(&self, last: Option<u16>, max: usize) -> (Vec<gst::Buffer>, u64) {
+        let gop = self.lock();
+        let from = last
+            .and_then(|seq| position(&gop.packets, seq))
+            .map_or(0, |i| i + 1);
+        let ticks = match (gop.start, gop.packets.last().and_then(timestamp)) {
+            (Some(first), Some(last)) => u64::from(last.wrapping_sub(first)),
+            _ => 0,
         };
-        if packets.is_empty() {
-            return None;
-        }
-        let stamps: Vec<u32> = packets.iter().filter_map(timestamp).collect();
-        let stamps = squeezed(stamps.into_iter(), next_ts);
-        let mut list = gst::BufferList::new_sized(packets.len());
-        let list_mut = list.get_mut().expect("new list");
-        for packet in packets {
-            let mut packet = packet.copy();
-            {
-                let packet = packet.make_mut();
-                packet.set_pts(pts);
-                packet.set_dts(gst::ClockTime::NONE);
-                if let Ok(mut rtp) = RTPBuffer::from_buffer_writable(packet) {
-                    let ts = rtp.timestamp();
-                    rtp.set_timestamp(stamps(ts));
-                    rtp.set_payload_type(pt);
-                }
-            }
-            list_mut.add(packet);
-        }
-        Some(list)
+        let rate = (gop.bytes as u64 * 90_000).checked_div(ticks).unwrap_or(0);
+        let end = gop.packets.len().min(from + max);
+        (
+            gop.packets.get(from..end).unwrap_or_default().to_vec(),
+            rate,
+        )
     }
 
     /// Packets and bytes cached now.
@@ -152,7 +135,19 @@ impl GopCache {
     }
 }
 
-fn seq(buffer: &gst::Buffer) -> Option<u16> {
+/// Where the packet numbered `seq` is: the cache holds consecutive packets (the stream's own
+/// payloader numbers them), so the index follows from the first one's number; a scan is the
+/// fallback.
+fn position(packets: &[gst::Buffer], seq: u16) -> Option<usize> {
+    let first = seq_of(packets.first()?)?;
+    let guess = usize::from(seq.wrapping_sub(first));
+    if packets.get(guess).and_then(seq_of) == Some(seq) {
+        return Some(guess);
+    }
+    packets.iter().position(|b| seq_of(b) == Some(seq))
+}
+
+fn seq_of(buffer: &gst::Buffer) -> Option<u16> {
     RTPBuffer::from_buffer_readable(buffer)
         .ok()
         .map(|r| r.seq())
@@ -162,22 +157,6 @@ fn timestamp(buffer: &gst::Buffer) -> Option<u32> {
     RTPBuffer::from_buffer_readable(buffer)
         .ok()
         .map(|r| r.timestamp())
-}
-
-/// Maps the cached frames' timestamps (in sending order) to consecutive ticks ending just below
-/// `next` (a frame that `next` itself belongs to keeps its timestamp).
-fn squeezed(stamps: impl Iterator<Item = u32>, next: u32) -> impl Fn(u32) -> u32 {
-    let mut frames: Vec<u32> = Vec::new();
-    for ts in stamps {
-        if ts != next && frames.last() != Some(&ts) {
-            frames.push(ts);
-        }
-    }
-    let count = frames.len() as u32;
-    move |ts| match frames.iter().position(|f| *f == ts) {
-        Some(i) => next.wrapping_sub(count - i as u32),
-        None => ts,
-    }
 }
 
 #[cfg(test)]
@@ -234,39 +213,33 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_squeezes_timestamps_below_the_live_frame() {
+    fn after_walks_the_gop_and_jumps_to_a_new_one() {
         gst::init().unwrap();
         let c = cache(1 << 20);
         for (seq, ts, nal) in [
-            (10, 1000, 0x65),
-            (11, 1000, 0x41),
-            (12, 4000, 0x41),
-            (13, 7000, 0x41),
-            (14, 7000, 0x41),
-            (15, 10000, 0x41),
+            (10, 0, 0x65),
+            (11, 0, 0x41),
+            (12, 3000, 0x41),
+            (13, 6000, 0x41),
+            (14, 9000, 0x41),
         ] {
             c.record(&packet(seq, ts, &[nal, 0]));
         }
-        // The viewer's first live packet is the second one of the frame at 7000.
-        let list = c.catch_up(14, 7000, None, 102).unwrap();
-        let got: Vec<(u16, u32, u8)> = list
-            .iter()
-            .map(|b| {
-                let rtp = RTPBuffer::from_buffer_readable(b).unwrap();
-                (rtp.seq(), rtp.timestamp(), rtp.payload_type())
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (10, 6998, 102),
-                (11, 6998, 102),
-                (12, 6999, 102),
-                (13, 7000, 102)
-            ]
-        );
+        let seqs = |v: Vec<gst::Buffer>| v.iter().filter_map(seq_of).collect::<Vec<u16>>();
+        assert!(c.leads_to(13));
         // Nothing to catch up on when the live packet starts the GOP, or is not cached.
-        assert!(c.catch_up(10, 1000, None, 102).is_none());
-        assert!(c.catch_up(99, 1000, None, 102).is_none());
+        assert!(!c.leads_to(10));
+        assert!(!c.leads_to(99));
+        let (first, rate) = c.after(None, 3);
+        assert_eq!(seqs(first), vec![10, 11, 12]);
+        // 5 packets of 14 bytes over 9,000 ticks (0.1 s).
+        assert_eq!(rate, 700);
+        assert_eq!(seqs(c.after(Some(12), 3).0), vec![13, 14]);
+        assert_eq!(seqs(c.after(Some(14), 3).0), Vec::<u16>::new());
+        // A new GOP replaced the one being walked: it goes on from the new key frame.
+        c.record(&packet(15, 12000, &[0x65, 0]));
+        c.record(&packet(16, 15000, &[0x41, 0]));
+        assert_eq!(seqs(c.after(Some(14), 3).0), vec![15, 16]);
+        assert_eq!(seqs(c.after(Some(15), 3).0), vec![16]);
     }
 }

@@ -4,6 +4,7 @@
 //! WebRTC-enabled process gets one [`Stream`].
 
 mod aud;
+mod catchup;
 mod funnel;
 mod gop;
 mod ice;

@@ -3,7 +3,7 @@
 //! Everything here blocks (promises, ICE gathering), so callers run it off the async runtime.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -11,6 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_rtp::RTPBuffer;
 use gstreamer_webrtc::WebRTCRTPTransceiverDirection;
 
+use super::catchup::{self, CatchUp};
 use super::gop::GopCache;
 use super::keyframe;
 use super::peer::{self, NegotiationError, PeerFlags, Watchers};
@@ -296,10 +297,11 @@ fn merged_caps(incoming: &gst::CapsRef, ours: &gst::Caps) -> gst::Caps {
 /// Drops everything until DTLS is up (webrtcbin would drop it anyway, after paying for it), then
 /// for video until a key frame so the decoder starts clean, and rewrites the payload type to the
 /// viewer's. Payloaders push buffer lists, so both buffers and lists pass through here.
-/// With a GOP cache the gate opens on any packet: the cached frames that lead up to it go first.
+/// With a GOP cache the gate opens on any packet: the cached frames that lead up to it go first,
+/// paced from a thread of their own ([`catchup`]) that goes on up to the live edge.
 /// When it opens, webrtcbin has long linked its `sink` (caps reach it on the first push after
 /// the branch is linked, DTLS takes longer), and no packet has gone down the branch yet: the
-/// moment to shorten webrtcbin's send path ([`sendpath`]), from the one thread that pushes there.
+/// moment to shorten webrtcbin's send path ([`sendpath`]), before any thread pushes there.
 #[allow(clippy::too_many_arguments)]
 fn install_gate(
     pad: &gst::Pad,
@@ -332,14 +334,15 @@ fn install_gate(
     };
     // Dropped buffers are returned as Handled (the binding frees them): with Drop, GStreamer
     // 1.22 can unref the probe's data pointer after the binding took it.
-    // Set while the catch-up list is pushed from inside this probe (same thread, re-entered).
-    let replaying = AtomicBool::new(false);
     let sink = sink.downgrade();
     let shortened = AtomicBool::new(false);
+    // Set once the viewer starts from the cached GOP: live packets pass again once it is sent.
+    let catching_up: OnceLock<Arc<CatchUp>> = OnceLock::new();
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |pad, info| {
-            if replaying.load(Ordering::Relaxed) {
+            // The catch-up's own slices, rewritten already.
+            if catchup::pushing() {
                 return gst::PadProbeReturn::Ok;
             }
             if !flags.connected() {
@@ -357,17 +360,10 @@ fn install_gate(
                     Some(gst::PadProbeData::BufferList(list)) => list.get(0),
                     _ => None,
                 };
-                let catch_up = first.and_then(|b| {
-                    let rtp = RTPBuffer::from_buffer_readable(b).ok()?;
-                    gop.catch_up(rtp.seq(), rtp.timestamp(), b.pts(), pt)
-                });
-                if let Some(list) = catch_up {
-                    let packets = list.len();
+                if let Some(c) = first.and_then(|b| CatchUp::start(pad, gop, b, pt)) {
+                    tracing::debug!("viewer starts from the cached GOP");
                     started.store(true, Ordering::Relaxed);
-                    replaying.store(true, Ordering::Relaxed);
-                    let flow = pad.push_list(list);
-                    replaying.store(false, Ordering::Relaxed);
-                    tracing::debug!(packets, ?flow, "viewer started from the cached GOP");
+                    let _ = catching_up.set(c);
                 }
             }
             match info.data.as_mut() {
@@ -378,6 +374,9 @@ fn install_gate(
                             return gst::PadProbeReturn::Handled;
                         }
                         started.store(true, Ordering::Relaxed);
+                    }
+                    if catching_up.get().is_some_and(|c| !c.admit_buffer(buffer)) {
+                        return gst::PadProbeReturn::Handled;
                     }
                     set_payload_type(buffer, pt);
                 }
@@ -391,6 +390,9 @@ fn install_gate(
                         if first_key > 0 {
                             list.make_mut().remove(0..first_key);
                         }
+                    }
+                    if catching_up.get().is_some_and(|c| !c.admit_list(list)) {
+                        return gst::PadProbeReturn::Handled;
                     }
                     if list.iter().any(|b| payload_type(b) != Some(pt)) {
                         list.make_mut().foreach_mut(|mut buffer, _| {

@@ -277,6 +277,27 @@ pub fn answer_offer(
 static INIT: Once = Once::new();
 
 /// Initialises GStreamer once per process (and warms the DTLS certificate).
+/// One field of webrtcbin's statistics of one type, summed over its streams; `None` when the
+/// statistics promise failed. Blocks on the promise.
+pub fn stat_sum<T>(
+    webrtc: &gst::Element,
+    kind: gst_webrtc::WebRTCStatsType,
+    field: &str,
+) -> Option<T>
+where
+    T: for<'a> gst::glib::value::FromValue<'a> + std::iter::Sum + 'static,
+{
+    let reply = call_with_promise(webrtc, "get-stats", None::<gst::Pad>.to_value()).ok()??;
+    Some(
+        reply
+            .iter()
+            .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
+            .filter(|s| s.get::<gst_webrtc::WebRTCStatsType>("type").ok() == Some(kind))
+            .filter_map(|s| s.get::<T>(field).ok())
+            .sum(),
+    )
+}
+
 pub fn init() {
     INIT.call_once(|| {
         gst::init().expect("gst::init");
@@ -657,6 +678,17 @@ impl Receiver {
     /// Decoded video frames so far.
     pub fn frames_decoded(&self) -> u64 {
         self.stats.frames.load(Ordering::SeqCst)
+    }
+
+    /// RTP packets lost on the way in, over all streams (sequence numbers never received,
+    /// from webrtcbin's inbound-rtp statistics); -1 without statistics. Blocks on a promise.
+    pub fn packets_lost(&self) -> i64 {
+        stat_sum(
+            &self.webrtc,
+            gst_webrtc::WebRTCStatsType::InboundRtp,
+            "packets-lost",
+        )
+        .unwrap_or(-1)
     }
 
     /// Width and height of the last decoded video frame.

@@ -22,8 +22,8 @@ use gstreamer as gst;
 use gstreamer_webrtc as gst_webrtc;
 
 use super::whep::{
-    apply_answer, audio_caps, call_with_promise, gathered_offer, init, pc_state_string,
-    peer_webrtcbin, video_caps, PeerSignals,
+    apply_answer, audio_caps, gathered_offer, init, pc_state_string, peer_webrtcbin, stat_sum,
+    video_caps, PeerSignals,
 };
 pub use super::whep::{PT_H264, PT_OPUS, PT_VP8};
 
@@ -408,20 +408,12 @@ impl Publisher {
     /// RTP packets sent over all streams, from webrtcbin's outbound-rtp statistics (what left
     /// through DTLS-SRTP, not what the payloaders produced). Blocks on a webrtcbin promise.
     pub fn rtp_packets_sent(&self) -> u64 {
-        let Ok(Some(reply)) =
-            call_with_promise(&self.webrtc, "get-stats", None::<gst::Pad>.to_value())
-        else {
-            return 0;
-        };
-        reply
-            .iter()
-            .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
-            .filter(|s| {
-                s.get::<gst_webrtc::WebRTCStatsType>("type").ok()
-                    == Some(gst_webrtc::WebRTCStatsType::OutboundRtp)
-            })
-            .filter_map(|s| s.get::<u64>("packets-sent").ok())
-            .sum()
+        stat_sum(
+            &self.webrtc,
+            gst_webrtc::WebRTCStatsType::OutboundRtp,
+            "packets-sent",
+        )
+        .unwrap_or(0)
     }
 
     /// Local ICE candidates gathered, as (mline index, "candidate:..." line), for trickle
