@@ -10,6 +10,7 @@ threads and RSS of the server process, and per run the per-viewer CPU ratio stre
   scripts/install-bench-deps.sh        # janus + a venv with aiortc in target/bench-venv
   cargo build --release --bin streamcore
   target/bench-venv/bin/python benches/sidebyside/bench.py --runs 3 --viewers 0,10,30 --seconds 20
+  target/bench-venv/bin/python benches/sidebyside/bench.py --gop 10 ...   # instant start, 10 s GOP
 
 The machine is shared: compare the two servers within one run (the ratio), not absolute figures
 across runs.
@@ -54,7 +55,10 @@ def free_udp_pair():
             return port, port + 2
 
 
-def make_clip(path):
+def make_clip(path, gop_seconds=2):
+    """The clip, made once per GOP length: a key frame every `gop_seconds` (2 s unless asked)."""
+    if gop_seconds != 2:
+        path = path.replace(".mkv", f"-gop{gop_seconds}.mkv")
     if os.path.exists(path):
         return path
     subprocess.run([
@@ -62,7 +66,9 @@ def make_clip(path):
         "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20",
         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-pix_fmt", "yuv420p",
-        "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "60", "-bf", "0",
+        "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", str(30 * gop_seconds), "-bf", "0",
+        # A long GOP exactly as long (no scene-cut key frames between).
+        *([] if gop_seconds == 2 else ["-keyint_min", str(30 * gop_seconds), "-sc_threshold", "0"]),
         "-c:a", "libopus", "-b:a", "64k", "-y", path], check=True)
     return path
 
@@ -288,11 +294,13 @@ def main():
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/streamcore"))
     parser.add_argument("--servers", default="janus,streamcore")
+    parser.add_argument("--gop", type=int, default=2, metavar="SECONDS",
+                        help="the clip's key frame interval (instant start is measured on 2 and 10)")
     parser.add_argument("--smaps", metavar="DIR",
                         help="copy each server's /proc/<pid>/smaps here at every level (last run kept)")
     args = parser.parse_args()
     levels = [int(v) for v in args.viewers.split(",")]
-    clip = make_clip(os.path.join(tempfile.gettempdir(), "sidebyside-720p.mkv"))
+    clip = make_clip(os.path.join(tempfile.gettempdir(), "sidebyside-720p.mkv"), args.gop)
     servers = args.servers.split(",")
     results = {s: [] for s in servers}
     for run in range(args.runs):
