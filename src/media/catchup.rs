@@ -13,7 +13,7 @@
 //! stream's), so a browser's receive clock sees a stream arriving on time, whose frames it
 //! decodes and shows as they come, and meets the live frames without a jump. Timestamps
 //! squeezed together (as for a burst) while the packets arrive over tens of milliseconds made
-//! Chrome's timing stall 150 ms after the catch-up: a freeze in 9 of 19 joins.
+//! Chrome's timing stall 150 ms after the catch-up: a freeze in 8 of 20 runs of the browser test.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
