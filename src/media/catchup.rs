@@ -194,13 +194,16 @@ impl CatchUp {
     fn send(&self, pad: &gst::glib::WeakRef<gst::Pad>, gop: &GopCache, pt: u8) {
         let started = Instant::now();
         let (mut last, mut sent) = (None::<u16>, 0usize);
-        let mut rate = 0u64;
+        let (bytes, gop_rate) = gop.load();
+        let rate = RATE
+            .max(gop_rate * FASTER)
+            .max((bytes as f64 / LONGEST.as_secs_f64()) as u64);
         // The frame being sent: its timestamp at the source and the one it goes out with.
         let mut frame: Option<(u32, u32)> = None;
         loop {
             let (packets, anchor) = {
                 let mut phase = self.lock();
-                let (packets, gop_rate) = gop.after(last, SLICE_PACKETS);
+                let packets = gop.after(last, SLICE_PACKETS);
                 let anchor = match &*phase {
                     Phase::Sending { anchor } => *anchor,
                     Phase::Live { .. } => return,
@@ -216,13 +219,6 @@ impl CatchUp {
                         "caught up"
                     );
                     return;
-                }
-                if rate == 0 {
-                    let whole = gop.after(None, usize::MAX).0;
-                    let bytes: usize = whole.iter().map(|b| b.size()).sum();
-                    rate = RATE
-                        .max(gop_rate * FASTER)
-                        .max((bytes as f64 / LONGEST.as_secs_f64()) as u64);
                 }
                 (packets, anchor)
             };

@@ -108,23 +108,25 @@ impl GopCache {
     }
 
     /// Up to `max` cached packets that follow the one numbered `last` (from the GOP's start
-    /// when `last` is `None`, or when the cache moved on to a new GOP since), and how many
-    /// bytes a second the cached GOP carries.
-    pub fn after(&self, last: Option<u16>, max: usize) -> (Vec<gst::Buffer>, u64) {
+    /// when `last` is `None`, or when the cache moved on to a new GOP since).
+    pub fn after(&self, last: Option<u16>, max: usize) -> Vec<gst::Buffer> {
         let gop = self.lock();
         let from = last
             .and_then(|seq| position(&gop.packets, seq))
             .map_or(0, |i| i + 1);
+        let end = gop.packets.len().min(from.saturating_add(max));
+        gop.packets.get(from..end).unwrap_or_default().to_vec()
+    }
+
+    /// Bytes cached now, and how many bytes a second the cached GOP carries.
+    pub fn load(&self) -> (usize, u64) {
+        let gop = self.lock();
         let ticks = match (gop.start, gop.packets.last().and_then(timestamp)) {
             (Some(first), Some(last)) => u64::from(last.wrapping_sub(first)),
             _ => 0,
         };
         let rate = (gop.bytes as u64 * 90_000).checked_div(ticks).unwrap_or(0);
-        let end = gop.packets.len().min(from + max);
-        (
-            gop.packets.get(from..end).unwrap_or_default().to_vec(),
-            rate,
-        )
+        (gop.bytes, rate)
     }
 
     /// Packets and bytes cached now.
@@ -230,16 +232,15 @@ mod tests {
         // Nothing to catch up on when the live packet starts the GOP, or is not cached.
         assert!(!c.leads_to(10));
         assert!(!c.leads_to(99));
-        let (first, rate) = c.after(None, 3);
-        assert_eq!(seqs(first), vec![10, 11, 12]);
+        assert_eq!(seqs(c.after(None, 3)), vec![10, 11, 12]);
         // 5 packets of 14 bytes over 9,000 ticks (0.1 s).
-        assert_eq!(rate, 700);
-        assert_eq!(seqs(c.after(Some(12), 3).0), vec![13, 14]);
-        assert_eq!(seqs(c.after(Some(14), 3).0), Vec::<u16>::new());
+        assert_eq!(c.load(), (70, 700));
+        assert_eq!(seqs(c.after(Some(12), 3)), vec![13, 14]);
+        assert_eq!(seqs(c.after(Some(14), 3)), Vec::<u16>::new());
         // A new GOP replaced the one being walked: it goes on from the new key frame.
         c.record(&packet(15, 12000, &[0x65, 0]));
         c.record(&packet(16, 15000, &[0x41, 0]));
-        assert_eq!(seqs(c.after(Some(14), 3).0), vec![15, 16]);
-        assert_eq!(seqs(c.after(Some(15), 3).0), vec![16]);
+        assert_eq!(seqs(c.after(Some(14), 3)), vec![15, 16]);
+        assert_eq!(seqs(c.after(Some(15), 3)), vec![16]);
     }
 }
