@@ -262,7 +262,13 @@ async fn run(args: Args) {
     let server = start_server();
     let pid = server.child.id();
     let http = reqwest::Client::new();
-    let source = make_source(&std::env::temp_dir());
+    // Processes read local files only inside the server's data directory (docs/security.md):
+    // the clip is made once in the temp directory and linked in.
+    let made = make_source(&std::env::temp_dir());
+    let source = server._dir.path().join(made.file_name().unwrap());
+    if std::fs::hard_link(&made, &source).is_err() {
+        std::fs::copy(&made, &source).expect("copy the clip into the data directory");
+    }
     let mut process = serde_json::json!({
         "id": "load",
         "input": [{"address": source.to_string_lossy(), "options": ["-re", "-stream_loop", "-1"]}],
@@ -278,7 +284,12 @@ async fn run(args: Args) {
         .send()
         .await
         .unwrap();
-    assert!(res.status().is_success());
+    let status = res.status();
+    assert!(
+        status.is_success(),
+        "creating the process: {status} {}",
+        res.text().await.unwrap_or_default()
+    );
     // Wait for media: one throwaway viewer that gets a 201.
     let (probe, _) = add_viewer(&http, &server.base, "load").await;
     if let Some(r) = &probe.resource {

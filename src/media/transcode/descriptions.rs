@@ -9,12 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::encoders::{self, TranscodeCapabilities};
+use super::encoders::{self, Codec, TranscodeCapabilities};
 use super::{BranchKind, TranscodeError};
 use crate::model::transcode::TranscodeSettings;
 
@@ -362,10 +365,29 @@ impl Descriptions {
         capabilities: &TranscodeCapabilities,
         settings: &TranscodeSettings,
     ) -> Result<(), TranscodeError> {
+        self.check_files(capabilities, settings, true)
+    }
+
+    /// Checks the selected encoder's `video-*.txt` alone (before its decoders are chosen).
+    pub fn check_encoder(
+        &self,
+        capabilities: &TranscodeCapabilities,
+        settings: &TranscodeSettings,
+    ) -> Result<(), TranscodeError> {
+        self.check_files(capabilities, settings, false)
+    }
+
+    fn check_files(
+        &self,
+        capabilities: &TranscodeCapabilities,
+        settings: &TranscodeSettings,
+        decoders: bool,
+    ) -> Result<(), TranscodeError> {
         let vars = Vars::new(96, 1, settings, Some(capabilities));
         let encoder_file = encoders::description_file(&capabilities.video_encoder)
             .ok_or_else(|| TranscodeError::NoDescription(capabilities.video_encoder.clone()))?;
-        for file in [encoder_file, "decode-h264.txt", "decode-h265.txt"] {
+        let files = [encoder_file, "decode-h264.txt", "decode-h265.txt"];
+        for &file in &files[..if decoders { 3 } else { 1 }] {
             let Some(template) = self.templates.get(file) else {
                 return Err(TranscodeError::NoDescription(file.into()));
             };
@@ -400,24 +422,56 @@ impl Descriptions {
             "videotestsrc num-buffers=10 pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 \
              ! {chain} ! fakesink name=sink sync=false async=false"
         );
-        let pipeline = gst::parse::launch(&launch)
-            .map_err(|e| fail(e.to_string()))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| fail("not a pipeline".into()))?;
-        super::fit_video_sizes(pipeline.upcast_ref());
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        if let Some(pad) = pipeline.by_name("sink").and_then(|s| s.static_pad("sink")) {
-            let sent = sent.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            });
-        }
-        let result = run_to_eos(&pipeline, timeout);
-        let _ = pipeline.set_state(gst::State::Null);
-        result.map_err(fail)?;
-        if sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        let pipeline = launch_pipeline(&launch).map_err(fail)?;
+        let produced = run_counting(&pipeline, timeout).map_err(fail)?;
+        if produced == 0 {
             return Err(fail("it produced no output".into()));
+        }
+        Ok(())
+    }
+
+    /// The start-up test of a hardware decoder: the codec's test clip, sent as RTP through the
+    /// codec's decode chain (`decode-h26x.txt` with this decoder) and the selected encoder's chain,
+    /// must come out as encoded frames. The whole branch is tested, so the decoder's output must
+    /// also link to what follows it in a stream (a GPU decoder may offer its own memory first).
+    pub fn probe_decoder(
+        &self,
+        codec: Codec,
+        decoder: &str,
+        capabilities: &TranscodeCapabilities,
+        settings: &TranscodeSettings,
+        timeout: Duration,
+    ) -> Result<(), TranscodeError> {
+        let fail = |message: String| TranscodeError::DecoderProbe {
+            decoder: decoder.to_string(),
+            message,
+        };
+        let mut with_decoder = capabilities.clone();
+        with_decoder.set_decoder(codec, decoder);
+        let vars = Vars::new(96, 1, settings, Some(&with_decoder));
+        let launch = format!(
+            "appsrc name=src format=bytes ! {parser} ! {payloader} pt=96 ! {decode} ! {encode} \
+             ! fakesink name=sink sync=false async=false",
+            parser = codec.parser(),
+            payloader = codec.payloader(),
+            decode = self.decode_chain(codec.encoding(), &vars)?,
+            encode = self.encoder_chain(&capabilities.video_encoder, &vars)?,
+        );
+        let pipeline = launch_pipeline(&launch).map_err(fail)?;
+        let src = pipeline.by_name("src").expect("the appsrc named above");
+        let caps = gst::Caps::from_str(codec.clip_caps()).expect("valid caps");
+        src.set_property("caps", &caps);
+        // appsrc keeps what is pushed before PLAYING and hands it on once the pipeline runs.
+        let clip = gst::Buffer::from_slice(codec.test_clip());
+        let pushed = src.emit_by_name::<gst::FlowReturn>("push-buffer", &[&clip]);
+        let ended = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+        if pushed != gst::FlowReturn::Ok || ended != gst::FlowReturn::Ok {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(fail(format!("the test clip was refused ({pushed:?})")));
+        }
+        let produced = run_counting(&pipeline, timeout).map_err(fail)?;
+        if produced == 0 {
+            return Err(fail("it decoded nothing".into()));
         }
         Ok(())
     }
@@ -548,6 +602,31 @@ fn parse_chain(template: &Template, chain: &str) -> Result<(), ChainError> {
             }
         }
     }
+}
+
+/// A test pipeline from gst-launch text.
+fn launch_pipeline(launch: &str) -> Result<gst::Pipeline, String> {
+    gst::parse::launch(launch)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".into())
+}
+
+/// Runs a test pipeline (sizes fitted as in a stream) to EOS and counts the buffers that reach
+/// its element named `sink`; the pipeline is stopped in every case.
+fn run_counting(pipeline: &gst::Pipeline, timeout: Duration) -> Result<usize, String> {
+    super::fit_video_sizes(pipeline.upcast_ref());
+    let count = Arc::new(AtomicUsize::new(0));
+    if let Some(pad) = pipeline.by_name("sink").and_then(|s| s.static_pad("sink")) {
+        let count = count.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            count.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let result = run_to_eos(pipeline, timeout);
+    let _ = pipeline.set_state(gst::State::Null);
+    result.map(|()| count.load(Ordering::Relaxed))
 }
 
 /// Plays a pipeline until EOS; an error message or the timeout is a failure.

@@ -78,7 +78,7 @@ impl EncoderFamily {
             .find(|f| f.elements().contains(&element))
     }
 
-    /// Decoders on the same hardware as the encoder: decoding there too keeps the CPU out of it.
+    /// Its hardware decoders for a codec, preferred first.
     fn hardware_decoders(self, codec: Codec) -> &'static [&'static str] {
         match (self, codec) {
             (EncoderFamily::Cuda, Codec::H264) => &["nvh264dec"],
@@ -90,20 +90,112 @@ impl EncoderFamily {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Codec {
+/// A source codec the transcode branch decodes with a decoder chosen at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// H.264/AVC.
     H264,
+    /// H.265/HEVC.
     H265,
 }
 
-/// Software decoders, after the family's hardware ones: FFmpeg's first, then the standalone
-/// libraries. decodebin is the last resort (it can take parsed H.264/H.265 too).
+impl Codec {
+    /// Both, in the order they are chosen.
+    pub const ALL: [Codec; 2] = [Codec::H264, Codec::H265];
+
+    /// The encoding name in SDP, which names its `decode-<encoding>.txt`.
+    pub(super) fn encoding(self) -> &'static str {
+        match self {
+            Codec::H264 => "H264",
+            Codec::H265 => "H265",
+        }
+    }
+
+    /// The RTP payloader that turns [`Codec::test_clip`] into what a stream receives.
+    pub(super) fn payloader(self) -> &'static str {
+        match self {
+            Codec::H264 => "rtph264pay",
+            Codec::H265 => "rtph265pay",
+        }
+    }
+
+    /// The parser that splits [`Codec::test_clip`] into access units.
+    pub(super) fn parser(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264parse",
+            Codec::H265 => "h265parse",
+        }
+    }
+
+    /// Caps of [`Codec::test_clip`].
+    pub(super) fn clip_caps(self) -> &'static str {
+        match self {
+            Codec::H264 => "video/x-h264,stream-format=byte-stream",
+            Codec::H265 => "video/x-h265,stream-format=byte-stream",
+        }
+    }
+
+    /// Four 320x240 frames (a key frame first) in Annex B, for a decoder's start-up test.
+    /// 320x240 is above every hardware decoder's minimum size (NVDEC's for H.265 is 144x144).
+    pub(super) fn test_clip(self) -> &'static [u8] {
+        match self {
+            Codec::H264 => include_bytes!("clips/test-320x240.h264"),
+            Codec::H265 => include_bytes!("clips/test-320x240.h265"),
+        }
+    }
+}
+
+/// Every GPU decoder the server knows. Each gets a start-up test: the registry lists nvcodec and
+/// va decoders whenever the driver loads, even where a decoding session cannot be opened later.
+pub const HARDWARE_DECODERS: [&str; 6] = [
+    "nvh264dec",
+    "nvh265dec",
+    "vah264dec",
+    "vaapih264dec",
+    "vah265dec",
+    "vaapih265dec",
+];
+
+/// Whether a decoder runs on a GPU.
+pub(super) fn hardware_decoder(element: &str) -> bool {
+    HARDWARE_DECODERS.contains(&element)
+}
+
+/// The decoders to try for `codec` with an `encoder` of `family`, preferred first, each present
+/// in the registry. The encoder's own hardware comes first. Then any other GPU decoder: a card can
+/// decode without being able to encode (NVIDIA's data-centre parts such as the A100 and H100/H200
+/// have NVDEC and no NVENC, so the encoder falls back to x264 while NVDEC still takes the decoding
+/// off the CPU). A *forced* software encoder keeps the whole branch off the GPU, as asked. Software
+/// decoders last; the caller falls back to decodebin when none is left.
+pub(super) fn decoder_candidates(
+    registry: &Registry,
+    family: EncoderFamily,
+    forced: bool,
+    codec: Codec,
+) -> Vec<&'static str> {
+    let mut families = vec![family];
+    if family.hardware() || !forced {
+        families.extend(EncoderFamily::ALL.into_iter().filter(|f| *f != family));
+    }
+    families
+        .into_iter()
+        .filter(|f| f.hardware())
+        .flat_map(|f| f.hardware_decoders(codec).iter().copied())
+        .chain(software_decoders(codec).iter().copied())
+        .filter(|d| registry.has(d))
+        .collect()
+}
+
+/// Software decoders, after the hardware ones: FFmpeg's first, then the standalone libraries.
 fn software_decoders(codec: Codec) -> &'static [&'static str] {
     match codec {
         Codec::H264 => &["avdec_h264", "openh264dec"],
         Codec::H265 => &["avdec_h265", "libde265dec"],
     }
 }
+
+/// The last resort when no decoder is present or passes its test: it takes parsed H.264/H.265.
+pub(super) const FALLBACK_DECODER: &str = "decodebin";
 
 /// The description file of an encoder element, in `pipelines/`.
 pub fn description_file(element: &str) -> Option<&'static str> {
@@ -156,11 +248,19 @@ impl Registry {
     pub fn has(&self, name: &str) -> bool {
         self.names.contains(name)
     }
-
-    fn first_of<'a>(&self, names: &[&'a str]) -> Option<&'a str> {
-        names.iter().copied().find(|n| self.has(n))
-    }
 }
+
+/// The registry of a GPU machine without an H.264 encoder (an A100, H100 or H200: nvcodec
+/// registers NVDEC's decoders and no NVENC encoder), with the software elements.
+#[cfg(test)]
+pub const NVDEC_WITHOUT_NVENC: &[&str] = &[
+    "nvh264dec",
+    "nvh265dec",
+    "x264enc",
+    "avdec_h264",
+    "avdec_h265",
+    "opusenc",
+];
 
 /// The detected (or forced) choice, serialisable for the skills endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -179,8 +279,19 @@ pub struct TranscodeCapabilities {
     pub opus_encoder: String,
     /// Whether `webrtc.encoder` forced the choice.
     pub forced: bool,
-    /// Encoders passed over because their start-up test failed, with the reason.
+    /// Encoders and hardware decoders passed over because their start-up test failed, with the
+    /// reason.
     pub skipped: Vec<String>,
+}
+
+impl TranscodeCapabilities {
+    /// Uses `decoder` for sources in `codec`.
+    pub(super) fn set_decoder(&mut self, codec: Codec, decoder: &str) {
+        match codec {
+            Codec::H264 => self.h264_decoder = decoder.to_string(),
+            Codec::H265 => self.h265_decoder = decoder.to_string(),
+        }
+    }
 }
 
 /// Picks the encoder: the first available in preference order, or the one `forced` names (an
@@ -299,10 +410,10 @@ pub(super) fn capabilities(
 ) -> TranscodeCapabilities {
     let family = EncoderFamily::of(encoder).expect("a known encoder element");
     let decoder = |codec: Codec| {
-        registry
-            .first_of(family.hardware_decoders(codec))
-            .or_else(|| registry.first_of(software_decoders(codec)))
-            .unwrap_or("decodebin")
+        decoder_candidates(registry, family, forced, codec)
+            .first()
+            .copied()
+            .unwrap_or(FALLBACK_DECODER)
             .to_string()
     };
     TranscodeCapabilities {
@@ -423,6 +534,31 @@ mod tests {
         }
         let family = select(&registry, Some("vaapi")).unwrap();
         assert_eq!(family.video_encoder, "vah264enc");
+    }
+
+    #[test]
+    fn a_gpu_that_decodes_but_cannot_encode_still_decodes() {
+        let registry = Registry::from_names(NVDEC_WITHOUT_NVENC);
+        let caps = select(&registry, None).unwrap();
+        assert_eq!(caps.video_encoder, "x264enc");
+        assert_eq!(caps.h264_decoder, "nvh264dec");
+        assert_eq!(caps.h265_decoder, "nvh265dec");
+        assert_eq!(
+            decoder_candidates(&registry, EncoderFamily::X264, false, Codec::H264),
+            ["nvh264dec", "avdec_h264"]
+        );
+        // Forcing the software encoder keeps the branch off the GPU.
+        let forced = select(&registry, Some("x264")).unwrap();
+        assert_eq!(forced.h264_decoder, "avdec_h264");
+        assert_eq!(forced.h265_decoder, "avdec_h265");
+        // A GPU encoder's own decoders come before another GPU's.
+        let both = Registry::from_names(&["vah264enc", "vah264dec", "nvh264dec", "opusenc"]);
+        assert_eq!(
+            decoder_candidates(&both, EncoderFamily::Vaapi, true, Codec::H264),
+            ["vah264dec", "nvh264dec"]
+        );
+        assert!(HARDWARE_DECODERS.iter().all(|d| hardware_decoder(d)));
+        assert!(!hardware_decoder("avdec_h264"));
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl Request {
     /// back to this process when the child cannot be started (the result is the same, only the
     /// libraries stay mapped).
     pub fn select(&self) -> Report {
-        let limit = super::PROBE_TIMEOUT * (encoders::all_encoder_elements().len() as u32 + 1);
+        let tests = encoders::all_encoder_elements().len() + encoders::HARDWARE_DECODERS.len();
+        let limit = super::PROBE_TIMEOUT * (tests as u32 + 1);
         match self.select_in_child(limit) {
             Ok(outcome) => outcome,
             Err(why) => {

@@ -32,7 +32,7 @@ use super::sdp::{Kind, SourceTrack};
 use crate::model::transcode::{InvalidSettings, TranscodeSettings};
 
 pub use descriptions::{Descriptions, Vars};
-pub use encoders::{EncoderFamily, Registry, TranscodeCapabilities};
+pub use encoders::{Codec, EncoderFamily, Registry, TranscodeCapabilities};
 pub use keyframes::{force_key_unit_event, KeyUnitLimiter};
 pub use sizes::fit_video_sizes;
 
@@ -86,6 +86,14 @@ pub enum TranscodeError {
     /// A transcode setting is out of range.
     #[error(transparent)]
     Settings(#[from] InvalidSettings),
+    /// A hardware decoder is registered but could not decode a test clip.
+    #[error("decoder {decoder} failed its start-up test: {message}")]
+    DecoderProbe {
+        /// The decoder element.
+        decoder: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The encoder is registered but could not encode a test clip.
     #[error("encoder {encoder} failed its start-up test: {message}")]
     Probe {
@@ -272,6 +280,39 @@ pub fn decide(
     }
 }
 
+/// Picks the decoder per codec for the selected encoder ([`encoders::decoder_candidates`]):
+/// each hardware decoder must decode a test clip into the encoder's chain first; one that fails
+/// is passed over (recorded in `skipped`) for the next. Software decoders are taken as they are.
+fn choose_decoders(
+    registry: &Registry,
+    capabilities: &mut TranscodeCapabilities,
+    descriptions: &Descriptions,
+    settings: &TranscodeSettings,
+) {
+    let family = EncoderFamily::of(&capabilities.video_encoder).expect("a known encoder element");
+    for codec in Codec::ALL {
+        let mut chosen = encoders::FALLBACK_DECODER;
+        for decoder in encoders::decoder_candidates(registry, family, capabilities.forced, codec) {
+            if !encoders::hardware_decoder(decoder) {
+                chosen = decoder;
+                break;
+            }
+            match descriptions.probe_decoder(codec, decoder, capabilities, settings, PROBE_TIMEOUT)
+            {
+                Ok(()) => {
+                    chosen = decoder;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%decoder, %error, "decoder passed over");
+                    capabilities.skipped.push(error.to_string());
+                }
+            }
+        }
+        capabilities.set_decoder(codec, chosen);
+    }
+}
+
 /// How long the start-up test of an encoder may take (hardware encoders open their device).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -296,11 +337,15 @@ pub fn select_checked(
     for encoder in &candidates {
         let mut capabilities = encoders::capabilities(registry, encoder, is_forced);
         let result = descriptions
-            .check(&capabilities, settings)
+            .check_encoder(&capabilities, settings)
             .and_then(|()| descriptions.probe(&capabilities, settings, PROBE_TIMEOUT));
         let error = match result {
             Ok(()) => {
                 capabilities.skipped = skipped;
+                choose_decoders(registry, &mut capabilities, descriptions, settings);
+                // The decode chains with the decoders chosen: an operator's file that does not
+                // parse stops the start, as for the encoder's.
+                descriptions.check(&capabilities, settings)?;
                 return Ok(capabilities);
             }
             Err(error) => error,

@@ -530,6 +530,58 @@ fn checked_selection_probes_and_skips_broken_encoders() {
 }
 
 #[test]
+fn a_decoder_test_decodes_the_clip_into_the_encoder_chain() {
+    init();
+    let descriptions = Descriptions::load(None).unwrap();
+    let settings = TranscodeSettings::default();
+    let capabilities = x264();
+    for (codec, decoder) in [(Codec::H264, "avdec_h264"), (Codec::H265, "avdec_h265")] {
+        descriptions
+            .probe_decoder(codec, decoder, &capabilities, &settings, PROBE_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{decoder}: {e}"));
+    }
+    // A decoder that cannot take the clip fails its test, with the reason.
+    let err = descriptions
+        .probe_decoder(
+            Codec::H265,
+            "avdec_h264",
+            &capabilities,
+            &settings,
+            PROBE_TIMEOUT,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, TranscodeError::DecoderProbe { decoder, .. } if decoder == "avdec_h264"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gpu_decoders_that_fail_their_test_are_passed_over_for_software() {
+    init();
+    // NVDEC's decoders as the registry of a GPU without NVENC lists them, but this machine cannot
+    // create them: their test fails, and the software decoders take their place.
+    let registry = Registry::from_names(encoders::NVDEC_WITHOUT_NVENC);
+    let descriptions = Descriptions::load(None).unwrap();
+    let settings = TranscodeSettings::default();
+    let caps = select_checked(&registry, None, &descriptions, &settings).unwrap();
+    assert_eq!(caps.video_encoder, "x264enc");
+    assert_eq!(caps.h264_decoder, "avdec_h264");
+    assert_eq!(caps.h265_decoder, "avdec_h265");
+    assert_eq!(caps.skipped.len(), 2, "{:?}", caps.skipped);
+    assert!(
+        caps.skipped[0].starts_with("decoder nvh264dec failed its start-up test"),
+        "{:?}",
+        caps.skipped
+    );
+    assert!(
+        caps.skipped[1].starts_with("decoder nvh265dec"),
+        "{:?}",
+        caps.skipped
+    );
+}
+
+#[test]
 fn transcoded_tracks_as_viewers_see_them() {
     init();
     let descriptions = Descriptions::builtin();
