@@ -4,8 +4,9 @@
 //! transport during set-remote-description: the ICE stream, the DTLS/SRTP elements and the RTP
 //! session. None of that depends on the offer. So webrtcbins are prepared ahead: with one video
 //! and one audio sendonly transceiver and, through a `create-offer` that is never sent, their
-//! transport. They wait in READY outside any pipeline (webrtcbin's signalling thread and the ICE
-//! agent's, no streaming threads). A viewer whose answer carries exactly one video and one audio
+//! transport. They wait in READY outside any pipeline with three threads each: webrtcbin's
+//! signalling thread, the ICE agent's and the transport's `nicesrc` (webrtcbin starts it with the
+//! transport, to receive STUN); nothing streams. A viewer whose answer carries exactly one video and one audio
 //! track takes one and sets the offer's formats on its transceivers; webrtcbin pairs each offered
 //! m-line with the unassociated transceiver of its kind. Other viewers get a new webrtcbin.
 //!
