@@ -6,9 +6,10 @@
 //! and one audio sendonly transceiver and, through a `create-offer` that is never sent, their
 //! transport. They wait in READY outside any pipeline with three threads each: webrtcbin's
 //! signalling thread, the ICE agent's and the transport's `nicesrc` (webrtcbin starts it with the
-//! transport, to receive STUN); nothing streams. A viewer whose answer carries exactly one video and one audio
-//! track takes one and sets the offer's formats on its transceivers; webrtcbin pairs each offered
-//! m-line with the unassociated transceiver of its kind. Other viewers get a new webrtcbin.
+//! transport, to receive STUN); nothing streams. A viewer whose answer carries exactly one video
+//! and one audio track takes one and sets the offer's formats on its transceivers; webrtcbin
+//! pairs each offered m-line with the unassociated transceiver of its kind. Other viewers get a
+//! new webrtcbin.
 //!
 //! The pool stays empty until a viewer asks, refills on its own thread once no viewer has asked
 //! for a moment (so it never competes with a burst), and empties after a quiet hour.

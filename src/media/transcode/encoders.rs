@@ -1,9 +1,11 @@
-//! Which H.264 encoder the transcode branch uses, and the decoders that go with it, chosen once
-//! at start-up from what the GStreamer registry offers.
+//! Which H.264 encoder the transcode branch uses, and which H.264/H.265 decoders, chosen once at
+//! start-up from what the GStreamer registry offers (the tests that confirm them are in
+//! `descriptions.rs`, the order in `select_checked`).
 //!
 //! Hardware first: a GPU encoder costs next to no CPU, x264 about 0.2 CPU-seconds per second for
 //! 720p30. GStreamer registers the nvcodec and va elements only when their GPU and driver work,
-//! so "present in the registry" already means "the hardware was found".
+//! so "present in the registry" already means "the hardware was found"; not that a session opens
+//! on it, hence the start-up tests of encoders and GPU decoders.
 
 use std::collections::BTreeSet;
 

@@ -2,8 +2,9 @@
 //! `force_transcode`) is decoded and re-encoded before the stream's tee, video to H.264
 //! constrained baseline and audio to Opus 48 kHz, once per stream however many viewers watch.
 //!
-//! - [`encoders`]: which H.264 encoder (and matching decoders) this machine has, chosen once at
-//!   start-up from the GStreamer registry; `webrtc.encoder` can force one.
+//! - [`encoders`]: which H.264 encoder this machine has, chosen once at start-up from the
+//!   GStreamer registry (`webrtc.encoder` can force one), and the H.264/H.265 decoders: GPU ones
+//!   first, the encoder's own before any other, each tested before it is used.
 //! - [`descriptions`]: the element chains, kept as gst-launch text in `pipelines/` so operators
 //!   can read and adjust them, with the same files compiled in as defaults.
 //! - [`keyframes`]: instant start for joining viewers (a forced key unit) without letting a crowd
