@@ -291,18 +291,12 @@ fn push(pad: &gst::Pad, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gstreamer_rtp::prelude::*;
 
+    /// A packet of `size` payload bytes starting with the NAL header `nal`.
     fn packet(seq: u16, ts: u32, nal: u8, size: usize) -> gst::Buffer {
-        let mut buffer = gst::Buffer::new_rtp_with_sizes(size as u32, 0, 0).unwrap();
-        {
-            let mut rtp = RTPBuffer::from_buffer_writable(buffer.get_mut().unwrap()).unwrap();
-            rtp.set_seq(seq);
-            rtp.set_timestamp(ts);
-            rtp.set_payload_type(96);
-            rtp.payload_mut().unwrap()[0] = nal;
-        }
-        buffer
+        let mut payload = vec![0; size];
+        payload[0] = nal;
+        super::super::gop::tests::packet(seq, ts, &payload)
     }
 
     type Pushes = Arc<Mutex<Vec<(Instant, Vec<(u16, u32, u8)>)>>>;

@@ -162,11 +162,12 @@ fn timestamp(buffer: &gst::Buffer) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use gstreamer_rtp::prelude::*;
 
-    fn packet(seq: u16, ts: u32, payload: &[u8]) -> gst::Buffer {
+    /// An RTP packet (payload type 96) carrying `payload`.
+    pub(in crate::media) fn packet(seq: u16, ts: u32, payload: &[u8]) -> gst::Buffer {
         let mut buffer = gst::Buffer::new_rtp_with_sizes(payload.len() as u32, 0, 0).unwrap();
         {
             let mut rtp = RTPBuffer::from_buffer_writable(buffer.get_mut().unwrap()).unwrap();

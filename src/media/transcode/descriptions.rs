@@ -267,7 +267,7 @@ impl Descriptions {
 
     /// The built-in descriptions overridden by the `*.txt` files of `dir`, checked: every
     /// placeholder must be known, and every chain except the encoder ones (see
-    /// [`Descriptions::check`]) must parse. A chain whose elements are not installed makes its
+    /// [`Descriptions::check_encoder`]) must parse. A chain whose elements are not installed makes its
     /// codec unavailable ([`Descriptions::unavailable`]) unless it is a passthrough chain; any
     /// other problem is an error naming the file. GStreamer is initialised here.
     pub fn load(dir: Option<&Path>) -> Result<Self, TranscodeError> {
@@ -360,12 +360,15 @@ impl Descriptions {
     /// Checks the chains that depend on the selected encoder: its `video-*.txt` and the H.264 and
     /// H.265 decode chains with the chosen decoders. Only the selected family is checked, so a
     /// VAAPI description need not parse on a machine without VAAPI. Any problem is an error.
+    /// (The server runs the two halves apart, the decoders' after they are chosen.)
+    #[cfg(test)]
     pub fn check(
         &self,
         capabilities: &TranscodeCapabilities,
         settings: &TranscodeSettings,
     ) -> Result<(), TranscodeError> {
-        self.check_files(capabilities, settings, true)
+        self.check_encoder(capabilities, settings)?;
+        self.check_decoders(capabilities, settings)
     }
 
     /// Checks the selected encoder's `video-*.txt` alone (before its decoders are chosen).
@@ -374,20 +377,32 @@ impl Descriptions {
         capabilities: &TranscodeCapabilities,
         settings: &TranscodeSettings,
     ) -> Result<(), TranscodeError> {
-        self.check_files(capabilities, settings, false)
+        let file = encoders::description_file(&capabilities.video_encoder)
+            .ok_or_else(|| TranscodeError::NoDescription(capabilities.video_encoder.clone()))?;
+        self.check_files(capabilities, settings, &[file])
+    }
+
+    /// Checks the H.264 and H.265 decode chains with the decoders chosen.
+    pub fn check_decoders(
+        &self,
+        capabilities: &TranscodeCapabilities,
+        settings: &TranscodeSettings,
+    ) -> Result<(), TranscodeError> {
+        self.check_files(
+            capabilities,
+            settings,
+            &["decode-h264.txt", "decode-h265.txt"],
+        )
     }
 
     fn check_files(
         &self,
         capabilities: &TranscodeCapabilities,
         settings: &TranscodeSettings,
-        decoders: bool,
+        files: &[&str],
     ) -> Result<(), TranscodeError> {
         let vars = Vars::new(96, 1, settings, Some(capabilities));
-        let encoder_file = encoders::description_file(&capabilities.video_encoder)
-            .ok_or_else(|| TranscodeError::NoDescription(capabilities.video_encoder.clone()))?;
-        let files = [encoder_file, "decode-h264.txt", "decode-h265.txt"];
-        for &file in &files[..if decoders { 3 } else { 1 }] {
+        for &file in files {
             let Some(template) = self.templates.get(file) else {
                 return Err(TranscodeError::NoDescription(file.into()));
             };

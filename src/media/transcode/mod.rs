@@ -12,7 +12,8 @@
 //! - [`sizes`]: the resolution cap as an exact even size that keeps the aspect ratio.
 //!
 //! Start-up, in order: [`Descriptions::load`], [`select_checked`] (which runs
-//! [`Descriptions::check`] and the encoder test), then per track [`decide`] and
+//! [`Descriptions::check_encoder`], the encoder test, the GPU decoders' tests and
+//! [`Descriptions::check_decoders`]), then per track [`decide`] and
 //! [`Descriptions::render`]; after the stream pipeline is parsed, [`fit_video_sizes`] on it and a
 //! [`KeyUnitLimiter`] on the tee of a transcoded video track.
 
@@ -317,9 +318,10 @@ fn choose_decoders(
 /// How long the start-up test of an encoder may take (hardware encoders open their device).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The encoder choice (`encoders::candidates`), then the checks that need GStreamer: the selected encoder's description must parse
-/// ([`Descriptions::check`]) and the encoder must encode a short test clip
-/// ([`Descriptions::probe`]). An automatically chosen encoder that fails its test is passed over
+/// The encoder choice (`encoders::candidates`), then the checks that need GStreamer: the selected
+/// encoder's description must parse ([`Descriptions::check_encoder`]) and the encoder must encode
+/// a short test clip ([`Descriptions::probe`]); then its decoders ([`choose_decoders`]), whose
+/// decode chains must parse ([`Descriptions::check_decoders`]). An automatically chosen encoder that fails its test is passed over
 /// for the next one (recorded in `skipped`, for the skills endpoint); so is a hardware encoder
 /// whose *built-in* description does not fit this machine's driver (a property or mode the driver
 /// lacks). A forced encoder that fails, and any description an operator wrote that does not
@@ -346,7 +348,7 @@ pub fn select_checked(
                 choose_decoders(registry, &mut capabilities, descriptions, settings);
                 // The decode chains with the decoders chosen: an operator's file that does not
                 // parse stops the start, as for the encoder's.
-                descriptions.check(&capabilities, settings)?;
+                descriptions.check_decoders(&capabilities, settings)?;
                 return Ok(capabilities);
             }
             Err(error) => error,
